@@ -1,0 +1,144 @@
+"""Command line: python -m metacanvas_core {generate, evaluate, bench, train} ... (--help on each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .builtin import PLANNER, T2I_METHODS
+from .errors import MetaCanvasError
+
+
+def _pipeline(args):
+    from .pipeline import MetaCanvasPipeline
+
+    backbone, weights = T2I_METHODS[args.method]
+    return MetaCanvasPipeline.from_pretrained(
+        args.planner or PLANNER, args.backbone or backbone, args.weights or weights,
+        strength=getattr(args, "strength", 1.0), device=args.device,
+    )
+
+
+def _save_png(images, path: Path, upscale: int) -> None:
+    from PIL import Image
+
+    arr = (images[0].numpy() * 255 + 0.5).clip(0, 255).astype("uint8")
+    img = Image.fromarray(arr)
+    if upscale > 1:
+        img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def cmd_generate(args) -> None:
+    t0 = time.perf_counter()
+    pipe = _pipeline(args)
+    result = pipe(
+        args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height, steps=args.steps,
+        cfg=args.cfg, seed=args.seed, text_prompt="" if args.empty_text else None,
+    )
+    _save_png(result.images, args.out, args.upscale)
+    if args.canvas_preview:
+        from .preview import canvas_to_rgb
+
+        _save_png(canvas_to_rgb(result.plan, size=args.width * args.upscale), args.canvas_preview, 1)
+    print(f"wrote {args.out} ({args.width}x{args.height}, {args.steps} steps, seed {args.seed}) "
+          f"in {time.perf_counter() - t0:.1f} s")
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluation import evaluate_t2i
+
+    result = evaluate_t2i(_pipeline(args), n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
+                          canvas_only=args.canvas_only)
+    result.update(task=args.task, method=args.method)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    print(text)
+
+
+def cmd_bench(args) -> None:
+    from .bench import bench_t2i
+
+    result = bench_t2i(_pipeline(args), args.prompt, width=args.width, height=args.height, steps=args.steps,
+                       cfg=args.cfg, repeats=args.repeats)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+    print(text)
+
+
+def _common(p: argparse.ArgumentParser, steps: int = 20) -> None:
+    p.add_argument("--method", choices=sorted(T2I_METHODS), default="metacanvas",
+                   help="which built-in weights: metacanvas (canvas planning) or a global-conditioning baseline")
+    p.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
+    p.add_argument("--backbone", type=Path, help="diffusers SanaPipeline folder (default: built-in tiny SANA)")
+    p.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: built-in for --method)")
+    p.add_argument("--steps", type=int, default=steps, help="denoising steps")
+    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m metacanvas_core", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="text-to-image from a prompt, written as PNG")
+    g.add_argument("--prompt", required=True, help="e.g. 'a red circle at top left and a blue square at bottom right'")
+    g.add_argument("--out", type=Path, required=True, help="PNG to write")
+    g.add_argument("--negative-prompt", default="", help="the unconditional plan's prompt (default empty)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--width", type=int, default=32)
+    g.add_argument("--height", type=int, default=32)
+    g.add_argument("--strength", type=float, default=1.0, help="canvas strength (0 = no canvas)")
+    g.add_argument("--empty-text", action="store_true", help="give the DiT no text: the canvas alone steers")
+    g.add_argument("--upscale", type=int, default=8, help="nearest-neighbour upscale of the saved PNG for viewing")
+    g.add_argument("--canvas-preview", type=Path, help="also write the plan (PCA of the canvas) as PNG")
+    _common(g)
+    g.set_defaults(func=cmd_generate)
+
+    e = sub.add_parser("evaluate", help="score held-out benchmark prompts with the shapes-world detector")
+    e.add_argument("--task", choices=("t2i",), default="t2i")
+    e.add_argument("--n", type=int, default=200, help="number of held-out prompts")
+    e.add_argument("--seeds", type=int, nargs="+", default=[0], help="one full pass per seed")
+    e.add_argument("--canvas-only", action="store_true", help="empty text to the DiT; only the canvas steers")
+    e.add_argument("--json", type=Path, help="write the scores here")
+    _common(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    b = sub.add_parser("bench", help="time plain vs MetaCanvas sampling side by side in one run")
+    b.add_argument("--prompt", default="a red circle at top left and a blue square at bottom right")
+    b.add_argument("--width", type=int, default=32)
+    b.add_argument("--height", type=int, default=32)
+    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--json", type=Path, help="write the figures here")
+    _common(b)
+    b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("train", help="reproduce the shipped tiny weights (see scripts/train_t2i.sh)")
+    t.add_argument("what", choices=("planner", "vae", "backbone"))
+    t.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of that trainer (--help for them)")
+    t.set_defaults(func=None)
+
+    args = ap.parse_args(argv)
+    if args.command == "train":
+        from .training import backbone, planner, vae
+
+        {"planner": planner, "vae": vae, "backbone": backbone}[args.what].main(args.rest)
+        return 0
+    try:
+        args.func(args)
+    except MetaCanvasError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

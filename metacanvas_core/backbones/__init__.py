@@ -1,0 +1,37 @@
+"""Backbone adapters, one per architecture, and the loader that picks one from a diffusers folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import MetaCanvasError
+from .base import BackboneAdapter, read_model_index
+from .sana import SanaBackbone
+
+ADAPTERS: dict[str, type[BackboneAdapter]] = {a.transformer_class: a for a in (SanaBackbone,)}
+
+
+def load_backbone(
+    folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> BackboneAdapter:
+    """Load a diffusers pipeline folder (model_index.json, transformer/, vae/, scheduler/) of a known architecture."""
+    folder = Path(folder)
+    read_model_index(folder)
+    cfg_path = folder / "transformer" / "config.json"
+    if not cfg_path.is_file():
+        raise MetaCanvasError(f"backbone folder {str(folder)!r} has no transformer/config.json")
+    cls_name = json.loads(cfg_path.read_text()).get("_class_name")
+    if cls_name not in ADAPTERS:
+        raise MetaCanvasError(
+            f"backbone {folder.name!r} has a {cls_name} transformer; MetaCanvas supports {sorted(ADAPTERS)}"
+        )
+    try:
+        return ADAPTERS[cls_name].from_folder(folder, dtype, device)
+    except (OSError, ValueError, KeyError) as e:
+        raise MetaCanvasError(f"could not load the backbone from {str(folder)!r}: {e}") from e
+
+
+__all__ = ["ADAPTERS", "BackboneAdapter", "SanaBackbone", "load_backbone"]

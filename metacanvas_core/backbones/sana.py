@@ -1,0 +1,63 @@
+"""SANA (text-to-image): `SanaTransformer2DModel` + `AutoencoderDC` from a diffusers SanaPipeline folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderDC, SanaTransformer2DModel
+from torch import nn
+
+from .base import BackboneAdapter, load_scheduler
+
+
+class SanaBackbone(BackboneAdapter):
+    architecture = "sana"
+    transformer_class = "SanaTransformer2DModel"
+
+    @classmethod
+    def from_folder(cls, folder: Path, dtype: torch.dtype, device: str | torch.device) -> "SanaBackbone":
+        # The pipeline's own text encoder (Gemma) is never loaded: the planner replaces it.
+        transformer = SanaTransformer2DModel.from_pretrained(folder / "transformer", torch_dtype=dtype)
+        vae = AutoencoderDC.from_pretrained(folder / "vae", torch_dtype=dtype)
+        return cls(transformer.to(device), vae.to(device), load_scheduler(folder), folder.name)
+
+    @property
+    def patch_embed(self) -> nn.Module:
+        return self.transformer.patch_embed
+
+    @property
+    def dit_dim(self) -> int:
+        cfg = self.transformer.config
+        return cfg.num_attention_heads * cfg.attention_head_dim
+
+    @property
+    def caption_channels(self) -> int:
+        return self.transformer.config.caption_channels
+
+    @property
+    def latent_channels(self) -> int:
+        return self.transformer.config.in_channels
+
+    @property
+    def patch_size(self) -> int:
+        return self.transformer.config.patch_size
+
+    @property
+    def pixels_per_token(self) -> int:
+        return self.vae.spatial_compression_ratio * self.patch_size
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(images.to(self.vae.dtype)).latent * self.vae.config.scaling_factor
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
+
+    def predict(self, latents, timestep, text, text_mask):
+        return self.transformer(
+            latents.to(self.dtype),
+            encoder_hidden_states=text.to(self.dtype),
+            encoder_attention_mask=text_mask,
+            timestep=timestep,
+            return_dict=False,
+        )[0]

@@ -1,0 +1,72 @@
+"""Side-by-side cost of MetaCanvas: sampling with the plain backbone vs with the canvas injected, in one run."""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .pipeline import MetaCanvasPipeline
+from .sampling import InjectedBackbone, sample
+
+
+def _count_flops(fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def bench_t2i(
+    pipe: MetaCanvasPipeline, prompt: str, *, width: int, height: int, steps: int, cfg: float, repeats: int = 5
+) -> dict:
+    """Median wall time of the same sampling run with and without the canvas (same plan, seed, steps, CFG).
+
+    Runs alternate so that machine noise hits both alike. The planner and part (a) of the canvas connector run
+    once per generation; their time is reported on its own.
+    """
+    model = pipe.model
+    # Same DiT weights, strength 0: no canvas hook at all, so the difference is the canvas alone.
+    plain = InjectedBackbone(model.backbone, model.connector, 0.0)
+    t0 = time.perf_counter()
+    positive = pipe.plan([prompt])
+    planner_s = time.perf_counter() - t0
+    negative = pipe.plan([""])
+    kw = dict(width=width, height=height, steps=steps, cfg=cfg, seed=0)
+    timings: dict[str, list[float]] = {"plain": [], "metacanvas": []}
+    for _ in range(repeats):
+        for name, m in (("plain", plain), ("metacanvas", model)):
+            t0 = time.perf_counter()
+            sample(m, positive, negative, **kw)
+            timings[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in timings.items()}
+
+    bb = model.backbone
+    grid = bb.token_grid(width, height)
+    x = torch.zeros(bb.latent_shape(1, width, height))
+    t = torch.full((1,), 500.0)
+    def step_flops(m: InjectedBackbone) -> int:
+        with torch.no_grad(), m.applied(positive, grid):
+            return _count_flops(lambda: bb.predict(x, t, positive.text, positive.text_mask))
+
+    dit_flops, mc_flops = step_flops(plain), step_flops(model)
+    conn = model.connector.connector
+    count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
+    return {
+        "width": width, "height": height, "steps": steps, "cfg": cfg, "repeats": repeats, "threads": torch.get_num_threads(),
+        "plain_sampling_s": round(med["plain"], 4),
+        "metacanvas_sampling_s": round(med["metacanvas"], 4),
+        "ratio": round(med["metacanvas"] / med["plain"], 3),
+        "planner_once_s": round(planner_s, 4),
+        "connector_params": {
+            "canvas_tokens": conn.canvas_tokens.numel(),
+            "text_connector": count(conn.text_connector),
+            "canvas_encoder_once": count(conn.canvas_encoder),
+            "canvas_fuser_per_step": count(conn.canvas_fuser),
+        },
+        "dit_params": count(bb.transformer),
+        "dit_flops_per_step": dit_flops,
+        "connector_flops_per_step": mc_flops - dit_flops,
+        "connector_flops_share": round((mc_flops - dit_flops) / dit_flops, 4),
+    }

@@ -1,0 +1,78 @@
+"""Text-to-image with canvas planning, end to end: plan once, sample, decode. Orchestration only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .backbones import load_backbone
+from .builtin import PLANNER, T2I_METHODS
+from .checkpoints import load_connector
+from .errors import MetaCanvasError
+from .plan import CanvasPlan, make_plan
+from .planner import Planner
+from .sampling import InjectedBackbone, ProgressCallback, latents_to_images, sample
+
+
+@dataclass
+class GenerationResult:
+    images: torch.Tensor  # (B, H, W, 3) in [0, 1]
+    latents: torch.Tensor
+    plan: CanvasPlan
+
+
+class MetaCanvasPipeline:
+    def __init__(self, planner: Planner, model: InjectedBackbone) -> None:
+        if model.connector is None:
+            raise MetaCanvasError("the pipeline needs a backbone injected with MetaCanvas weights (a connector)")
+        self.planner, self.model = planner, model
+
+    @classmethod
+    def from_pretrained(
+        cls, planner: str | Path, backbone: str | Path, weights: str | Path, strength: float = 1.0,
+        device: str = "cpu", dtype: torch.dtype = torch.float32,
+    ) -> "MetaCanvasPipeline":
+        bb = load_backbone(backbone, dtype=dtype, device=device)
+        loaded = load_connector(weights, device=device, dtype=dtype)
+        return cls(Planner.from_pretrained(planner, dtype=dtype, device=device), InjectedBackbone(bb).inject(loaded, strength))
+
+    @classmethod
+    def builtin(cls, method: str = "metacanvas", device: str = "cpu") -> "MetaCanvasPipeline":
+        if method not in T2I_METHODS:
+            raise MetaCanvasError(f"unknown method {method!r}; choose one of {sorted(T2I_METHODS)}")
+        backbone, weights = T2I_METHODS[method]
+        return cls.from_pretrained(PLANNER, backbone, weights, device=device)
+
+    def plan(self, prompts: list[str], text_prompts: list[str] | None = None) -> CanvasPlan:
+        return make_plan(self.planner, self.model.connector, prompts, text_prompts)
+
+    def __call__(
+        self,
+        prompt: str | list[str],
+        *,
+        negative_prompt: str = "",
+        width: int = 32,
+        height: int = 32,
+        steps: int = 20,
+        cfg: float = 3.0,
+        seed: int | list[int] = 0,
+        text_prompt: str | list[str] | None = None,
+        callback: ProgressCallback | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> GenerationResult:
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        empty = [i for i, p in enumerate(prompts) if not p.strip()]
+        if empty:
+            raise MetaCanvasError("prompt is empty: describe the image, e.g. 'a red circle at top left'")
+        texts = None if text_prompt is None else ([text_prompt] * len(prompts) if isinstance(text_prompt, str) else list(text_prompt))
+        self.model.backbone.check_size(width, height)
+        positive = self.plan(prompts, texts)
+        negative = self.plan([negative_prompt])
+        latents = sample(
+            self.model, positive, negative, width=width, height=height, steps=steps, cfg=cfg, seed=seed,
+            batch=len(prompts), callback=callback, cancel=cancel,
+        )
+        return GenerationResult(latents_to_images(self.model.backbone, latents), latents, positive)

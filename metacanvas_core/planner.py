@@ -1,0 +1,120 @@
+"""The MLLM planner: a frozen Qwen2.5-VL that reads the prompt and plans on learnable canvas tokens.
+
+Layout of one sequence: ``[prompt tokens, <eos>] [padding] [canvas tokens]``. Canvas tokens get the M-RoPE
+positions Qwen2.5-VL gives image patches placed after the text (see `canvas_grid.canvas_position_ids`); padding
+is masked and has no position of its own, so a batched prompt plans exactly as it would alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+from .canvas_grid import CanvasGrid, canvas_position_ids
+from .errors import MetaCanvasError
+
+
+@dataclass
+class PlannerOutput:
+    text_states: torch.Tensor  # (B, L, D) last hidden states of the prompt tokens, zero on padding
+    text_mask: torch.Tensor  # (B, L) 1 for real tokens
+    canvas_states: torch.Tensor | None  # (B, K, D) hidden states at the canvas positions: the plan
+
+
+class Planner:
+    """A frozen Qwen2.5-VL language model plus its tokenizer. Never trained here: eval mode, no gradients."""
+
+    def __init__(self, model: Qwen2_5_VLForConditionalGeneration, tokenizer, name: str = "planner") -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.name = name
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | Path, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    ) -> "Planner":
+        """Load a Qwen2.5-VL-*-Instruct folder (config.json, safetensors shards, tokenizer files)."""
+        folder = Path(folder)
+        if not (folder / "config.json").is_file():
+            raise MetaCanvasError(
+                f"planner folder {str(folder)!r} has no config.json: point it at a Qwen2.5-VL folder "
+                "(config.json, *.safetensors, tokenizer files), e.g. one under ComfyUI/models/LLM"
+            )
+        try:
+            model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
+        except (OSError, ValueError, KeyError) as e:
+            raise MetaCanvasError(
+                f"could not load the planner from {str(folder)!r} ({e}); it must be a Qwen2.5-VL folder with "
+                "safetensors weights and a tokenizer"
+            ) from e
+        return cls(model.to(device), tokenizer, name=folder.name)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.model.config.text_config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def tokenize(self, prompts: list[str]) -> list[list[int]]:
+        """Token ids of each prompt followed by end-of-sequence; unknown words are an error, not silent noise."""
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+        unk = self.tokenizer.unk_token_id
+        if unk is not None:
+            for prompt, seq in zip(prompts, ids):
+                if unk in seq:
+                    words = prompt.lower().replace("?", " ?").split()
+                    unknown = [w for w in words if self.tokenizer.convert_tokens_to_ids(w) == unk]
+                    raise MetaCanvasError(
+                        f"prompt {prompt!r} has words the planner {self.name!r} does not know: {unknown}. "
+                        "The built-in tiny planner only knows the shapes world (e.g. 'a red circle at top left "
+                        "and a blue square at bottom right'); use a real Qwen2.5-VL planner for free text"
+                    )
+        return [seq + [self.eos_id] for seq in ids]
+
+    def encode(
+        self, prompts: list[str], canvas_tokens: torch.Tensor | None = None, grid: CanvasGrid | None = None
+    ) -> PlannerOutput:
+        """Run the MLLM once over prompts (+ canvas tokens (K, D) laid out on `grid`, if given).
+
+        Gradients reach `canvas_tokens` when they require grad (training); the MLLM itself stays frozen.
+        """
+        if canvas_tokens is not None and (grid is None or canvas_tokens.shape[0] != grid.num_tokens):
+            raise MetaCanvasError(f"canvas tokens {tuple(canvas_tokens.shape)} do not fill the canvas grid {grid}")
+        ids = self.tokenize(prompts)
+        b, text_len = len(ids), max(len(s) for s in ids)
+        k = 0 if canvas_tokens is None else canvas_tokens.shape[0]
+        dev = self.device
+        input_ids = torch.full((b, text_len), self.pad_id, dtype=torch.long, device=dev)
+        mask = torch.zeros(b, text_len + k, dtype=torch.long, device=dev)
+        positions = torch.zeros(3, b, text_len + k, dtype=torch.long, device=dev)
+        for i, seq in enumerate(ids):
+            input_ids[i, : len(seq)] = torch.tensor(seq, device=dev)
+            mask[i, : len(seq)] = 1
+            positions[:, i, : len(seq)] = torch.arange(len(seq), device=dev)
+            if k:
+                mask[i, text_len:] = 1
+                positions[:, i, text_len:] = canvas_position_ids(len(seq), grid).to(dev)
+        embeds = self.model.get_input_embeddings()(input_ids)
+        if k:
+            canvas = canvas_tokens.to(dev, embeds.dtype).unsqueeze(0).expand(b, -1, -1)
+            embeds = torch.cat([embeds, canvas], dim=1)
+        grad = canvas_tokens is not None and canvas_tokens.requires_grad and torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad):
+            hidden = self.model.model.language_model(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False
+            ).last_hidden_state
+        text_mask = mask[:, :text_len]
+        text_states = hidden[:, :text_len] * text_mask.unsqueeze(-1).to(hidden.dtype)
+        return PlannerOutput(text_states, text_mask, hidden[:, text_len:] if k else None)

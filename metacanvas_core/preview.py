@@ -1,0 +1,33 @@
+"""Make a plan visible: the encoded canvas of each sample, PCA to three channels, shown as RGB."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .plan import CanvasPlan
+from .errors import MetaCanvasError
+
+
+def canvas_to_rgb(plan: CanvasPlan, size: int = 256) -> torch.Tensor:
+    """(B * T, size, size * w / h, 3) float in [0, 1]: one picture per sample and keyframe.
+
+    Components are fitted over all tokens of the batch, so colours are comparable between samples: the same
+    colour in two previews means the same direction in canvas space.
+    """
+    if plan.canvas is None:
+        raise MetaCanvasError("this plan has no canvas (made with global-conditioning weights): nothing to preview")
+    b, t, h, w, d = plan.canvas.shape
+    x = plan.canvas.float().reshape(-1, d)
+    x = x - x.mean(0, keepdim=True)
+    if x.abs().max() == 0:  # an untrained (zero) canvas: show it as flat grey
+        rgb = torch.full((x.shape[0], 3), 0.5)
+    else:
+        _, _, v = torch.linalg.svd(x, full_matrices=False)
+        comps = x @ v[: min(3, v.shape[0])].T
+        comps = F.pad(comps, (0, 3 - comps.shape[1]))
+        lo, hi = comps.amin(0), comps.amax(0)
+        rgb = (comps - lo) / (hi - lo).clamp_min(1e-8)
+    img = rgb.reshape(b * t, h, w, 3).permute(0, 3, 1, 2)
+    img = F.interpolate(img, size=(size, max(1, round(size * w / h))), mode="nearest")
+    return img.permute(0, 2, 3, 1).contiguous()

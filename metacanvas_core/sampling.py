@@ -1,0 +1,175 @@
+"""Rectified-flow sampling with the backbone's flow-matching scheduler, CFG, progress and cancel.
+
+`InjectedBackbone` is to a backbone what a LoRA-patched MODEL is to ComfyUI: the shared base modules plus the
+MetaCanvas weights and strength to apply while sampling. Patches are applied on entry and undone on exit, so one
+loaded backbone serves injected and plain branches of a graph alike.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+import torch
+
+from .backbones.base import BackboneAdapter
+from .checkpoints import LoadedConnector
+from .errors import MetaCanvasError
+from .injection import canvas_injected
+from .plan import CanvasPlan
+
+ProgressCallback = Callable[[int, int, torch.Tensor], None]
+
+
+class SamplingCancelled(RuntimeError):
+    """Raised between steps when the cancel check says so."""
+
+
+@dataclass(frozen=True)
+class InjectedBackbone:
+    backbone: BackboneAdapter
+    connector: LoadedConnector | None = None
+    strength: float = 1.0
+
+    def inject(self, loaded: LoadedConnector, strength: float = 1.0) -> "InjectedBackbone":
+        loaded.check_backbone(self.backbone, where="Inject into Backbone: connector")
+        return InjectedBackbone(self.backbone, loaded, float(strength))
+
+    @contextmanager
+    def applied(self, plan: CanvasPlan, grid: tuple[int, int, int]) -> Iterator[None]:
+        """Swap in the connector's DiT weights and hook in the canvas for the duration of one sampling run."""
+        with ExitStack() as stack:
+            if self.connector is not None:
+                stack.enter_context(weights_swapped(self.backbone.transformer, self.connector.dit_state))
+                use_canvas = self.connector.config.use_canvas and plan.canvas is not None and self.strength != 0
+                if use_canvas:
+                    conn = self.connector.connector
+                    canvas = conn.canvas_for_grid(plan.canvas, *grid).to(self.backbone.device)
+                    stack.enter_context(canvas_injected(self.backbone, conn.canvas_fuser, canvas, grid, self.strength))
+            yield
+
+
+@contextmanager
+def weights_swapped(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Load `state` into `module` and put the original tensors back afterwards."""
+    if not state:
+        yield
+        return
+    own = module.state_dict()
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise MetaCanvasError(f"the MetaCanvas weights carry DiT tensors this backbone does not have: {unknown[:5]}")
+    saved = {k: own[k].clone() for k in state}
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for k, v in saved.items():
+                own[k].copy_(v)
+
+
+def _pad_text(text: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    extra = length - text.shape[1]
+    if extra == 0:
+        return text, mask
+    return (
+        torch.cat([text, text.new_zeros(text.shape[0], extra, text.shape[2])], 1),
+        torch.cat([mask, mask.new_zeros(mask.shape[0], extra)], 1),
+    )
+
+
+def _batched(plan: CanvasPlan, batch: int) -> CanvasPlan:
+    if plan.batch == batch:
+        return plan
+    if plan.batch != 1:
+        raise MetaCanvasError(f"a plan of {plan.batch} prompts cannot drive a batch of {batch}; plan 1 or {batch}")
+    rep = lambda t: None if t is None else t.expand(batch, *t.shape[1:])  # noqa: E731
+    return CanvasPlan(plan.prompts * batch, rep(plan.text), rep(plan.text_mask), rep(plan.canvas), plan.connector_name)
+
+
+def _cfg_plan(pos: CanvasPlan, neg: CanvasPlan) -> CanvasPlan:
+    """Negative and positive plans stacked along the batch for one DiT call per step."""
+    length = max(pos.text.shape[1], neg.text.shape[1])
+    nt, nm = _pad_text(neg.text, neg.text_mask, length)
+    pt, pm = _pad_text(pos.text, pos.text_mask, length)
+    canvas = None
+    if pos.canvas is not None and neg.canvas is not None:
+        canvas = torch.cat([neg.canvas, pos.canvas])
+    elif pos.canvas is not None or neg.canvas is not None:
+        raise MetaCanvasError("positive and negative plans must come from the same connector (one has a canvas)")
+    return CanvasPlan(neg.prompts + pos.prompts, torch.cat([nt, pt]), torch.cat([nm, pm]), canvas, pos.connector_name)
+
+
+def initial_noise(shape: tuple[int, ...], seed: int | list[int]) -> torch.Tensor:
+    """Noise from a CPU generator, so a seed gives the same picture on any device. One seed draws the whole
+    batch (as ComfyUI does); a list gives every sample its own seed, independent of the batch it is in."""
+    if isinstance(seed, int):
+        return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
+    if len(seed) != shape[0]:
+        raise MetaCanvasError(f"got {len(seed)} seeds for a batch of {shape[0]}")
+    return torch.cat([initial_noise((1, *shape[1:]), int(s)) for s in seed])
+
+
+def sample(
+    model: InjectedBackbone,
+    positive: CanvasPlan,
+    negative: CanvasPlan | None = None,
+    *,
+    width: int,
+    height: int,
+    steps: int = 20,
+    cfg: float = 4.0,
+    seed: int | list[int] = 0,
+    batch: int = 1,
+    callback: ProgressCallback | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> torch.Tensor:
+    """Denoise from seeded noise to latents (B, C, h, w). Returns scaled latents of the backbone's VAE."""
+    bb = model.backbone
+    bb.check_size(width, height)
+    if steps < 1:
+        raise MetaCanvasError(f"steps must be at least 1, got {steps}")
+    if model.connector is not None and positive.connector_name != model.connector.name:
+        raise MetaCanvasError(
+            f"the plan was made with connector {positive.connector_name!r} but the backbone is injected with "
+            f"{model.connector.name!r}: use the same Canvas Connector for Plan Canvas and Inject into Backbone"
+        )
+    for p in (positive, negative):
+        if p is not None and not torch.isfinite(p.text).all():
+            raise MetaCanvasError("the plan contains NaN or infinite values: re-plan, or check the connector weights")
+    positive = _batched(positive, batch)
+    use_cfg = negative is not None and cfg != 1.0
+    plan = _cfg_plan(positive, _batched(negative, batch)) if use_cfg else positive
+    grid = bb.token_grid(width, height)
+    scheduler = copy.deepcopy(bb.scheduler)  # schedulers keep per-run state; never share it between runs
+    scheduler.set_timesteps(steps, device=bb.device)
+    # Flow matching starts from pure noise (sigma 1); DPM-style schedulers may scale it.
+    latents = initial_noise(bb.latent_shape(batch, width, height), seed).to(bb.device)
+    latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
+    text, mask = plan.text.to(bb.device, bb.dtype), plan.text_mask.to(bb.device)
+    with torch.no_grad(), model.applied(plan, grid):
+        for i, t in enumerate(scheduler.timesteps):
+            if cancel is not None and cancel():
+                raise SamplingCancelled(f"sampling cancelled at step {i} of {steps}")
+            x = torch.cat([latents, latents]) if use_cfg else latents
+            x = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
+            v = bb.predict(x, t.expand(x.shape[0]).to(bb.dtype), text, mask).float()
+            if use_cfg:
+                v_neg, v_pos = v.chunk(2)
+                v = v_neg + cfg * (v_pos - v_neg)
+            latents = scheduler.step(v, t, latents, return_dict=False)[0]
+            if callback is not None:
+                callback(i + 1, steps, latents)
+    return latents
+
+
+def latents_to_images(backbone: BackboneAdapter, latents: torch.Tensor) -> torch.Tensor:
+    """Decode to ComfyUI's IMAGE layout: (B, H, W, 3) float in [0, 1]."""
+    with torch.no_grad():
+        pixels = backbone.decode(latents.to(backbone.device)).float()
+    return ((pixels.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()

@@ -1,0 +1,51 @@
+"""Copy trained tiny weights from a runs folder into the package's built-in assets, stored as float16.
+
+Half precision halves what ships (the models load back as float32); every reported score is measured on these
+shipped files, not on the float32 training outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from ..builtin import ASSETS
+
+
+def _half_safetensors(src: Path, dst: Path) -> None:
+    with safe_open(str(src), framework="pt") as f:
+        meta = f.metadata()
+    tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(src)).items()}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dst), metadata=meta)
+
+
+def _copy_folder_half(src: Path, dst: Path) -> None:
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst)
+    for f in dst.rglob("*.safetensors"):
+        _half_safetensors(f, f)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Publish trained tiny weights into metacanvas_core/assets/tiny (fp16).")
+    ap.add_argument("--runs", type=Path, default=Path("runs"))
+    args = ap.parse_args(argv)
+    r = args.runs
+    _copy_folder_half(r / "planner", ASSETS / "planner")
+    _copy_folder_half(r / "sana_t2i", ASSETS / "sana_t2i")
+    _copy_folder_half(r / "sana_t2i_posemb", ASSETS / "sana_t2i_posemb")
+    for name in ("metacanvas_t2i", "global_t2i", "global_posemb_t2i"):
+        _half_safetensors(r / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
+    total = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
+    print(f"published to {ASSETS}: {total / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    main()
