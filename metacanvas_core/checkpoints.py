@@ -33,6 +33,7 @@ class LoadedConnector:
     name: str
     dit_state: dict[str, torch.Tensor] = field(default_factory=dict)
     recipe: dict = field(default_factory=dict)
+    backbone_config: dict = field(default_factory=dict)
 
     @property
     def config(self) -> ConnectorConfig:
@@ -57,6 +58,14 @@ class LoadedConnector:
                 f"channels, but backbone {backbone.name!r} has width {backbone.dit_dim} and "
                 f"{backbone.caption_channels}: it belongs to another checkpoint of the same architecture"
             )
+        have = backbone.fingerprint()
+        diff = {k: (v, have[k]) for k, v in self.backbone_config.items() if k in have and have[k] != v}
+        if diff:
+            detail = ", ".join(f"{k}: trained with {a!r}, this backbone has {b!r}" for k, (a, b) in sorted(diff.items()))
+            raise MetaCanvasError(
+                f"{where} {self.name!r} was trained on another {self.backbone_architecture} DiT than {backbone.name!r} "
+                f"({detail}): load the backbone these weights were trained with"
+            )
 
     def check_planner(self, planner, where: str = "connector") -> None:
         if planner.hidden_size != self.config.planner_hidden:
@@ -69,10 +78,11 @@ class LoadedConnector:
 def save_connector(
     path: str | Path,
     connector: MetaCanvasConnector,
-    backbone_architecture: str,
+    backbone,
     dit_state: dict[str, torch.Tensor] | None = None,
     recipe: dict | None = None,
 ) -> None:
+    """Write `connector` (and the DiT weights trained with it) for `backbone`, a BackboneAdapter."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in connector.state_dict().items()}
     for k, v in (dit_state or {}).items():
         tensors[DIT_PREFIX + k] = v.detach().contiguous().cpu()
@@ -80,7 +90,8 @@ def save_connector(
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "method": "metacanvas" if connector.config.use_canvas else "global",
-        "backbone_architecture": backbone_architecture,
+        "backbone_architecture": backbone.architecture,
+        "backbone_config": json.dumps(backbone.fingerprint()),
         "planner_architecture": "qwen2_5_vl",
         "planner_hidden_size": str(connector.config.planner_hidden),
         "canvas_grid": json.dumps(connector.config.canvas_grid),
@@ -123,5 +134,6 @@ def load_connector(path: str | Path, device: str | torch.device = "cpu", dtype: 
         raise MetaCanvasError(f"{path.name!r} is corrupted or incomplete: missing {missing}, unexpected {unexpected}")
     connector.to(device=device, dtype=dtype).eval().requires_grad_(False)
     return LoadedConnector(
-        connector, meta["backbone_architecture"], path.stem, dit_state, json.loads(meta.get("training_recipe", "{}"))
+        connector, meta["backbone_architecture"], path.stem, dit_state,
+        json.loads(meta.get("training_recipe", "{}")), json.loads(meta.get("backbone_config", "{}")),
     )

@@ -70,7 +70,7 @@ class MetaCanvasPipeline:
         texts = None if text_prompt is None else ([text_prompt] * len(prompts) if isinstance(text_prompt, str) else list(text_prompt))
         self.model.backbone.check_size(width, height)
         positive = self.plan(prompts, texts)
-        negative = self.plan([negative_prompt])
+        negative = self.plan([negative_prompt])  # "" is the unconditional plan caption dropout trained
         latents = sample(
             self.model, positive, negative, width=width, height=height, steps=steps, cfg=cfg, seed=seed,
             batch=len(prompts), callback=callback, cancel=cancel,

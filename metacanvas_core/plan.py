@@ -23,6 +23,7 @@ class CanvasPlan:
     canvas: torch.Tensor | None  # (B, T, h, w, dit_dim): encoded canvas, None for the global baseline
     connector_name: str
     canvas_states: torch.Tensor | None = None  # (B, K, D_planner) raw MLLM canvas embeddings, for previews
+    unconditional: "CanvasPlan | None" = None  # the empty-prompt plan CFG falls back to without a negative
 
     @property
     def batch(self) -> int:
@@ -30,10 +31,15 @@ class CanvasPlan:
 
 
 def make_plan(
-    planner: Planner, loaded: LoadedConnector, prompts: list[str], text_prompts: list[str] | None = None
+    planner: Planner,
+    loaded: LoadedConnector,
+    prompts: list[str],
+    text_prompts: list[str] | None = None,
+    with_unconditional: bool = False,
 ) -> CanvasPlan:
     """Plan `prompts`. `text_prompts` (default: the same) may differ, e.g. "" to give the DiT no text at all
-    while the canvas still carries the prompt's plan."""
+    while the canvas still carries the prompt's plan. `with_unconditional` also plans the empty prompt (what
+    caption dropout trained for CFG) and attaches it."""
     loaded.check_planner(planner, where="Plan Canvas: connector")
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise MetaCanvasError(f"prompts must be a non-empty list of strings, got {prompts!r}")
@@ -47,4 +53,5 @@ def make_plan(
         dtype = next(conn.parameters()).dtype
         text = conn.text_connector(text_states.to(dtype))
         canvas = conn.canvas_encoder(out.canvas_states.to(dtype)) if conn.use_canvas else None
-    return CanvasPlan(list(prompts), text, text_mask, canvas, loaded.name, out.canvas_states)
+    uncond = make_plan(planner, loaded, [""]) if with_unconditional else None
+    return CanvasPlan(list(prompts), text, text_mask, canvas, loaded.name, out.canvas_states, uncond)

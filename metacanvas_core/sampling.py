@@ -129,7 +129,11 @@ def sample(
     callback: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
-    """Denoise from seeded noise to latents (B, C, h, w). Returns scaled latents of the backbone's VAE."""
+    """Denoise from seeded noise to latents (B, C, h, w). Returns scaled latents of the backbone's VAE.
+
+    Without a `negative` plan, CFG uses the positive plan's attached unconditional plan, if it has one.
+    """
+    negative = negative if negative is not None else positive.unconditional
     bb = model.backbone
     bb.check_size(width, height)
     if steps < 1:

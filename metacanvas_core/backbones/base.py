@@ -117,6 +117,10 @@ class BackboneAdapter(ABC):
     def patch_size(self) -> int:
         return 1
 
+    def fingerprint(self) -> dict:
+        """The DiT's architecture config: MetaCanvas weights record it and must meet the same again."""
+        return {k: v for k, v in self.transformer.config.items() if not k.startswith("_")}
+
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "BackboneAdapter":
         self.transformer.to(device=device, dtype=dtype)
         self.vae.to(device=device, dtype=dtype)

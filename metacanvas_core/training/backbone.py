@@ -128,9 +128,9 @@ def main(argv: list[str] | None = None) -> None:
               "wall_time_s": round(run.elapsed), "base": str(args.base) if args.base else None}
     if args.stage == "global":
         save_sana_pipeline_folder(args.out, bb.transformer.eval(), bb.vae, bb.scheduler)
-        save_connector(args.out_connector, conn, bb.architecture, dit_state=None, recipe=recipe)
+        save_connector(args.out_connector, conn, bb, dit_state=None, recipe=recipe)
     else:
-        save_connector(args.out, conn, bb.architecture, dit_state=bb.transformer.state_dict(), recipe=recipe)
+        save_connector(args.out, conn, bb, dit_state=bb.transformer.state_dict(), recipe=recipe)
     print(f"wrote {args.out} after {run.elapsed:.0f} s", flush=True)
 
 

@@ -1,9 +1,9 @@
 """A deterministic detector and GenEval-style grader for shapes-world images.
 
 Detection: classify each pixel to the nearest palette colour (or background), take 4-connected components per
-colour, call the shape from how much of its bounding box a component fills (square ~1, circle ~0.79,
-triangle ~0.5) and the grid cell from its centroid. A prompt passes only if *everything* it states holds and
-nothing extra is drawn, as in GenEval.
+colour, call the shape from how much of its bounding box a component fills (a square fills it) and how its area
+splits between upper and lower half (a triangle, apex up, is bottom-heavy), and the grid cell from its centroid.
+A prompt passes only if *everything* it states holds and nothing extra is drawn, as in GenEval.
 """
 
 from __future__ import annotations
@@ -57,13 +57,14 @@ def _components(mask: np.ndarray) -> list[list[tuple[int, int]]]:
 
 
 def _shape_of(comp: list[tuple[int, int]]) -> str:
+    """Squares fill their box; triangles (apex up) keep most of their area in the lower half; circles neither."""
     ys, xs = np.array(comp).T
     fill = len(comp) / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
     if fill >= 0.88:
         return "square"
-    if fill >= 0.66:
-        return "circle"
-    return "triangle"
+    mid = (ys.min() + ys.max()) / 2
+    upper, lower = (ys < mid).sum(), (ys > mid).sum()
+    return "triangle" if upper < 0.6 * lower else "circle"
 
 
 def detect(image: np.ndarray) -> list[Detection]:

@@ -1,0 +1,95 @@
+"""MetaCanvas weights: safetensors + JSON metadata round trip, and clear errors for the wrong pairing."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from metacanvas_core.backbones import load_backbone
+from metacanvas_core.checkpoints import load_connector, read_metadata, save_connector
+from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
+from metacanvas_core.errors import MetaCanvasError
+from metacanvas_core.planner import Planner
+from metacanvas_core.sampling import InjectedBackbone
+from metacanvas_core.world.tiny_models import new_dit, new_scheduler, new_vae, save_sana_pipeline_folder
+
+
+@pytest.fixture()
+def backbone(random_sana_dir):
+    return load_backbone(random_sana_dir)
+
+
+def _connector(bb, planner_hidden=128, use_canvas=True):
+    torch.manual_seed(3)
+    conn = MetaCanvasConnector(ConnectorConfig(planner_hidden, bb.dit_dim, bb.caption_channels, [1, 8, 8], use_canvas=use_canvas))
+    torch.nn.init.normal_(conn.canvas_fuser.proj.weight) if use_canvas else None
+    return conn
+
+
+def test_round_trip_keeps_every_tensor_and_the_metadata(tmp_path, backbone):
+    conn = _connector(backbone)
+    dit = {k: v + 1 for k, v in backbone.transformer.state_dict().items()}
+    path = tmp_path / "mc.safetensors"
+    save_connector(path, conn, backbone, dit_state=dit, recipe={"steps": 7})
+    meta = read_metadata(path)
+    assert meta["format"] == "metacanvas" and meta["backbone_architecture"] == "sana"
+    assert json.loads(meta["canvas_grid"]) == [1, 8, 8] and meta["planner_hidden_size"] == "128"
+    loaded = load_connector(path)
+    for k, v in conn.state_dict().items():
+        assert torch.equal(loaded.connector.state_dict()[k], v)
+    assert all(torch.equal(loaded.dit_state[k], v) for k, v in dit.items())
+    assert loaded.recipe == {"steps": 7} and loaded.method == "metacanvas"
+    loaded.check_backbone(backbone)
+
+
+def test_global_checkpoint_has_no_canvas(tmp_path, backbone):
+    path = tmp_path / "g.safetensors"
+    save_connector(path, _connector(backbone, use_canvas=False), backbone)
+    loaded = load_connector(path)
+    assert loaded.method == "global" and not hasattr(loaded.connector, "canvas_tokens")
+
+
+def test_wrong_backbone_width_and_architecture_are_named(tmp_path, backbone, monkeypatch):
+    path = tmp_path / "mc.safetensors"
+    save_connector(path, _connector(backbone), backbone)
+    loaded = load_connector(path)
+    monkeypatch.setattr(type(backbone), "architecture", "wan")
+    with pytest.raises(MetaCanvasError, match="trained for a sana backbone.*is wan"):
+        InjectedBackbone(backbone).inject(loaded)
+
+
+def test_other_dit_config_is_named(tmp_path, backbone):
+    other = tmp_path / "posemb"
+    save_sana_pipeline_folder(other, new_dit(interpolation_scale=1.0), new_vae(), new_scheduler())
+    path = tmp_path / "mc.safetensors"
+    save_connector(path, _connector(backbone), backbone)
+    with pytest.raises(MetaCanvasError, match="interpolation_scale"):
+        InjectedBackbone(load_backbone(other)).inject(load_connector(path))
+
+
+def test_wrong_planner_is_named(tmp_path, backbone, random_planner_dir):
+    path = tmp_path / "mc.safetensors"
+    save_connector(path, _connector(backbone, planner_hidden=96), backbone)
+    with pytest.raises(MetaCanvasError, match="hidden size 96.*has 128"):
+        load_connector(path).check_planner(Planner.from_pretrained(random_planner_dir))
+
+
+def test_bad_files_give_clear_errors(tmp_path):
+    with pytest.raises(MetaCanvasError, match="not found"):
+        load_connector(tmp_path / "missing.safetensors")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(MetaCanvasError, match="not a readable safetensors"):
+        load_connector(junk)
+    lora = tmp_path / "lora.safetensors"
+    save_file({"w": torch.zeros(2)}, str(lora))
+    with pytest.raises(MetaCanvasError, match="not MetaCanvas weights"):
+        load_connector(lora)
+
+
+def test_missing_folders_give_clear_errors(tmp_path):
+    with pytest.raises(MetaCanvasError, match="no model_index.json"):
+        load_backbone(tmp_path)
+    with pytest.raises(MetaCanvasError, match="no config.json"):
+        Planner.from_pretrained(tmp_path)

@@ -1,0 +1,34 @@
+"""The shapes-world detector: true renders score near 1, mismatched images score low."""
+
+import numpy as np
+
+from metacanvas_core.world import shapes
+from metacanvas_core.world.scorer import detect, position_score, score_images
+
+
+def test_true_images_score_near_one_and_mismatched_low():
+    rng = np.random.default_rng(0)
+    scenes = shapes.benchmark_prompts(240)
+    images = [shapes.render(s.objects, 32, rng) for s in scenes]
+    true = score_images(scenes, images)
+    assert true["overall"] >= 0.95 and min(true.values()) >= 0.9
+    shuffled = score_images(scenes, images[7:] + images[:7])
+    assert shuffled["overall"] <= 0.2
+    assert score_images(scenes, [np.zeros((32, 32, 3), np.uint8)] * len(scenes))["overall"] == 0.0
+    assert position_score(scenes, images) >= 0.95
+
+
+def test_detects_colour_shape_and_cell_from_float_images():
+    objs = (shapes.Obj("red", "circle", 0), shapes.Obj("blue", "square", 8), shapes.Obj("yellow", "triangle", 4))
+    image = shapes.render(objs, 32).astype(np.float32) / 255.0  # ComfyUI IMAGE layout
+    found = {(d.colour, d.shape, d.cell) for d in detect(image)}
+    assert found == {(o.colour, o.shape, o.cell) for o in objs}
+
+
+def test_benchmark_prompts_are_held_out_of_training():
+    bench = shapes.benchmark_prompts(300)
+    keys = {shapes.combination_key(s.category, s.objects) for s in bench} - {None}
+    rng = np.random.default_rng(1)
+    train = [shapes.sample_scene(rng) for _ in range(5000)]
+    assert keys and not any(shapes.combination_key(s.category, s.objects) in keys for s in train)
+    assert all(shapes.is_held_out(s.category, s.objects) for s in bench if s.category == "position")
