@@ -49,17 +49,21 @@ def cmd_generate(args) -> None:
           f"in {time.perf_counter() - t0:.1f} s")
 
 
+def _emit(result: dict, path: Path | None) -> None:
+    text = json.dumps(result, indent=2)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    print(text)
+
+
 def cmd_evaluate(args) -> None:
     from .evaluation import evaluate_t2i
 
     result = evaluate_t2i(_pipeline(args), n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
                           canvas_only=args.canvas_only)
     result.update(task=args.task, method=args.method)
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    _emit(result, args.json)
 
 
 def cmd_bench(args) -> None:
@@ -67,11 +71,20 @@ def cmd_bench(args) -> None:
 
     result = bench_t2i(_pipeline(args), args.prompt, width=args.width, height=args.height, steps=args.steps,
                        cfg=args.cfg, repeats=args.repeats)
-    text = json.dumps(result, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text + "\n")
-    print(text)
+    _emit(result, args.json)
+
+
+def cmd_table(args) -> None:
+    from .evaluation import markdown_table
+
+    results = [json.loads(p.read_text()) for p in args.files]
+    evals = [r for r in results if "scores" in r]
+    print(markdown_table(evals))
+    for r in results:
+        if "ratio" in r:
+            print(f"\nsampling time MetaCanvas / plain backbone: {r['ratio']:.2f}x ({r['steps']} steps, "
+                  f"{r['width']}x{r['height']}, cfg {r['cfg']}); planner once: {1000 * r['planner_once_s']:.0f} ms; "
+                  f"connector FLOPs per step: {100 * r['connector_flops_share']:.1f}% of the DiT's")
 
 
 def _common(p: argparse.ArgumentParser, steps: int = 20) -> None:
@@ -120,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--json", type=Path, help="write the figures here")
     _common(b)
     b.set_defaults(func=cmd_bench)
+
+    tb = sub.add_parser("table", help="Markdown table from evaluate/bench JSON files")
+    tb.add_argument("files", type=Path, nargs="+")
+    tb.set_defaults(func=cmd_table)
 
     t = sub.add_parser("train", help="reproduce the shipped tiny weights (see scripts/train_t2i.sh)")
     t.add_argument("what", choices=("planner", "vae", "backbone"))

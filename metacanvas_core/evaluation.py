@@ -54,3 +54,18 @@ def evaluate_t2i(
         "scores": mean, "stderr": stderr, "per_seed": per_seed,
         "object_position_score": float(np.mean(pos_scores)), "seconds": round(time.time() - t0, 1),
     }
+
+
+def markdown_table(results: list[dict]) -> str:
+    """One row per evaluation result: per-category scores (x100) with the overall standard error."""
+    from .world.shapes import CATEGORIES
+
+    head = "| method | text to DiT | " + " | ".join(CATEGORIES) + " | overall | object position |"
+    rows = [head, "|" + "---|" * (len(CATEGORIES) + 4)]
+    for r in results:
+        s, e = r["scores"], r["stderr"]
+        cells = " | ".join(f"{100 * s[c]:.1f}" for c in CATEGORIES)
+        text = "empty" if r["canvas_only"] else "prompt"
+        rows.append(f"| {r['method']} | {text} | {cells} | **{100 * s['overall']:.1f}** ± {100 * e['overall']:.1f} "
+                    f"| {100 * r['object_position_score']:.1f} |")
+    return "\n".join(rows)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
 from .canvas_grid import CanvasGrid, canvas_position_ids
@@ -48,10 +49,10 @@ class Planner:
         try:
             model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype=dtype, use_safetensors=True)
             tokenizer = AutoTokenizer.from_pretrained(folder)
-        except (OSError, ValueError, KeyError) as e:
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
             raise MetaCanvasError(
-                f"could not load the planner from {str(folder)!r} ({e}); it must be a Qwen2.5-VL folder with "
-                "safetensors weights and a tokenizer"
+                f"could not load the planner from {str(folder)!r} ({e}); it must be a complete Qwen2.5-VL folder "
+                "with safetensors weights and a tokenizer: re-download or re-copy it"
             ) from e
         return cls(model.to(device), tokenizer, name=folder.name)
 

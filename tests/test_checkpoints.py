@@ -88,6 +88,20 @@ def test_bad_files_give_clear_errors(tmp_path):
         load_connector(lora)
 
 
+def test_corrupted_weights_give_clear_errors(tmp_path, random_sana_dir, random_planner_dir):
+    import shutil
+
+    for src, weights, load in (
+        (random_sana_dir, "transformer/diffusion_pytorch_model.safetensors", load_backbone),
+        (random_planner_dir, "model.safetensors", Planner.from_pretrained),
+    ):
+        broken = tmp_path / src.name
+        shutil.copytree(src, broken)
+        (broken / weights).write_bytes((src / weights).read_bytes()[:1000])
+        with pytest.raises(MetaCanvasError, match="re-download"):
+            load(broken)
+
+
 def test_missing_folders_give_clear_errors(tmp_path):
     with pytest.raises(MetaCanvasError, match="no model_index.json"):
         load_backbone(tmp_path)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from ..errors import MetaCanvasError
 from .base import BackboneAdapter, read_model_index
@@ -30,8 +31,11 @@ def load_backbone(
         )
     try:
         return ADAPTERS[cls_name].from_folder(folder, dtype, device)
-    except (OSError, ValueError, KeyError) as e:
-        raise MetaCanvasError(f"could not load the backbone from {str(folder)!r}: {e}") from e
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
+        raise MetaCanvasError(
+            f"could not load the backbone from {str(folder)!r} ({e}): the folder is incomplete or corrupted; "
+            "re-download or re-copy it"
+        ) from e
 
 
 __all__ = ["ADAPTERS", "BackboneAdapter", "SanaBackbone", "load_backbone"]
