@@ -8,6 +8,7 @@ so a mismatch is a clear error instead of a shape crash.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,21 @@ class LoadedConnector:
     dit_state: dict[str, torch.Tensor] = field(default_factory=dict)
     recipe: dict = field(default_factory=dict)
     backbone_config: dict = field(default_factory=dict)
+    _placed: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def on(self, device: torch.device | str, dtype: torch.dtype) -> "LoadedConnector":
+        """These weights with the connector on `device` in `dtype`: itself if already there, else a copy made
+        once and kept for as long as this object lives (the DiT weights are cast when swapped in)."""
+        param = next(self.connector.parameters())
+        if param.device == torch.device(device) and param.dtype == dtype:
+            return self
+        key = (str(device), dtype)
+        if key not in self._placed:
+            module = MetaCanvasConnector(self.config)
+            module.load_state_dict(self.connector.state_dict())
+            module.to(device=device, dtype=dtype).eval().requires_grad_(False)
+            self._placed[key] = dataclasses.replace(self, connector=module, _placed={})
+        return self._placed[key]
 
     @property
     def config(self) -> ConnectorConfig:

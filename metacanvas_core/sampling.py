@@ -144,8 +144,21 @@ def sample(
             f"{model.connector.name!r}: use the same Canvas Connector for Plan Canvas and Inject into Backbone"
         )
     for p in (positive, negative):
-        if p is not None and not torch.isfinite(p.text).all():
+        if p is None:
+            continue
+        if not torch.isfinite(p.text).all() or (p.canvas is not None and not torch.isfinite(p.canvas).all()):
             raise MetaCanvasError("the plan contains NaN or infinite values: re-plan, or check the connector weights")
+        if p.connector_name != positive.connector_name:
+            raise MetaCanvasError(
+                f"the negative plan was made with connector {p.connector_name!r} but the positive with "
+                f"{positive.connector_name!r}: make both with the same Canvas Connector"
+            )
+    if model.connector is None and positive.canvas is not None:
+        raise MetaCanvasError(
+            f"the plan carries a canvas from {positive.connector_name!r} but the backbone has no MetaCanvas weights: "
+            "inject the same connector into the backbone first (the Inject into Backbone node; strength 0 turns "
+            "the canvas off)"
+        )
     positive = _batched(positive, batch)
     use_cfg = negative is not None and cfg != 1.0
     plan = _cfg_plan(positive, _batched(negative, batch)) if use_cfg else positive

@@ -64,7 +64,7 @@ def test_progress_and_cancel(parts):
 
 def test_bad_sizes_and_mismatched_plans_are_clear(parts):
     planner, loaded, model, plan = parts
-    with pytest.raises(MetaCanvasError, match="width/height 30x32.*multiples of 4.*32x32"):
+    with pytest.raises(MetaCanvasError, match="width 30 does not fit.*multiples of 4.*use 32$"):
         sample(model, plan, width=30, height=32)
     other = LoadedConnector(loaded.connector, "sana", "other-connector", backbone_config=loaded.backbone_config)
     with pytest.raises(MetaCanvasError, match="same Canvas Connector"):

@@ -94,13 +94,17 @@ class BackboneAdapter(ABC):
     ) -> torch.Tensor:
         """The DiT's flow prediction for latents at `timestep` (B,) in [0, 1000]."""
 
-    def check_size(self, width: int, height: int, where: str = "width/height") -> None:
+    def check_size(self, width: int, height: int) -> None:
         step = self.pixels_per_token
-        if width <= 0 or height <= 0 or width % step or height % step:
+        bad = [(n, v) for n, v in (("width", width), ("height", height)) if v <= 0 or v % step]
+        if bad:
+            what = " and ".join(f"{n} {v}" for n, v in bad)
+            fix = " and ".join(f"{n} {max(step, round(v / step) * step)}" for n, v in bad)
+            if len(bad) == 1:
+                fix = fix.split()[-1]
             raise MetaCanvasError(
-                f"{where} {width}x{height} does not fit the {self.architecture} backbone {self.name!r}: both must be "
-                f"positive multiples of {step} (VAE compression x patch size), e.g. "
-                f"{max(step, round(width / step) * step)}x{max(step, round(height / step) * step)}"
+                f"{what} does not fit the {self.architecture} backbone {self.name!r}: width and height must be "
+                f"positive multiples of {step} (VAE compression x patch size); use {fix}"
             )
 
     def token_grid(self, width: int, height: int, frames: int = 1) -> tuple[int, int, int]:

@@ -1,0 +1,123 @@
+"""Planning: the MLLM reads the prompt and fills the canvas (the plan), and a picture of that plan.
+
+Nothing here depends on the seed, so ComfyUI's execution cache keeps the plan while only the seed changes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .comfy import load_for_use, node_error, reported_as
+
+PLAN_CANVAS = "Plan Canvas"
+PREVIEW_CANVAS = "Preview Canvas"
+
+EXAMPLE_PROMPT = "a red circle at top left and a blue square at bottom right"
+
+
+def _clean(prompt: str) -> str:
+    return " ".join(str(prompt).split())
+
+
+class MetaCanvasPlan:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "planner": ("METACANVAS_PLANNER", {"tooltip": "The MLLM from Load MLLM Planner."}),
+                "connector": ("METACANVAS_CONNECTOR", {
+                    "tooltip": "The MetaCanvas weights from Canvas Connector; inject the same ones into the backbone.",
+                }),
+                "prompt": ("STRING", {
+                    "multiline": True,
+                    "default": EXAMPLE_PROMPT,
+                    "tooltip": "What to draw. The built-in tiny planner only knows the shapes world: colours, "
+                               "shapes, sizes, counts and positions, e.g. 'a red circle at top left and a blue square "
+                               "at bottom right'.",
+                }),
+                "canvas_only": ("BOOLEAN", {
+                    "default": False,
+                    "label_on": "canvas only",
+                    "label_off": "canvas + text",
+                    "tooltip": "Give the backbone no text at all: only the canvas carries the prompt's plan (the "
+                               "paper's 'canvas alone still controls layout' check). Needs 'metacanvas' weights.",
+                }),
+            }
+        }
+
+    RETURN_TYPES = ("METACANVAS_PLAN",)
+    RETURN_NAMES = ("plan",)
+    OUTPUT_TOOLTIPS = ("The plan: the backbone's text conditioning plus the encoded canvas. Use it as Sample Image's "
+                       "positive (or negative) input.",)
+    FUNCTION = "plan"
+    CATEGORY = "MetaCanvas"
+    DESCRIPTION = ("Runs the MLLM planner once over the prompt and the canvas tokens. The text connector turns its "
+                   "text states into the backbone's conditioning; the canvas connector turns its canvas states into a "
+                   "spatial plan that is added to the backbone's latents while sampling. The empty-prompt plan is "
+                   "attached too, so Sample Image needs no negative.")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, prompt=None):
+        if prompt is not None and not _clean(prompt):
+            return f"{PLAN_CANVAS}: prompt is empty: describe the image, e.g. '{EXAMPLE_PROMPT}'"
+        return True
+
+    def plan(self, planner, connector, prompt: str, canvas_only: bool = False):
+        text = _clean(prompt)
+        if not text:
+            raise node_error(PLAN_CANVAS, f"prompt is empty: describe the image, e.g. '{EXAMPLE_PROMPT}'")
+        with reported_as(PLAN_CANVAS):
+            if canvas_only and not connector.config.use_canvas:
+                raise node_error(
+                    PLAN_CANVAS,
+                    f"canvas_only needs MetaCanvas weights with a canvas, but {connector.name!r} is "
+                    f"'{connector.method}' (text only): pick 'metacanvas' weights in Canvas Connector or turn "
+                    "canvas_only off",
+                )
+            from metacanvas_core.plan import make_plan
+
+            load_for_use(planner)
+            loaded = connector.on(planner.device, torch.float32)
+            text_prompts = [""] if canvas_only else None
+            plan = make_plan(planner, loaded, [text], text_prompts=text_prompts, with_unconditional=True)
+        return (plan,)
+
+
+class MetaCanvasPreviewCanvas:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "plan": ("METACANVAS_PLAN", {"tooltip": "A plan from Plan Canvas made with 'metacanvas' weights."}),
+            }
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("canvas",)
+    OUTPUT_TOOLTIPS = ("The encoded canvas as a picture (3 principal components as RGB, one image per sample).",)
+    FUNCTION = "preview"
+    CATEGORY = "MetaCanvas"
+    DESCRIPTION = ("Makes the plan visible: the encoded canvas of each sample, reduced to three principal components "
+                   "shown as RGB. Regions the planner treats alike get the same colour. An untrained canvas is grey.")
+
+    def preview(self, plan):
+        if plan.canvas is None:
+            raise node_error(
+                PREVIEW_CANVAS,
+                f"this plan has no canvas: it was made with text-only ('global') weights {plan.connector_name!r}; "
+                "connect a plan made with 'metacanvas' weights",
+            )
+        from metacanvas_core.preview import canvas_to_rgb
+
+        with reported_as(PREVIEW_CANVAS):
+            return (canvas_to_rgb(plan).cpu(),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "MetaCanvasPlan": MetaCanvasPlan,
+    "MetaCanvasPreviewCanvas": MetaCanvasPreviewCanvas,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "MetaCanvasPlan": PLAN_CANVAS,
+    "MetaCanvasPreviewCanvas": PREVIEW_CANVAS,
+}

@@ -1,0 +1,138 @@
+"""Every saved workflow: well-formed editor (LiteGraph) JSON, readable layout, and runnable through the nodes the
+way the editor's Run button would queue it (see editor_graph.py)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from editor_graph import (
+    CORE_STAND_INS, FRONTEND_ONLY, PACK_DIR, Cache, load_pack, load_workflow, run_workflow, widget_layout,
+)
+
+from metacanvas_core.planner import Planner
+
+NODES = load_pack().NODE_CLASS_MAPPINGS
+CLASSES = {**CORE_STAND_INS, **NODES}
+WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
+TITLE_HEIGHT = 30  # LiteGraph draws the title bar above `pos`
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_expected_workflows_exist():
+    assert {p.name for p in WORKFLOWS} >= {"text_to_image.json", "canvas_vs_global.json"}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_editor_format(path: Path):
+    wf = load_workflow(path)
+    assert wf["version"] == 0.4
+    for key in ("last_node_id", "last_link_id", "nodes", "links", "groups", "config", "extra"):
+        assert key in wf, key
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    assert len(nodes) == len(wf["nodes"]) and wf["last_node_id"] >= max(nodes)
+    assert not wf["links"] or wf["last_link_id"] >= max(link[0] for link in wf["links"])
+    for node in wf["nodes"]:
+        for key in ("id", "type", "pos", "size", "flags", "order", "mode", "properties"):
+            assert key in node, (node["id"], key)
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        assert node["type"] in CLASSES, f"unknown node type {node['type']}"
+        assert node["properties"]["Node name for S&R"] == node["type"]
+        assert len(node.get("widgets_values") or []) == len(widget_layout(CLASSES[node["type"]]))
+    for link_id, from_id, from_slot, to_id, to_slot, kind in wf["links"]:
+        out = nodes[from_id]["outputs"][from_slot]
+        assert link_id in out["links"] and out["type"] == kind
+        assert nodes[to_id]["inputs"][to_slot]["link"] == link_id
+    orders = [n["order"] for n in wf["nodes"]]
+    assert sorted(orders) == list(range(len(orders)))
+    for _, from_id, _, to_id, *_ in wf["links"]:
+        assert nodes[from_id]["order"] < nodes[to_id]["order"]
+
+
+def _box(node):
+    (x, y), (w, h) = node["pos"], node["size"]
+    return x, y - TITLE_HEIGHT, x + w, y + h
+
+
+def _overlap(a, b, margin=0):
+    return a[0] < b[2] + margin and b[0] < a[2] + margin and a[1] < b[3] + margin and b[1] < a[3] + margin
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_layout_is_readable(path: Path):
+    wf = load_workflow(path)
+    boxes = {n["id"]: _box(n) for n in wf["nodes"]}
+    for (i, a), (j, b) in itertools.combinations(boxes.items(), 2):
+        assert not _overlap(a, b, margin=10), f"nodes {i} and {j} overlap (or touch)"
+    for group in wf["groups"]:
+        assert group["title"]
+        x, y, w, h = group["bounding"]
+        area = (x, y, x + w, y + h)
+        for node_id, box in boxes.items():
+            inside = area[0] <= box[0] and area[1] <= box[1] and box[2] <= area[2] and box[3] <= area[3]
+            assert inside or not _overlap(area, box), f"group {group['title']!r} cuts through node {node_id}"
+    for a, b in itertools.combinations(wf["groups"], 2):
+        ax, ay, aw, ah = a["bounding"]
+        bx, by, bw, bh = b["bounding"]
+        assert not _overlap((ax, ay, ax + aw, ay + ah), (bx, by, bx + bw, by + bh)), (a["title"], b["title"])
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_workflow_runs(path: Path):
+    wf = load_workflow(path)
+    result = run_workflow(wf, NODES)
+    outputs = [n for n in wf["nodes"] if getattr(CLASSES.get(n["type"]), "OUTPUT_NODE", False) and n["mode"] == 0]
+    assert outputs and {str(n["id"]) for n in outputs} == set(result.ui)
+    for node_id, ui in result.ui.items():
+        images = ui["images"]
+        assert images.ndim == 4 and images.shape[-1] == 3 and torch.isfinite(images).all()
+        assert 0 <= images.min() and images.max() <= 1
+
+
+def _set_widget(wf: dict, node_type: str, name: str, value) -> None:
+    for node in wf["nodes"]:
+        if node["type"] == node_type:
+            node["widgets_values"][widget_layout(CLASSES[node_type]).index(name)] = value
+
+
+def _first(wf: dict, node_type: str) -> str:
+    return next(str(n["id"]) for n in wf["nodes"] if n["type"] == node_type)
+
+
+def test_new_seed_reuses_the_cached_plan_and_same_seed_gives_same_pixels(monkeypatch):
+    wf = load_workflow(PACK_DIR / "workflows" / "text_to_image.json")
+    _set_widget(wf, "MetaCanvasSampleImage", "steps", 4)  # keep it quick: caching does not depend on steps
+    encodes = []
+    original = Planner.encode
+    monkeypatch.setattr(Planner, "encode", lambda self, *a, **k: encodes.append(1) or original(self, *a, **k))
+
+    cache = Cache()
+    first = run_workflow(wf, NODES, cache)
+    assert encodes and set(first.executed) == set(first.prompt)
+    save = next(k for k in first.ui if first.prompt[k]["class_type"] == "SaveImage")
+
+    assert run_workflow(wf, NODES, cache).executed == []  # nothing changed: nothing runs, as in ComfyUI
+
+    encodes.clear()
+    reseeded = copy.deepcopy(wf)
+    _set_widget(reseeded, "MetaCanvasSampleImage", "seed", 12345)
+    second = run_workflow(reseeded, NODES, cache)
+    assert encodes == []  # the planner did not run again
+    assert _first(wf, "MetaCanvasPlan") not in second.executed
+    assert set(second.executed) == {_first(wf, "MetaCanvasSampleImage"), save}
+    assert not torch.equal(second.ui[save]["images"], first.ui[save]["images"])
+
+    fresh = run_workflow(wf, NODES, Cache())  # nothing cached: everything runs again, same seed, same pixels
+    assert torch.equal(fresh.ui[save]["images"], first.ui[save]["images"])
