@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pos-embed", action="store_true", help="give the DiT a sin-cos positional embedding")
+    ap.add_argument("--canvas-lr-scale", type=float, default=1.0,
+                    help="LR multiplier for the new canvas parts (tokens, connector); they start from zero")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
     planner = Planner.from_pretrained(args.planner)
@@ -117,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
         conn.text_connector.load_state_dict(base.connector.text_connector.state_dict())
     bb.transformer.requires_grad_(True)
     conn.requires_grad_(True)
-    params = [p for m in (bb.transformer, conn) for p in m.parameters() if p.requires_grad]
+    canvas_params = [p for n, p in conn.named_parameters() if not n.startswith("text_connector.")]
+    base_params = list(bb.transformer.parameters()) + list(conn.text_connector.parameters())
+    params = [{"params": base_params}] + ([{"params": canvas_params, "lr_scale": args.canvas_lr_scale}] if canvas_params else [])
     run = ResumableRun(args.run_dir, {"dit": bb.transformer, "connector": conn}, params,
                        lr=args.lr, warmup=200, steps=args.steps, seed=args.seed)
     run.run(lambda step, rng: training_step(bb, conn, planner, texts, rng, args.batch))
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     recipe = {"stage": args.stage, "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
               "optimizer": "AdamW constant + 200 warmup, clip 1.0", "caption_dropout": CAPTION_DROPOUT,
               "text_only_dropout": TEXT_ONLY_DROPOUT if cfg.use_canvas else 0.0, "pos_embed": args.pos_embed,
+              "canvas_lr_scale": args.canvas_lr_scale if cfg.use_canvas else None,
               "wall_time_s": round(run.elapsed), "base": str(args.base) if args.base else None}
     if args.stage == "global":
         save_sana_pipeline_folder(args.out, bb.transformer.eval(), bb.vae, bb.scheduler)

@@ -28,7 +28,7 @@ class ResumableRun:
         self,
         run_dir: str | Path,
         modules: dict[str, nn.Module],
-        params: list[nn.Parameter],
+        params: list[nn.Parameter] | list[dict],
         *,
         lr: float,
         warmup: int,
@@ -39,9 +39,12 @@ class ResumableRun:
     ) -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.modules, self.params = modules, params
+        self.modules = modules
         self.steps, self.seed, self.save_every, self.warmup, self.lr = steps, seed, save_every, warmup, lr
-        self.opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        # Parameter groups may carry an "lr_scale" (e.g. freshly initialised modules learning faster).
+        groups = params if params and isinstance(params[0], dict) else [{"params": params}]
+        self.params = [p for g in groups for p in g["params"]]
+        self.opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
         self.step, self.elapsed = 0, 0.0
         self._resume()
 
@@ -87,7 +90,7 @@ class ResumableRun:
         while self.step < self.steps:
             lr = self.lr * min(1.0, (self.step + 1) / max(1, self.warmup))
             for g in self.opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * g.get("lr_scale", 1.0)
             out = step_fn(self.step, step_rng(self.seed, self.step))
             self.opt.zero_grad(set_to_none=True)
             out["loss"].backward()
