@@ -9,7 +9,8 @@ from metacanvas_core.world.tiny_models import (
     new_dit, new_planner, new_scheduler, new_vae, save_planner_folder, save_sana_pipeline_folder,
 )
 
-torch.set_num_threads(2)
+# Tiny models: one intra-op thread is as fast as two and never oversubscribes a shared 2-core machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -58,7 +58,6 @@ def test_shipped_planner_understands_the_shapes_world():
     hits, n = 0, 30
     for _ in range(n):
         scene = shapes.sample_scene(rng, "position", split="heldout")
-        obj = scene.objects[0]
         prefix = [ids("<|vision_start|>")] + [ids("<|image_pad|>")] * IMAGE_TOKENS + [ids("<|vision_end|>")]
         prefix += tok("describe", add_special_tokens=False)["input_ids"]
         vis = proc(images=[shapes.render(scene.objects, 32, rng)], return_tensors="pt")

@@ -9,14 +9,12 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import json
 import re
 import subprocess
 import sys
 import textwrap
 import types
 import weakref
-from pathlib import Path
 
 import pytest
 import torch
@@ -45,14 +43,6 @@ BACKBONE = "built-in tiny: sana_t2i"
 MC, GLOBAL = "built-in tiny: metacanvas_t2i", "built-in tiny: global_t2i"
 FAST = dict(seed=0, steps=3, cfg=3.0, width=32, height=32, batch_size=1)
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core machine: one intra-op thread is many times faster than two oversubscribed.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def call(key: str, **inputs):

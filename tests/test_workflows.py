@@ -22,13 +22,6 @@ WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 TITLE_HEIGHT = 30  # LiteGraph draws the title bar above `pos`
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_the_expected_workflows_exist():
     assert {p.name for p in WORKFLOWS} >= {"text_to_image.json", "canvas_vs_global.json"}
