@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .plan import CanvasPlan
 from .errors import MetaCanvasError
+from .plan import CanvasPlan
 
 
 def canvas_to_rgb(plan: CanvasPlan, size: int = 256) -> torch.Tensor:
@@ -16,7 +16,10 @@ def canvas_to_rgb(plan: CanvasPlan, size: int = 256) -> torch.Tensor:
     colour in two previews means the same direction in canvas space.
     """
     if plan.canvas is None:
-        raise MetaCanvasError("this plan has no canvas (made with global-conditioning weights): nothing to preview")
+        raise MetaCanvasError(
+            f"this plan has no canvas: it was made with text-only ('global') weights {plan.connector_name!r}; "
+            "connect a plan made with 'metacanvas' weights"
+        )
     b, t, h, w, d = plan.canvas.shape
     x = plan.canvas.float().reshape(-1, d)
     x = x - x.mean(0, keepdim=True)

@@ -101,12 +101,6 @@ class MetaCanvasPreviewCanvas:
                    "shown as RGB. Regions the planner treats alike get the same colour. An untrained canvas is grey.")
 
     def preview(self, plan):
-        if plan.canvas is None:
-            raise node_error(
-                PREVIEW_CANVAS,
-                f"this plan has no canvas: it was made with text-only ('global') weights {plan.connector_name!r}; "
-                "connect a plan made with 'metacanvas' weights",
-            )
         from metacanvas_core.preview import canvas_to_rgb
 
         with reported_as(PREVIEW_CANVAS):

@@ -99,11 +99,10 @@ class BackboneAdapter(ABC):
         bad = [(n, v) for n, v in (("width", width), ("height", height)) if v <= 0 or v % step]
         if bad:
             what = " and ".join(f"{n} {v}" for n, v in bad)
-            fix = " and ".join(f"{n} {max(step, round(v / step) * step)}" for n, v in bad)
-            if len(bad) == 1:
-                fix = fix.split()[-1]
+            fixed = [(n, max(step, round(v / step) * step)) for n, v in bad]
+            fix = str(fixed[0][1]) if len(fixed) == 1 else " and ".join(f"{n} {v}" for n, v in fixed)
             raise MetaCanvasError(
-                f"{what} does not fit the {self.architecture} backbone {self.name!r}: width and height must be "
+                f"{what} {'does' if len(bad) == 1 else 'do'} not fit the {self.architecture} backbone {self.name!r}: width and height must be "
                 f"positive multiples of {step} (VAE compression x patch size); use {fix}"
             )
 
