@@ -89,6 +89,8 @@ class LoadedConnector:
                 f"{where} {self.name!r} was trained on a planner of hidden size {self.config.planner_hidden}, but "
                 f"planner {planner.name!r} has {planner.hidden_size}: load the planner these weights were made for"
             )
+        if self.connector.canvas_lora is not None:
+            self.connector.canvas_lora.check(planner.model.model.language_model, planner.name, where=f"{where} {self.name!r}")
 
 
 def save_connector(

@@ -16,6 +16,7 @@ from diffusers.models.transformers.sana_transformer import SanaTransformerBlock
 from torch import nn
 
 from .canvas_grid import CanvasGrid, resample_canvas
+from .canvas_lora import CanvasLoRA
 
 
 @dataclass
@@ -28,6 +29,8 @@ class ConnectorConfig:
     head_dim: int = 32
     text_dropout: float = 0.1
     use_canvas: bool = True  # False: the global-conditioning baseline (text connector only)
+    # Optional canvas-only LoRA on the MLLM: {"rank", "alpha", "targets": {layer name: [in, out]}} (see canvas_lora).
+    planner_lora: dict | None = None
 
     @property
     def grid(self) -> CanvasGrid:
@@ -114,6 +117,7 @@ class MetaCanvasConnector(nn.Module):
             self.canvas_tokens = nn.Parameter(torch.randn(cfg.grid.num_tokens, cfg.planner_hidden) * 0.02)
             self.canvas_encoder = CanvasEncoder(cfg)
             self.canvas_fuser = CanvasFuser(cfg)
+        self.canvas_lora = CanvasLoRA(**cfg.planner_lora) if cfg.use_canvas and cfg.planner_lora else None
 
     @property
     def use_canvas(self) -> bool:

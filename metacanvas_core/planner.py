@@ -7,6 +7,7 @@ is masked and has no position of its own, so a batched prompt plans exactly as i
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from safetensors import SafetensorError
 from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
 from .canvas_grid import CanvasGrid, canvas_position_ids
+from .canvas_lora import CanvasLoRA
 from .errors import MetaCanvasError
 
 
@@ -85,11 +87,16 @@ class Planner:
         return [seq + [self.eos_id] for seq in ids]
 
     def encode(
-        self, prompts: list[str], canvas_tokens: torch.Tensor | None = None, grid: CanvasGrid | None = None
+        self,
+        prompts: list[str],
+        canvas_tokens: torch.Tensor | None = None,
+        grid: CanvasGrid | None = None,
+        canvas_lora: CanvasLoRA | None = None,
     ) -> PlannerOutput:
-        """Run the MLLM once over prompts (+ canvas tokens (K, D) laid out on `grid`, if given).
+        """Run the MLLM once over prompts (+ canvas tokens (K, D) laid out on `grid`, if given, and the
+        connector's canvas-only LoRA, if it has one).
 
-        Gradients reach `canvas_tokens` when they require grad (training); the MLLM itself stays frozen.
+        Gradients reach `canvas_tokens` and the LoRA when they require grad (training); the MLLM stays frozen.
         """
         if canvas_tokens is not None and (grid is None or canvas_tokens.shape[0] != grid.num_tokens):
             raise MetaCanvasError(f"canvas tokens {tuple(canvas_tokens.shape)} do not fill the canvas grid {grid}")
@@ -112,10 +119,10 @@ class Planner:
             canvas = canvas_tokens.to(dev, embeds.dtype).unsqueeze(0).expand(b, -1, -1)
             embeds = torch.cat([embeds, canvas], dim=1)
         grad = canvas_tokens is not None and canvas_tokens.requires_grad and torch.is_grad_enabled()
-        with torch.set_grad_enabled(grad):
-            hidden = self.model.model.language_model(
-                inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False
-            ).last_hidden_state
+        lm = self.model.model.language_model
+        lora = canvas_lora.applied(lm, text_len) if k and canvas_lora is not None else nullcontext()
+        with torch.set_grad_enabled(grad), lora:
+            hidden = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
         text_mask = mask[:, :text_len]
         text_states = hidden[:, :text_len] * text_mask.unsqueeze(-1).to(hidden.dtype)
         return PlannerOutput(text_states, text_mask, hidden[:, text_len:] if k else None)

@@ -40,15 +40,19 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     train_backbone.main(["--stage", "global", "--vae", str(vae_dir), "--out", str(sana_dir),
                          "--out-connector", str(tmp_path / "base.safetensors"), "--run-dir", str(tmp_path / "r3"), *common])
     base = ["--base", str(sana_dir), "--base-connector", str(tmp_path / "base.safetensors"), *common]
-    train_backbone.main(["--stage", "metacanvas", "--out", str(tmp_path / "mc.safetensors"), "--run-dir", str(tmp_path / "r4"), *base])
+    # Four steps: the LoRA's gradient passes the two zero-initialised connector projections from step 2 on.
+    train_backbone.main(["--stage", "metacanvas", "--planner-lora-rank", "2", "--out", str(tmp_path / "mc.safetensors"),
+                         "--run-dir", str(tmp_path / "r4"), *base, "--steps", "4"])
     train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "g.safetensors"), "--run-dir", str(tmp_path / "r5"), *base])
 
     mc, g = load_connector(tmp_path / "mc.safetensors"), load_connector(tmp_path / "g.safetensors")
     assert mc.method == "metacanvas" and g.method == "global"
     assert mc.dit_state.keys() == load_backbone(sana_dir).transformer.state_dict().keys()
-    assert mc.recipe["stage"] == "metacanvas" and mc.recipe["steps"] == 2
+    assert mc.recipe["stage"] == "metacanvas" and mc.recipe["steps"] == 4
     # The canvas connector moved off its zero init: training reached it through the hook.
     assert mc.connector.canvas_fuser.proj.weight.abs().sum() > 0
+    assert all(up.weight.abs().sum() > 0 for up in mc.connector.canvas_lora.up.values())
+    assert g.connector.canvas_lora is None and mc.recipe["planner_lora_rank"] == 2
     pipe = MetaCanvasPipeline.from_pretrained(planner_dir, sana_dir, tmp_path / "mc.safetensors")
     out = pipe("a red circle at top left", steps=2)
     assert out.images.shape == (1, 32, 32, 3)

@@ -19,6 +19,7 @@ import torch
 
 from ..backbones import load_backbone
 from ..backbones.sana import SanaBackbone
+from ..canvas_lora import lora_targets
 from ..checkpoints import load_connector, save_connector
 from ..connectors import ConnectorConfig, MetaCanvasConnector
 from ..injection import canvas_injected
@@ -70,7 +71,7 @@ def training_step(bb: SanaBackbone, conn: MetaCanvasConnector, planner: Planner,
     zt = (1 - t[:, None, None, None]) * z + t[:, None, None, None] * noise
     timestep = t * 1000
     if conn.use_canvas:
-        out = planner.encode(canvas_prompts, conn.canvas_tokens, conn.config.grid)
+        out = planner.encode(canvas_prompts, conn.canvas_tokens, conn.config.grid, conn.canvas_lora)
         grid = bb.token_grid(IMAGE_SIZE, IMAGE_SIZE)
         canvas = conn.canvas_for_grid(conn.canvas_encoder(out.canvas_states), *grid)
         with canvas_injected(bb, conn.canvas_fuser, canvas, grid):
@@ -78,6 +79,11 @@ def training_step(bb: SanaBackbone, conn: MetaCanvasConnector, planner: Planner,
     else:
         pred = bb.predict(zt, timestep, text, text_mask)
     return {"loss": (pred - (noise - z)).pow(2).mean()}
+
+
+def planner_lora(planner: Planner, rank: int) -> dict | None:
+    """Config of a canvas-only LoRA of `rank` over all of the planner's attention and MLP layers (alpha = rank)."""
+    return {"rank": rank, "alpha": float(rank), "targets": lora_targets(planner.model.model.language_model)} if rank else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,9 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pos-embed", action="store_true", help="give the DiT a sin-cos positional embedding")
+    ap.add_argument("--planner-lora-rank", type=int, default=0,
+                    help="stage metacanvas: rank of a canvas-only LoRA on the frozen planner (0 = none)")
     ap.add_argument("--canvas-lr-scale", type=float, default=1.0,
                     help="LR multiplier for the new canvas parts (tokens, connector); they start from zero")
     args = ap.parse_args(argv)
+    if args.planner_lora_rank and args.stage != "metacanvas":
+        ap.error("--planner-lora-rank only applies to --stage metacanvas (the baselines have no canvas)")
     torch.manual_seed(args.seed)
     planner = Planner.from_pretrained(args.planner)
     texts = TextStateCache(planner)
@@ -114,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         base = load_connector(args.base_connector)
         cfg = ConnectorConfig(planner.hidden_size, bb.dit_dim, bb.caption_channels,
                               canvas_grid=[1, *bb.token_grid(IMAGE_SIZE, IMAGE_SIZE)[1:]],
-                              use_canvas=args.stage == "metacanvas")
+                              use_canvas=args.stage == "metacanvas", planner_lora=planner_lora(planner, args.planner_lora_rank))
         conn = MetaCanvasConnector(cfg)
         conn.text_connector.load_state_dict(base.connector.text_connector.state_dict())
     bb.transformer.requires_grad_(True)
@@ -130,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
               "optimizer": "AdamW constant + 200 warmup, clip 1.0", "caption_dropout": CAPTION_DROPOUT,
               "text_only_dropout": TEXT_ONLY_DROPOUT if cfg.use_canvas else 0.0, "pos_embed": args.pos_embed,
               "canvas_lr_scale": args.canvas_lr_scale if cfg.use_canvas else None,
+              "planner_lora_rank": args.planner_lora_rank if cfg.planner_lora else 0,
               "wall_time_s": round(run.elapsed), "base": str(args.base) if args.base else None}
     if args.stage == "global":
         save_sana_pipeline_folder(args.out, bb.transformer.eval(), bb.vae, bb.scheduler)
