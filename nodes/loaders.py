@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from metacanvas_core.errors import MetaCanvasError
+
 from .comfy import (
     DEVICES,
     DTYPES,
@@ -47,11 +49,13 @@ def _shared(key: tuple, load: Callable[[], object]):
     return obj
 
 
-def _not_listed(choices: dict[str, Path], name: str, what: str, where: str) -> bool | str:
-    if name in choices:
-        return True
-    return (f"{what} {name!r} is not in ComfyUI/models/{where}: pick one from the list "
-            "(refresh with R after adding files)")
+def _listed(choices: dict[str, Path], name: str, what: str, where: str) -> bool | str:
+    """VALIDATE_INPUTS answer: True, or the same message `resolve` raises at run time."""
+    try:
+        resolve(choices, name, what, where)
+    except MetaCanvasError as e:
+        return str(e)
+    return True
 
 
 class MetaCanvasPlannerLoader:
@@ -79,7 +83,7 @@ class MetaCanvasPlannerLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, planner):
-        return _not_listed(planner_choices(), planner, f"{PLANNER_LOADER}: planner", "LLM")
+        return _listed(planner_choices(), planner, f"{PLANNER_LOADER}: planner", "LLM")
 
     def load(self, planner: str, dtype: str = "auto", device: str = "auto"):
         with reported_as(PLANNER_LOADER):
@@ -123,7 +127,7 @@ class MetaCanvasBackboneLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, backbone):
-        return _not_listed(backbone_choices(), backbone, f"{BACKBONE_LOADER}: backbone", "diffusers")
+        return _listed(backbone_choices(), backbone, f"{BACKBONE_LOADER}: backbone", "diffusers")
 
     def load(self, backbone: str, dtype: str = "auto", device: str = "auto"):
         with reported_as(BACKBONE_LOADER):
@@ -169,7 +173,7 @@ class MetaCanvasConnectorLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, weights):
-        return _not_listed(connector_choices(), weights, f"{CONNECTOR_LOADER}: weights", "metacanvas")
+        return _listed(connector_choices(), weights, f"{CONNECTOR_LOADER}: weights", "metacanvas")
 
     def load(self, weights: str):
         with reported_as(CONNECTOR_LOADER):
