@@ -36,6 +36,11 @@ def _save_png(images, path: Path, upscale: int) -> None:
 def cmd_generate(args) -> None:
     t0 = time.perf_counter()
     pipe = _pipeline(args)
+    if args.empty_text and not pipe.model.connector.connector.use_canvas:
+        raise MetaCanvasError(
+            f"--empty-text leaves only the canvas to steer, but weights {pipe.model.connector.name!r} have no canvas "
+            "(global conditioning): use --method metacanvas or MetaCanvas weights, or drop --empty-text"
+        )
     result = pipe(
         args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height, steps=args.steps,
         cfg=args.cfg, seed=args.seed, text_prompt="" if args.empty_text else None,

@@ -37,6 +37,8 @@ def test_generate_command_reports_bad_input_without_a_traceback():
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert "multiples of 4" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(cmd[:-2] + ["--method", "global", "--empty-text"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "have no canvas" in proc.stderr and "--method metacanvas" in proc.stderr
 
 
 def test_pipeline_is_deterministic_and_rejects_bad_prompts(pipe):
