@@ -79,6 +79,17 @@ def cmd_bench(args) -> None:
     _emit(result, args.json)
 
 
+def cmd_probe(args) -> None:
+    from .checkpoints import load_connector
+    from .planner import Planner
+    from .probe import probe_plan
+
+    weights = args.weights or T2I_METHODS["metacanvas"][1]
+    result = probe_plan(Planner.from_pretrained(args.planner or PLANNER), load_connector(weights),
+                        n_train=args.n_train, n_test=args.n_test)
+    _emit(result, args.json)
+
+
 def cmd_table(args) -> None:
     from .evaluation import markdown_table
 
@@ -138,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--json", type=Path, help="write the figures here")
     _common(b)
     b.set_defaults(func=cmd_bench)
+
+    pr = sub.add_parser("probe", help="linear probe: does the canvas know which colour sits in which cell?")
+    pr.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
+    pr.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: the built-in metacanvas weights)")
+    pr.add_argument("--n-train", type=int, default=2000, help="training-split position prompts to fit on")
+    pr.add_argument("--n-test", type=int, default=500, help="held-out position prompts to score")
+    pr.add_argument("--json", type=Path, help="write the accuracies here")
+    pr.set_defaults(func=cmd_probe)
 
     tb = sub.add_parser("table", help="Markdown table from evaluate/bench JSON files")
     tb.add_argument("files", type=Path, nargs="+")

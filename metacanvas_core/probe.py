@@ -1,0 +1,81 @@
+"""Does the plan know what goes where? A linear probe of the canvas embeddings on shapes-world layouts.
+
+For every 3x3 cell, a linear classifier reads the canvas embeddings of the canvas tokens inside that cell and
+predicts the colour of the object there (or "none"). The same probe on the planner's *text* states (mean over the
+prompt) tells whether the layout is in the planner at all. Fitted on training prompts, scored on held-out
+position prompts; "occupied" accuracy counts only cells that hold an object (predicting "none" everywhere scores
+0 there, whatever the majority class).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .checkpoints import LoadedConnector
+from .errors import MetaCanvasError
+from .planner import Planner
+from .world.shapes import COLOURS, Scene, sample_scene
+
+LABELS = ("none", *COLOURS)
+
+
+def cell_labels(scenes: list[Scene]) -> torch.Tensor:
+    """(N, 9) class index per 3x3 cell: 0 for empty, 1 + colour index otherwise."""
+    y = torch.zeros(len(scenes), 9, dtype=torch.long)
+    for i, s in enumerate(scenes):
+        for o in s.objects:
+            y[i, o.cell] = LABELS.index(o.colour)
+    return y
+
+
+def fit_cell_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+                   steps: int = 400, seed: int = 0) -> dict[str, float]:
+    """One linear classifier per cell on features (N, 9, F); returns held-out accuracy overall and on occupied cells."""
+    g = torch.Generator().manual_seed(seed)
+    mu, sd = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True) + 1e-5
+    norm = lambda x: (x - mu) / sd  # noqa: E731
+    w = (torch.randn(9, train_x.shape[-1], len(LABELS), generator=g) * 0.01).requires_grad_()
+    b = torch.zeros(9, len(LABELS), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=1e-2, weight_decay=1e-4)
+    logits = lambda x: torch.einsum("ncf,cfk->nck", norm(x), w) + b  # noqa: E731
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(logits(train_x).flatten(0, 1), train_y.flatten()).backward()
+            opt.step()
+    with torch.no_grad():
+        pred = logits(test_x).argmax(-1)
+    occupied = test_y > 0
+    return {"accuracy": float((pred == test_y).float().mean()),
+            "occupied_accuracy": float((pred[occupied] == test_y[occupied]).float().mean()),
+            "majority": float((test_y == 0).float().mean())}
+
+
+def _features(planner: Planner, loaded: LoadedConnector, scenes: list[Scene], batch: int = 100):
+    """Per-cell canvas features (mean canvas embedding over the cell's tokens) and the mean text state."""
+    conn = loaded.connector
+    grid = conn.config.grid
+    canvas, text = [], []
+    with torch.no_grad():
+        for i in range(0, len(scenes), batch):
+            out = planner.encode([s.caption for s in scenes[i : i + batch]], conn.canvas_tokens, grid, conn.canvas_lora)
+            states = out.canvas_states.float().reshape(-1, grid.frames, grid.height, grid.width, out.canvas_states.shape[-1])
+            cells = torch.nn.functional.adaptive_avg_pool2d(states[:, 0].permute(0, 3, 1, 2), 3)  # (B, D, 3, 3)
+            canvas.append(cells.flatten(2).transpose(1, 2))
+            m = out.text_mask.unsqueeze(-1).float()
+            text.append(((out.text_states.float() * m).sum(1) / m.sum(1)).unsqueeze(1).expand(-1, 9, -1))
+    return torch.cat(canvas), torch.cat(text)
+
+
+def probe_plan(planner: Planner, loaded: LoadedConnector, n_train: int = 2000, n_test: int = 500, seed: int = 0) -> dict:
+    if not loaded.connector.use_canvas:
+        raise MetaCanvasError(f"weights {loaded.name!r} have no canvas to probe: pass MetaCanvas weights")
+    loaded.check_planner(planner, where="probe: weights")
+    rng = np.random.default_rng(seed)
+    train = [sample_scene(rng, "position", "train") for _ in range(n_train)]
+    test = [sample_scene(rng, "position", "heldout") for _ in range(n_test)]
+    (ctr, ttr), (cte, tte) = _features(planner, loaded, train), _features(planner, loaded, test)
+    ytr, yte = cell_labels(train), cell_labels(test)
+    return {"weights": loaded.name, "n_train": n_train, "n_test": n_test,
+            "canvas": fit_cell_probe(ctr, ytr, cte, yte, seed=seed), "text": fit_cell_probe(ttr, ytr, tte, yte, seed=seed)}
