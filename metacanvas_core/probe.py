@@ -34,11 +34,13 @@ def fit_cell_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
     """One linear classifier per cell on features (N, 9, F); returns held-out accuracy overall and on occupied cells."""
     g = torch.Generator().manual_seed(seed)
     mu, sd = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True) + 1e-5
-    norm = lambda x: (x - mu) / sd  # noqa: E731
     w = (torch.randn(9, train_x.shape[-1], len(LABELS), generator=g) * 0.01).requires_grad_()
     b = torch.zeros(9, len(LABELS), requires_grad=True)
     opt = torch.optim.Adam([w, b], lr=1e-2, weight_decay=1e-4)
-    logits = lambda x: torch.einsum("ncf,cfk->nck", norm(x), w) + b  # noqa: E731
+
+    def logits(x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("ncf,cfk->nck", (x - mu) / sd, w) + b
+
     with torch.enable_grad():
         for _ in range(steps):
             opt.zero_grad()

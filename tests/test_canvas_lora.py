@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from metacanvas_core.backbones import load_backbone
 from metacanvas_core.canvas_lora import CanvasLoRA, lora_targets
 from metacanvas_core.checkpoints import load_connector, save_connector
-from metacanvas_core.backbones import load_backbone
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.plan import make_plan
