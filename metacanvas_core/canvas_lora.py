@@ -34,7 +34,9 @@ class CanvasLoRA(nn.Module):
     def __init__(self, targets: dict[str, list[int]], rank: int, alpha: float) -> None:
         super().__init__()
         if rank < 1 or not targets:
-            raise MetaCanvasError(f"a canvas LoRA needs rank >= 1 and target layers, got rank {rank}, {len(targets)} targets")
+            raise MetaCanvasError(
+                f"a canvas LoRA needs rank >= 1 and target layers, got rank {rank}, {len(targets)} targets"
+            )
         self.targets, self.scale = dict(targets), alpha / rank
         # ModuleDict keys may not contain dots.
         self.down = nn.ModuleDict({_key(n): nn.Linear(i, rank, bias=False) for n, (i, _) in targets.items()})

@@ -90,7 +90,7 @@ class LoadedConnector:
                 f"planner {planner.name!r} has {planner.hidden_size}: load the planner these weights were made for"
             )
         if self.connector.canvas_lora is not None:
-            self.connector.canvas_lora.check(planner.model.model.language_model, planner.name, where=f"{where} {self.name!r}")
+            self.connector.canvas_lora.check(planner.language_model, planner.name, where=f"{where} {self.name!r}")
 
 
 def save_connector(

@@ -59,6 +59,11 @@ class Planner:
         return cls(model.to(device), tokenizer, name=folder.name)
 
     @property
+    def language_model(self) -> torch.nn.Module:
+        """The decoder the canvas runs through (the vision tower is not used for planning)."""
+        return self.model.model.language_model
+
+    @property
     def hidden_size(self) -> int:
         return self.model.config.text_config.hidden_size
 
@@ -119,10 +124,12 @@ class Planner:
             canvas = canvas_tokens.to(dev, embeds.dtype).unsqueeze(0).expand(b, -1, -1)
             embeds = torch.cat([embeds, canvas], dim=1)
         grad = canvas_tokens is not None and canvas_tokens.requires_grad and torch.is_grad_enabled()
-        lm = self.model.model.language_model
+        lm = self.language_model
         lora = canvas_lora.applied(lm, text_len) if k and canvas_lora is not None else nullcontext()
         with torch.set_grad_enabled(grad), lora:
-            hidden = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False).last_hidden_state
+            hidden = lm(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False
+            ).last_hidden_state
         text_mask = mask[:, :text_len]
         text_states = hidden[:, :text_len] * text_mask.unsqueeze(-1).to(hidden.dtype)
         return PlannerOutput(text_states, text_mask, hidden[:, text_len:] if k else None)

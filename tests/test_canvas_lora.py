@@ -19,13 +19,9 @@ def planner(random_planner_dir):
     return Planner.from_pretrained(random_planner_dir)
 
 
-def _lm(planner):
-    return planner.model.model.language_model
-
-
 def _connector(planner, bb, rank=4, trained=True):
     torch.manual_seed(5)
-    lora = {"rank": rank, "alpha": float(rank), "targets": lora_targets(_lm(planner))}
+    lora = {"rank": rank, "alpha": float(rank), "targets": lora_targets(planner.language_model)}
     conn = MetaCanvasConnector(ConnectorConfig(planner.hidden_size, bb.dit_dim, bb.caption_channels, [1, 4, 4], planner_lora=lora))
     if trained:
         for up in conn.canvas_lora.up.values():
@@ -34,7 +30,7 @@ def _connector(planner, bb, rank=4, trained=True):
 
 
 def test_targets_are_every_attention_and_mlp_layer(planner):
-    targets = lora_targets(_lm(planner))
+    targets = lora_targets(planner.language_model)
     layers = planner.model.config.text_config.num_hidden_layers
     assert len(targets) == 7 * layers
     assert targets["layers.0.self_attn.q_proj"] == [planner.hidden_size, planner.hidden_size]
@@ -48,7 +44,7 @@ def test_lora_changes_the_canvas_but_not_the_text(planner, random_sana_dir):
     assert torch.equal(plain.text_states, adapted.text_states)
     assert (plain.canvas_states - adapted.canvas_states).abs().max() > 1e-3
     # The hooks live only for that one forward.
-    assert all(not m._forward_hooks for m in _lm(planner).modules())
+    assert all(not m._forward_hooks for m in planner.language_model.modules())
 
 
 def test_untrained_lora_is_the_identity(planner, random_sana_dir):

@@ -44,7 +44,6 @@ MC, GLOBAL = "built-in tiny: metacanvas_t2i", "built-in tiny: global_t2i"
 FAST = dict(seed=0, steps=3, cfg=3.0, width=32, height=32, batch_size=1)
 
 
-
 def call(key: str, **inputs):
     cls = NODES[key]
     return getattr(cls(), cls.FUNCTION)(**inputs)

@@ -22,7 +22,6 @@ WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 TITLE_HEIGHT = 30  # LiteGraph draws the title bar above `pos`
 
 
-
 def test_the_expected_workflows_exist():
     assert {p.name for p in WORKFLOWS} >= {"text_to_image.json", "canvas_vs_global.json"}
 

@@ -102,8 +102,8 @@ class BackboneAdapter(ABC):
             fixed = [(n, max(step, round(v / step) * step)) for n, v in bad]
             fix = str(fixed[0][1]) if len(fixed) == 1 else " and ".join(f"{n} {v}" for n, v in fixed)
             raise MetaCanvasError(
-                f"{what} {'does' if len(bad) == 1 else 'do'} not fit the {self.architecture} backbone {self.name!r}: width and height must be "
-                f"positive multiples of {step} (VAE compression x patch size); use {fix}"
+                f"{what} {'does' if len(bad) == 1 else 'do'} not fit the {self.architecture} backbone {self.name!r}: "
+                f"width and height must be positive multiples of {step} (VAE compression x patch size); use {fix}"
             )
 
     def token_grid(self, width: int, height: int, frames: int = 1) -> tuple[int, int, int]:

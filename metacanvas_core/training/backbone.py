@@ -83,7 +83,7 @@ def training_step(bb: SanaBackbone, conn: MetaCanvasConnector, planner: Planner,
 
 def planner_lora(planner: Planner, rank: int) -> dict | None:
     """Config of a canvas-only LoRA of `rank` over all of the planner's attention and MLP layers (alpha = rank)."""
-    return {"rank": rank, "alpha": float(rank), "targets": lora_targets(planner.model.model.language_model)} if rank else None
+    return {"rank": rank, "alpha": float(rank), "targets": lora_targets(planner.language_model)} if rank else None
 
 
 def main(argv: list[str] | None = None) -> None:
