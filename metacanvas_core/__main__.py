@@ -36,10 +36,9 @@ def _save_png(images, path: Path, upscale: int) -> None:
 def cmd_generate(args) -> None:
     t0 = time.perf_counter()
     pipe = _pipeline(args)
-    if args.empty_text and not pipe.model.connector.connector.use_canvas:
-        raise MetaCanvasError(
-            f"--empty-text leaves only the canvas to steer, but weights {pipe.model.connector.name!r} have no canvas "
-            "(global conditioning): use --method metacanvas or MetaCanvas weights, or drop --empty-text"
+    if args.empty_text:  # only the canvas would steer
+        pipe.model.connector.require_canvas(
+            "for --empty-text", "use --method metacanvas or MetaCanvas weights, or drop --empty-text"
         )
     result = pipe(
         args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height, steps=args.steps,

@@ -59,6 +59,11 @@ class LoadedConnector:
     def method(self) -> str:
         return "metacanvas" if self.config.use_canvas else "global"
 
+    def require_canvas(self, use: str, fix: str) -> None:
+        """Raise unless these weights plan on a canvas; `use` says what needed it, `fix` the way out."""
+        if not self.config.use_canvas:
+            raise MetaCanvasError(f"weights {self.name!r} ('{self.method}', text only) have no canvas {use}: {fix}")
+
     def check_backbone(self, backbone, where: str = "connector") -> None:
         """Raise unless these weights were made for `backbone` (architecture and widths)."""
         cfg = self.config

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from .checkpoints import LoadedConnector
-from .errors import MetaCanvasError
 from .planner import Planner
 from .world.shapes import COLOURS, Scene, sample_scene
 
@@ -71,8 +70,7 @@ def _features(planner: Planner, loaded: LoadedConnector, scenes: list[Scene], ba
 
 
 def probe_plan(planner: Planner, loaded: LoadedConnector, n_train: int = 2000, n_test: int = 500, seed: int = 0) -> dict:
-    if not loaded.connector.use_canvas:
-        raise MetaCanvasError(f"weights {loaded.name!r} have no canvas to probe: pass MetaCanvas weights")
+    loaded.require_canvas("to probe", "pass MetaCanvas weights (--weights)")
     loaded.check_planner(planner, where="probe: weights")
     rng = np.random.default_rng(seed)
     train = [sample_scene(rng, "position", "train") for _ in range(n_train)]

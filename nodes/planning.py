@@ -67,12 +67,9 @@ class MetaCanvasPlan:
         if not text:
             raise node_error(PLAN_CANVAS, f"prompt is empty: describe the image, e.g. '{EXAMPLE_PROMPT}'")
         with reported_as(PLAN_CANVAS):
-            if canvas_only and not connector.config.use_canvas:
-                raise node_error(
-                    PLAN_CANVAS,
-                    f"canvas_only needs MetaCanvas weights with a canvas, but {connector.name!r} is "
-                    f"'{connector.method}' (text only): pick 'metacanvas' weights in Canvas Connector or turn "
-                    "canvas_only off",
+            if canvas_only:
+                connector.require_canvas(
+                    "for canvas_only", "pick 'metacanvas' weights in Canvas Connector or turn canvas_only off"
                 )
             from metacanvas_core.plan import make_plan
 
