@@ -1,6 +1,8 @@
 """The trainers that made the shipped weights, for a few steps: they run, resume exactly, and write loadable files."""
 
+import pytest
 import torch
+from safetensors.torch import load_file
 
 from metacanvas_core.backbones import load_backbone
 from metacanvas_core.checkpoints import load_connector
@@ -11,12 +13,19 @@ from metacanvas_core.training import vae as train_vae
 from metacanvas_core.training.loop import ResumableRun
 
 
-def _toy_run(run_dir, steps):
+class Interrupted(Exception):
+    pass
+
+
+def _toy_run(run_dir, steps, stop_at=None, **schedule):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.5), torch.nn.Linear(8, 1))
-    run = ResumableRun(run_dir, {"m": model}, list(model.parameters()), lr=1e-2, warmup=2, steps=steps, seed=3, save_every=2)
+    run = ResumableRun(run_dir, {"m": model}, list(model.parameters()), lr=1e-2, warmup=2, steps=steps, seed=3,
+                       save_every=2, **schedule)
 
-    def step(_, rng):
+    def step(i, rng):
+        if i == stop_at:
+            raise Interrupted  # as if the process were killed: the last state was saved at step i
         x = torch.from_numpy(rng.normal(size=(16, 4))).float()
         return {"loss": (model(x) - x.sum(1, keepdim=True)).pow(2).mean()}
 
@@ -32,6 +41,31 @@ def test_resumed_run_matches_an_uninterrupted_one(tmp_path):
         assert torch.equal(p, q)
 
 
+def test_cooldown_with_average_resumes_exactly_and_extends_a_constant_run(tmp_path):
+    schedule = {"cooldown": 4, "ema_decay": 0.5}
+    straight = _toy_run(tmp_path / "a", 10, **schedule)
+    _toy_run(tmp_path / "b", 6)  # a finished constant-LR run ...
+    with pytest.raises(Interrupted):  # ... extended with a cooldown, interrupted inside it ...
+        _toy_run(tmp_path / "b", 10, stop_at=8, **schedule)
+    resumed = _toy_run(tmp_path / "b", 10, **schedule)  # ... and resumed
+    for p, q in zip(straight.parameters(), resumed.parameters()):
+        assert torch.equal(p, q)
+    # The model ends with the average; the state keeps the raw weights (and the average) to resume from.
+    state = load_file(str(tmp_path / "a" / "state.safetensors"))
+    raw, ema = state["model/m/0.weight"], state["ema/0"]
+    assert torch.equal(straight[0].weight, ema) and not torch.equal(raw, ema)
+
+
+def test_cooldown_schedule_and_bad_settings(tmp_path):
+    model = torch.nn.Linear(2, 1)
+    run = ResumableRun(tmp_path, {"m": model}, list(model.parameters()), lr=1.0, warmup=2, steps=10, seed=0, cooldown=4)
+    assert [run.lr_at(s) for s in (0, 1, 5, 6, 9)] == [0.5, 1.0, 1.0, 1.0, 0.25]
+    with pytest.raises(ValueError, match="cooldown=11"):
+        ResumableRun(tmp_path, {"m": model}, list(model.parameters()), lr=1.0, warmup=2, steps=10, seed=0, cooldown=11)
+    with pytest.raises(ValueError, match="ema_decay=1.0"):
+        ResumableRun(tmp_path, {"m": model}, list(model.parameters()), lr=1.0, warmup=2, steps=10, seed=0, ema_decay=1.0)
+
+
 def test_trainers_write_what_the_loaders_read(tmp_path):
     planner_dir, vae_dir, sana_dir = tmp_path / "planner", tmp_path / "vae", tmp_path / "sana"
     train_planner.main(["--out", str(planner_dir), "--run-dir", str(tmp_path / "r1"), "--steps", "2", "--batch", "4"])
@@ -43,7 +77,8 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     # Four steps: the LoRA's gradient passes the two zero-initialised connector projections from step 2 on.
     train_backbone.main(["--stage", "metacanvas", "--planner-lora-rank", "2", "--out", str(tmp_path / "mc.safetensors"),
                          "--run-dir", str(tmp_path / "r4"), *base, "--steps", "4"])
-    train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "g.safetensors"), "--run-dir", str(tmp_path / "r5"), *base])
+    train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "g.safetensors"), "--run-dir", str(tmp_path / "r5"),
+                         *base, "--cooldown", "1", "--ema", "0.9"])
 
     mc, g = load_connector(tmp_path / "mc.safetensors"), load_connector(tmp_path / "g.safetensors")
     assert mc.method == "metacanvas" and g.method == "global"
@@ -53,6 +88,7 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     assert mc.connector.canvas_fuser.proj.weight.abs().sum() > 0
     assert all(up.weight.abs().sum() > 0 for up in mc.connector.canvas_lora.up.values())
     assert g.connector.canvas_lora is None and mc.recipe["planner_lora_rank"] == 2
+    assert (g.recipe["cooldown"], g.recipe["ema"]) == (1, 0.9)
     pipe = MetaCanvasPipeline.from_pretrained(planner_dir, sana_dir, tmp_path / "mc.safetensors")
     out = pipe("a red circle at top left", steps=2)
     assert out.images.shape == (1, 32, 32, 3)

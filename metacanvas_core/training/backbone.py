@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cooldown", type=int, default=0,
+                    help="the LR falls linearly to zero over this many final steps (0 = constant to the end)")
+    ap.add_argument("--ema", type=float, default=0.0,
+                    help="decay of a weight average kept over the cooldown and written out (e.g. 0.999; 0 = none)")
     ap.add_argument("--pos-embed", action="store_true", help="give the DiT a sin-cos positional embedding")
     ap.add_argument("--planner-lora-rank", type=int, default=0,
                     help="stage metacanvas: rank of a canvas-only LoRA on the frozen planner (0 = none)")
@@ -133,11 +137,13 @@ def main(argv: list[str] | None = None) -> None:
     base_params = list(bb.transformer.parameters()) + list(conn.text_connector.parameters())
     params = [{"params": base_params}] + ([{"params": canvas_params, "lr_scale": args.canvas_lr_scale}] if canvas_params else [])
     run = ResumableRun(args.run_dir, {"dit": bb.transformer, "connector": conn}, params,
-                       lr=args.lr, warmup=200, steps=args.steps, seed=args.seed)
+                       lr=args.lr, warmup=200, steps=args.steps, seed=args.seed, cooldown=args.cooldown,
+                       ema_decay=args.ema)
     run.run(lambda step, rng: training_step(bb, conn, planner, texts, rng, args.batch))
 
     recipe = {"stage": args.stage, "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
-              "optimizer": "AdamW constant + 200 warmup, clip 1.0", "caption_dropout": CAPTION_DROPOUT,
+              "optimizer": "AdamW, 200 warmup, constant, linear cooldown, clip 1.0", "cooldown": args.cooldown,
+              "ema": args.ema, "caption_dropout": CAPTION_DROPOUT,
               "text_only_dropout": TEXT_ONLY_DROPOUT if cfg.use_canvas else 0.0, "pos_embed": args.pos_embed,
               "canvas_lr_scale": args.canvas_lr_scale if cfg.use_canvas else None,
               "planner_lora_rank": args.planner_lora_rank if cfg.planner_lora else 0,
