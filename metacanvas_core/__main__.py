@@ -90,11 +90,14 @@ def cmd_probe(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from .evaluation import markdown_table
+    from .evaluation import markdown_failures, markdown_table
 
     results = [json.loads(p.read_text()) for p in args.files]
     evals = [r for r in results if "scores" in r]
     print(markdown_table(evals))
+    if any("failures" in r for r in evals):
+        print("\nWhy images fail (% of each category's prompts):\n")
+        print(markdown_failures([r for r in evals if "failures" in r]))
     for r in results:
         if "ratio" in r:
             print(f"\nsampling time MetaCanvas / plain backbone: {r['ratio']:.2f}x ({r['steps']} steps, "

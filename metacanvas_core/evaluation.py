@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from .pipeline import MetaCanvasPipeline
-from .world.scorer import position_score, score_images
+from .world.scorer import failure_shares, position_score, score_images
 from .world.shapes import benchmark_prompts
 
 
@@ -27,7 +27,7 @@ def evaluate_t2i(
     """
     scenes = benchmark_prompts(n)
     size = 32
-    per_seed, pos_scores = [], []
+    per_seed, pos_scores, failures = [], [], []
     t0 = time.time()
     for s in seeds:
         images = []
@@ -42,6 +42,7 @@ def evaluate_t2i(
             images.extend(result.images.numpy())
         per_seed.append(score_images(scenes, images))
         pos_scores.append(position_score(scenes, images))
+        failures.append(failure_shares(scenes, images))
     keys = per_seed[0].keys()
     mean = {k: float(np.mean([r[k] for r in per_seed])) for k in keys}
     # Standard error of a pass rate over all samples of a category (n/6 prompts x seeds).
@@ -53,6 +54,8 @@ def evaluate_t2i(
         "n": n, "seeds": list(seeds), "steps": steps, "cfg": cfg, "canvas_only": canvas_only,
         "scores": mean, "stderr": stderr, "per_seed": per_seed,
         "object_position_score": float(np.mean(pos_scores)), "seconds": round(time.time() - t0, 1),
+        # Why the failing images fail, per category (shares of its prompts, mean over seeds).
+        "failures": {c: {k: float(np.mean([f[c][k] for f in failures])) for k in failures[0][c]} for c in failures[0]},
     }
 
 
@@ -68,4 +71,18 @@ def markdown_table(results: list[dict]) -> str:
         text = "empty" if r["canvas_only"] else "prompt"
         rows.append(f"| {r['method']} | {text} | {cells} | **{100 * s['overall']:.1f}** ± {100 * e['overall']:.1f} "
                     f"| {100 * r['object_position_score']:.1f} |")
+    return "\n".join(rows)
+
+
+def markdown_failures(results: list[dict]) -> str:
+    """One row per evaluation result: per category, why its failing images fail (% of its prompts, largest first)."""
+    from .world.shapes import CATEGORIES
+
+    rows = ["| method | text to DiT | " + " | ".join(CATEGORIES) + " |", "|" + "---|" * (len(CATEGORIES) + 2)]
+    for r in results:
+        cells = []
+        for c in CATEGORIES:
+            kinds = sorted(r["failures"][c].items(), key=lambda kv: -kv[1])
+            cells.append(", ".join(f"{k} {100 * v:.0f}" for k, v in kinds if v > 0) or "-")
+        rows.append(f"| {r['method']} | {'empty' if r['canvas_only'] else 'prompt'} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

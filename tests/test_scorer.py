@@ -3,7 +3,7 @@
 import numpy as np
 
 from metacanvas_core.world import shapes
-from metacanvas_core.world.scorer import detect, position_score, score_images
+from metacanvas_core.world.scorer import detect, failure, failure_shares, position_score, score_images
 
 
 def test_true_images_score_near_one_and_mismatched_low():
@@ -32,3 +32,22 @@ def test_benchmark_prompts_are_held_out_of_training():
     train = [shapes.sample_scene(rng) for _ in range(5000)]
     assert keys and not any(shapes.combination_key(s.category, s.objects) in keys for s in train)
     assert all(shapes.is_held_out(s.category, s.objects) for s in bench if s.category == "position")
+
+
+def test_failures_name_the_first_broken_requirement():
+    red_circle, blue_square = shapes.Obj("red", "circle", 0), shapes.Obj("blue", "square", 8)
+    scene = shapes.Scene((red_circle, blue_square), "a red circle at top left and a blue square at bottom right",
+                         "position")
+
+    def why(*objs):
+        return failure(scene, detect(shapes.render(objs, 32)))
+
+    assert why(red_circle, blue_square) is None
+    assert why(red_circle) == "count"
+    assert why(red_circle, shapes.Obj("blue", "triangle", 8)) == "shape"
+    assert why(red_circle, shapes.Obj("green", "square", 8)) == "colour"
+    assert why(shapes.Obj("blue", "circle", 0), shapes.Obj("red", "square", 8)) == "binding"
+    assert why(shapes.Obj("red", "circle", 4), blue_square) == "cell"
+    blank = [np.zeros((32, 32, 3), np.uint8)] * 2
+    assert failure_shares([scene, scene], blank)["position"] == {
+        "count": 1.0, "shape": 0.0, "colour": 0.0, "binding": 0.0, "cell": 0.0}

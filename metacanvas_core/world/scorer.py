@@ -101,6 +101,38 @@ def grade(scene: Scene, dets: list[Detection]) -> bool:
     raise ValueError(f"unknown category {cat!r}; expected one of {CATEGORIES}")
 
 
+FAILURES: tuple[str, ...] = ("count", "shape", "colour", "binding", "cell")
+
+
+def failure(scene: Scene, dets: list[Detection]) -> str | None:
+    """Why an image fails its prompt (None if it passes), the first broken requirement in this order: how many
+    objects, which shapes, which colours, which colour goes with which shape ("binding"), where ("cell")."""
+    if grade(scene, dets):
+        return None
+    want = scene.objects
+    if len(dets) != len(want):
+        return "count"
+    if Counter(d.shape for d in dets) != Counter(o.shape for o in want):
+        return "shape"
+    if Counter(d.colour for d in dets) != Counter(o.colour for o in want):
+        return "colour"
+    if Counter((d.colour, d.shape) for d in dets) != Counter((o.colour, o.shape) for o in want):
+        return "binding"
+    return "cell"
+
+
+def failure_shares(scenes: list[Scene], images: list[np.ndarray]) -> dict[str, dict[str, float]]:
+    """Per category, the share of its prompts failing for each reason of `FAILURES`."""
+    counts = {c: Counter() for c in CATEGORIES}
+    totals = Counter()
+    for scene, image in zip(scenes, images, strict=True):
+        totals[scene.category] += 1
+        why = failure(scene, detect(image))
+        if why:
+            counts[scene.category][why] += 1
+    return {c: {k: counts[c][k] / totals[c] for k in FAILURES} for c in CATEGORIES if totals[c]}
+
+
 def score_images(scenes: list[Scene], images: list[np.ndarray]) -> dict[str, float]:
     """Per-category pass rates and `overall` (the mean over categories, as GenEval reports it)."""
     passed: dict[str, list[bool]] = {c: [] for c in CATEGORIES}

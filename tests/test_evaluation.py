@@ -1,0 +1,23 @@
+"""The benchmark commands on the shipped tiny models: `evaluate` writes scores and failure reasons, `table` shows them."""
+
+import json
+
+import pytest
+
+from metacanvas_core.__main__ import main
+from metacanvas_core.world.scorer import FAILURES
+from metacanvas_core.world.shapes import CATEGORIES
+
+
+def test_evaluate_then_table(tmp_path, capsys):
+    out = tmp_path / "mc.json"
+    main(["evaluate", "--n", "12", "--steps", "2", "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert set(r["scores"]) == {*CATEGORIES, "overall"} and r["method"] == "metacanvas"
+    for c in CATEGORIES:  # every prompt either passes or fails for exactly one reason
+        assert set(r["failures"][c]) == set(FAILURES)
+        assert r["scores"][c] + sum(r["failures"][c].values()) == pytest.approx(1.0)
+    capsys.readouterr()
+    main(["table", str(out)])
+    text = capsys.readouterr().out
+    assert "| metacanvas | prompt |" in text and "Why images fail" in text
