@@ -75,7 +75,7 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
                          "--out-connector", str(tmp_path / "base.safetensors"), "--run-dir", str(tmp_path / "r3"), *common])
     base = ["--base", str(sana_dir), "--base-connector", str(tmp_path / "base.safetensors"), *common]
     # Four steps: the LoRA's gradient passes the two zero-initialised connector projections from step 2 on.
-    train_backbone.main(["--stage", "metacanvas", "--planner-lora-rank", "2", "--out", str(tmp_path / "mc.safetensors"),
+    train_backbone.main(["--stage", "metacanvas", "--planner-lora-rank", "2", "--planner-lora-lr-scale", "0.5", "--out", str(tmp_path / "mc.safetensors"),
                          "--run-dir", str(tmp_path / "r4"), *base, "--steps", "4"])
     train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "g.safetensors"), "--run-dir", str(tmp_path / "r5"),
                          *base, "--cooldown", "1", "--ema", "0.9"])
@@ -87,7 +87,7 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     # The canvas connector moved off its zero init: training reached it through the hook.
     assert mc.connector.canvas_fuser.proj.weight.abs().sum() > 0
     assert all(up.weight.abs().sum() > 0 for up in mc.connector.canvas_lora.up.values())
-    assert g.connector.canvas_lora is None and mc.recipe["planner_lora_rank"] == 2
+    assert g.connector.canvas_lora is None and (mc.recipe["planner_lora_rank"], mc.recipe["planner_lora_lr_scale"]) == (2, 0.5)
     assert (g.recipe["cooldown"], g.recipe["ema"]) == (1, 0.9)
     pipe = MetaCanvasPipeline.from_pretrained(planner_dir, sana_dir, tmp_path / "mc.safetensors")
     out = pipe("a red circle at top left", steps=2)

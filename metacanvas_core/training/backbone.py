@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="stage metacanvas: rank of a canvas-only LoRA on the frozen planner (0 = none)")
     ap.add_argument("--canvas-lr-scale", type=float, default=1.0,
                     help="LR multiplier for the new canvas parts (tokens, connector); they start from zero")
+    ap.add_argument("--planner-lora-lr-scale", type=float, default=1.0,
+                    help="LR multiplier for the canvas-only planner LoRA (its own group: at 4x it drifted)")
     args = ap.parse_args(argv)
     if args.planner_lora_rank and args.stage != "metacanvas":
         ap.error("--planner-lora-rank only applies to --stage metacanvas (the baselines have no canvas)")
@@ -133,9 +135,12 @@ def main(argv: list[str] | None = None) -> None:
         conn.text_connector.load_state_dict(base.connector.text_connector.state_dict())
     bb.transformer.requires_grad_(True)
     conn.requires_grad_(True)
-    canvas_params = [p for n, p in conn.named_parameters() if not n.startswith("text_connector.")]
     base_params = list(bb.transformer.parameters()) + list(conn.text_connector.parameters())
-    params = [{"params": base_params}] + ([{"params": canvas_params, "lr_scale": args.canvas_lr_scale}] if canvas_params else [])
+    canvas_params = [p for n, p in conn.named_parameters() if not n.startswith(("text_connector.", "canvas_lora."))]
+    lora_params = list(conn.canvas_lora.parameters()) if conn.canvas_lora is not None else []
+    params = [{"params": base_params}]
+    params += [{"params": canvas_params, "lr_scale": args.canvas_lr_scale}] if canvas_params else []
+    params += [{"params": lora_params, "lr_scale": args.planner_lora_lr_scale}] if lora_params else []
     run = ResumableRun(args.run_dir, {"dit": bb.transformer, "connector": conn}, params,
                        lr=args.lr, warmup=200, steps=args.steps, seed=args.seed, cooldown=args.cooldown,
                        ema_decay=args.ema)
@@ -147,6 +152,7 @@ def main(argv: list[str] | None = None) -> None:
               "text_only_dropout": TEXT_ONLY_DROPOUT if cfg.use_canvas else 0.0, "pos_embed": args.pos_embed,
               "canvas_lr_scale": args.canvas_lr_scale if cfg.use_canvas else None,
               "planner_lora_rank": args.planner_lora_rank if cfg.planner_lora else 0,
+              "planner_lora_lr_scale": args.planner_lora_lr_scale if cfg.planner_lora else None,
               "wall_time_s": round(run.elapsed), "base": str(args.base) if args.base else None}
     if args.stage == "global":
         save_sana_pipeline_folder(args.out, bb.transformer.eval(), bb.vae, bb.scheduler)
