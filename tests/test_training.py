@@ -72,11 +72,17 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     train_vae.main(["--out", str(vae_dir), "--run-dir", str(tmp_path / "r2"), "--steps", "2", "--batch", "4"])
     common = ["--planner", str(planner_dir), "--steps", "2", "--batch", "4"]
     train_backbone.main(["--stage", "global", "--vae", str(vae_dir), "--out", str(sana_dir),
-                         "--out-connector", str(tmp_path / "base.safetensors"), "--run-dir", str(tmp_path / "r3"), *common])
+                         "--out-connector", str(tmp_path / "base.safetensors"), "--run-dir", str(tmp_path / "r3"), *common,
+                         "--dit-heads", "1", "--dit-layers", "2"])
+    dit = load_backbone(sana_dir).transformer.config
+    assert (dit.num_attention_heads, dit.num_layers) == (1, 2)
     base = ["--base", str(sana_dir), "--base-connector", str(tmp_path / "base.safetensors"), *common]
     # Four steps: the LoRA's gradient passes the two zero-initialised connector projections from step 2 on.
     train_backbone.main(["--stage", "metacanvas", "--planner-lora-rank", "2", "--planner-lora-lr-scale", "0.5", "--out", str(tmp_path / "mc.safetensors"),
                          "--run-dir", str(tmp_path / "r4"), *base, "--steps", "4"])
+    with pytest.raises(SystemExit):  # a later stage keeps its base's DiT
+        train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "x.safetensors"),
+                             "--run-dir", str(tmp_path / "r6"), *base, "--dit-heads", "4"])
     train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "g.safetensors"), "--run-dir", str(tmp_path / "r5"),
                          *base, "--cooldown", "1", "--ema", "0.9"])
 

@@ -25,7 +25,7 @@ from ..connectors import ConnectorConfig, MetaCanvasConnector
 from ..injection import canvas_injected
 from ..planner import Planner
 from ..world import shapes
-from ..world.tiny_models import IMAGE_SIZE, new_dit, new_scheduler, save_sana_pipeline_folder
+from ..world.tiny_models import DIT_HEADS, DIT_LAYERS, IMAGE_SIZE, new_dit, new_scheduler, save_sana_pipeline_folder
 from .loop import ResumableRun
 
 CAPTION_DROPOUT = 0.1
@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ema", type=float, default=0.0,
                     help="decay of a weight average kept over the cooldown and written out (e.g. 0.999; 0 = none)")
     ap.add_argument("--pos-embed", action="store_true", help="give the DiT a sin-cos positional embedding")
+    ap.add_argument("--dit-heads", type=int, default=DIT_HEADS, help="stage global: DiT width in heads of 32")
+    ap.add_argument("--dit-layers", type=int, default=DIT_LAYERS, help="stage global: DiT depth")
     ap.add_argument("--planner-lora-rank", type=int, default=0,
                     help="stage metacanvas: rank of a canvas-only LoRA on the frozen planner (0 = none)")
     ap.add_argument("--canvas-lr-scale", type=float, default=1.0,
@@ -114,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.planner_lora_rank and args.stage != "metacanvas":
         ap.error("--planner-lora-rank only applies to --stage metacanvas (the baselines have no canvas)")
+    if args.stage != "global" and (args.dit_heads, args.dit_layers) != (DIT_HEADS, DIT_LAYERS):
+        ap.error("--dit-heads/--dit-layers only apply to --stage global; later stages keep the --base DiT's size")
     torch.manual_seed(args.seed)
     planner = Planner.from_pretrained(args.planner)
     texts = TextStateCache(planner)
@@ -121,7 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage == "global":
         from diffusers import AutoencoderDC
 
-        bb = SanaBackbone(new_dit(1.0 if args.pos_embed else None), AutoencoderDC.from_pretrained(args.vae),
+        dit = new_dit(1.0 if args.pos_embed else None, args.dit_heads, args.dit_layers)
+        bb = SanaBackbone(dit, AutoencoderDC.from_pretrained(args.vae),
                           new_scheduler(), "tiny-sana")
         cfg = ConnectorConfig(planner.hidden_size, bb.dit_dim, bb.caption_channels, use_canvas=False)
         conn = MetaCanvasConnector(cfg)

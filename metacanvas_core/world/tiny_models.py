@@ -74,12 +74,15 @@ def new_vae() -> AutoencoderDC:
     )
 
 
-def new_dit(interpolation_scale: float | None = None) -> SanaTransformer2DModel:
-    """Released SANA has no positional embedding (interpolation_scale None); the Mix-FFN convolutions locate."""
+def new_dit(
+    interpolation_scale: float | None = None, heads: int = DIT_HEADS, layers: int = DIT_LAYERS
+) -> SanaTransformer2DModel:
+    """Released SANA has no positional embedding (interpolation_scale None); the Mix-FFN convolutions locate.
+    Width is `heads` x 32."""
     return SanaTransformer2DModel(
-        in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, num_attention_heads=DIT_HEADS,
-        attention_head_dim=DIT_HEAD_DIM, num_layers=DIT_LAYERS, num_cross_attention_heads=DIT_HEADS,
-        cross_attention_head_dim=DIT_HEAD_DIM, cross_attention_dim=DIT_HEADS * DIT_HEAD_DIM,
+        in_channels=LATENT_CHANNELS, out_channels=LATENT_CHANNELS, num_attention_heads=heads,
+        attention_head_dim=DIT_HEAD_DIM, num_layers=layers, num_cross_attention_heads=heads,
+        cross_attention_head_dim=DIT_HEAD_DIM, cross_attention_dim=heads * DIT_HEAD_DIM,
         caption_channels=CAPTION_CHANNELS, mlp_ratio=2.5, patch_size=1, sample_size=IMAGE_SIZE // 4,
         norm_elementwise_affine=False, norm_eps=1e-6, attention_bias=False, interpolation_scale=interpolation_scale,
     )
