@@ -62,8 +62,16 @@ def _emit(result: dict, path: Path | None) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluation import evaluate_t2i
+    from .evaluation import evaluate_t2i, evaluate_vae_round_trip
 
+    if args.vae_round_trip:
+        from .backbones import load_backbone
+
+        backbone = load_backbone(args.backbone or T2I_METHODS[args.method][0], device=args.device)
+        result = evaluate_vae_round_trip(backbone, n=args.n, seeds=tuple(args.seeds))
+        result.update(task=args.task, method="true renders, VAE round trip")
+        _emit(result, args.json)
+        return
     result = evaluate_t2i(_pipeline(args), n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
                           canvas_only=args.canvas_only)
     result.update(task=args.task, method=args.method)
@@ -139,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--n", type=int, default=200, help="number of held-out prompts")
     e.add_argument("--seeds", type=int, nargs="+", default=[0], help="one full pass per seed")
     e.add_argument("--canvas-only", action="store_true", help="empty text to the DiT; only the canvas steers")
+    e.add_argument("--vae-round-trip", action="store_true",
+                   help="score the true renders encoded and decoded by the backbone's VAE (the ceiling it leaves)")
     e.add_argument("--json", type=Path, help="write the scores here")
     _common(e)
     e.set_defaults(func=cmd_evaluate)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 
+from .backbones.base import BackboneAdapter
 from .pipeline import MetaCanvasPipeline
 from .world.scorer import failure_shares, position_score, score_images
-from .world.shapes import benchmark_prompts
+from .world.shapes import Scene, benchmark_prompts, render
+from .world.tiny_models import IMAGE_SIZE
 
 
 def evaluate_t2i(
@@ -26,34 +29,53 @@ def evaluate_t2i(
     gives the DiT an empty text conditioning; only the canvas carries the prompt.
     """
     scenes = benchmark_prompts(n)
-    size = 32
-    per_seed, pos_scores, failures = [], [], []
     t0 = time.time()
+    runs = []
     for s in seeds:
         images = []
         for i in range(0, n, batch):
             chunk = scenes[i : i + batch]
-            prompts = [c.caption for c in chunk]
             result = pipe(
-                prompts, width=size, height=size, steps=steps, cfg=cfg,
+                [c.caption for c in chunk], width=IMAGE_SIZE, height=IMAGE_SIZE, steps=steps, cfg=cfg,
                 seed=[s * 1_000_003 + i + j for j in range(len(chunk))],
                 text_prompt=[""] * len(chunk) if canvas_only else None,
             )
             images.extend(result.images.numpy())
-        per_seed.append(score_images(scenes, images))
-        pos_scores.append(position_score(scenes, images))
-        failures.append(failure_shares(scenes, images))
-    keys = per_seed[0].keys()
-    mean = {k: float(np.mean([r[k] for r in per_seed])) for k in keys}
+        runs.append(images)
+    return {"n": n, "seeds": list(seeds), "steps": steps, "cfg": cfg, "canvas_only": canvas_only,
+            **score_runs(scenes, runs), "seconds": round(time.time() - t0, 1)}
+
+
+def evaluate_vae_round_trip(backbone: BackboneAdapter, n: int = 200, seeds: tuple[int, ...] = (0,)) -> dict:
+    """The ceiling the backbone's VAE leaves: the benchmark scenes rendered (jittered with each seed), encoded,
+    decoded and scored like generated images."""
+    scenes = benchmark_prompts(n)
+    t0 = time.time()
+    runs = []
+    for s in seeds:
+        rng = np.random.default_rng(s)
+        truth = np.stack([render(c.objects, IMAGE_SIZE, rng) for c in scenes]).astype(np.float32) / 127.5 - 1.0
+        with torch.no_grad():
+            pixels = backbone.decode(backbone.encode(torch.from_numpy(truth).permute(0, 3, 1, 2).to(backbone.device)))
+        runs.append(list(((pixels.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()))
+    return {"n": n, "seeds": list(seeds), "text": "-", "canvas_only": False, **score_runs(scenes, runs),
+            "seconds": round(time.time() - t0, 1)}
+
+
+def score_runs(scenes: list[Scene], runs: list[list[np.ndarray]]) -> dict:
+    """Per-category scores of one list of images per seed: the mean over seeds, its standard error, the per-seed
+    scores, the object position score and why the failing images fail."""
+    per_seed = [score_images(scenes, images) for images in runs]
+    failures = [failure_shares(scenes, images) for images in runs]
+    mean = {k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0]}
     # Standard error of a pass rate over all samples of a category (n/6 prompts x seeds).
-    per_cat = max(1, n // 6) * len(seeds)
+    per_cat = max(1, len(scenes) // 6) * len(runs)
     var = {k: v * (1 - v) / per_cat for k, v in mean.items() if k != "overall"}
     stderr = {k: float(np.sqrt(v)) for k, v in var.items()}
     stderr["overall"] = float(np.sqrt(sum(var.values())) / len(var))
     return {
-        "n": n, "seeds": list(seeds), "steps": steps, "cfg": cfg, "canvas_only": canvas_only,
         "scores": mean, "stderr": stderr, "per_seed": per_seed,
-        "object_position_score": float(np.mean(pos_scores)), "seconds": round(time.time() - t0, 1),
+        "object_position_score": float(np.mean([position_score(scenes, images) for images in runs])),
         # Why the failing images fail, per category (shares of its prompts, mean over seeds).
         "failures": {c: {k: float(np.mean([f[c][k] for f in failures])) for k in failures[0][c]} for c in failures[0]},
     }
@@ -68,7 +90,7 @@ def markdown_table(results: list[dict]) -> str:
     for r in results:
         s, e = r["scores"], r["stderr"]
         cells = " | ".join(f"{100 * s[c]:.1f}" for c in CATEGORIES)
-        text = "empty" if r["canvas_only"] else "prompt"
+        text = r.get("text") or ("empty" if r["canvas_only"] else "prompt")
         rows.append(f"| {r['method']} | {text} | {cells} | **{100 * s['overall']:.1f}** ± {100 * e['overall']:.1f} "
                     f"| {100 * r['object_position_score']:.1f} |")
     return "\n".join(rows)
@@ -84,5 +106,6 @@ def markdown_failures(results: list[dict]) -> str:
         for c in CATEGORIES:
             kinds = sorted(r["failures"][c].items(), key=lambda kv: -kv[1])
             cells.append(", ".join(f"{k} {100 * v:.0f}" for k, v in kinds if v > 0) or "-")
-        rows.append(f"| {r['method']} | {'empty' if r['canvas_only'] else 'prompt'} | " + " | ".join(cells) + " |")
+        text = r.get("text") or ("empty" if r["canvas_only"] else "prompt")
+        rows.append(f"| {r['method']} | {text} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The headline table: every built-in method on the same 200 held-out prompts x 3 seeds, plus canvas-only runs
-# and the side-by-side timing. Writes results/*.json and prints the Markdown table.
+# The headline table: every built-in method on the same 200 held-out prompts x 3 seeds, plus canvas-only runs,
+# the VAE's ceiling and the side-by-side timing. Writes results/*.json and prints the Markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -11,5 +11,6 @@ for m in metacanvas global global-posemb; do
   $E --method "$m" --json "$OUT/t2i_$m.json" > /dev/null
   $E --method "$m" --canvas-only --json "$OUT/t2i_${m}_empty_text.json" > /dev/null
 done
+$E --vae-round-trip --json "$OUT/t2i_vae_round_trip.json" > /dev/null  # the ceiling the VAE leaves
 $PY -m metacanvas_core bench --json "$OUT/bench_t2i.json" > /dev/null
 $PY -m metacanvas_core table "$OUT"/t2i_*.json "$OUT/bench_t2i.json"

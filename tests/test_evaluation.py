@@ -21,3 +21,11 @@ def test_evaluate_then_table(tmp_path, capsys):
     main(["table", str(out)])
     text = capsys.readouterr().out
     assert "| metacanvas | prompt |" in text and "Why images fail" in text
+
+
+def test_vae_round_trip_of_true_renders_scores_near_the_truth(tmp_path):
+    out = tmp_path / "vae.json"
+    main(["evaluate", "--vae-round-trip", "--n", "60", "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert r["method"] == "true renders, VAE round trip" and r["text"] == "-"
+    assert r["scores"]["overall"] >= 0.9  # the shipped VAE keeps shapes, colours and cells
