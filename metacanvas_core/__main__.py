@@ -67,6 +67,9 @@ def cmd_evaluate(args) -> None:
     if args.vae_round_trip:
         from .backbones import load_backbone
 
+        if args.canvas_only:
+            raise MetaCanvasError(
+                "evaluate: --vae-round-trip scores true renders (no DiT, no canvas); drop --canvas-only")
         backbone = load_backbone(args.backbone or T2I_METHODS[args.method][0], device=args.device)
         result = evaluate_vae_round_trip(backbone, n=args.n, seeds=tuple(args.seeds))
         result.update(task=args.task, method="true renders, VAE round trip")

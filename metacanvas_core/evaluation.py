@@ -81,6 +81,11 @@ def score_runs(scenes: list[Scene], runs: list[list[np.ndarray]]) -> dict:
     }
 
 
+def _text_column(result: dict) -> str:
+    """What the DiT's text conditioning was: the prompt, empty (canvas alone), or "-" where no DiT ran."""
+    return result.get("text") or ("empty" if result["canvas_only"] else "prompt")
+
+
 def markdown_table(results: list[dict]) -> str:
     """One row per evaluation result: per-category scores (x100) with the overall standard error."""
     from .world.shapes import CATEGORIES
@@ -90,9 +95,8 @@ def markdown_table(results: list[dict]) -> str:
     for r in results:
         s, e = r["scores"], r["stderr"]
         cells = " | ".join(f"{100 * s[c]:.1f}" for c in CATEGORIES)
-        text = r.get("text") or ("empty" if r["canvas_only"] else "prompt")
-        rows.append(f"| {r['method']} | {text} | {cells} | **{100 * s['overall']:.1f}** ± {100 * e['overall']:.1f} "
-                    f"| {100 * r['object_position_score']:.1f} |")
+        rows.append(f"| {r['method']} | {_text_column(r)} | {cells} | **{100 * s['overall']:.1f}** "
+                    f"± {100 * e['overall']:.1f} | {100 * r['object_position_score']:.1f} |")
     return "\n".join(rows)
 
 
@@ -106,6 +110,5 @@ def markdown_failures(results: list[dict]) -> str:
         for c in CATEGORIES:
             kinds = sorted(r["failures"][c].items(), key=lambda kv: -kv[1])
             cells.append(", ".join(f"{k} {100 * v:.0f}" for k, v in kinds if v > 0) or "-")
-        text = r.get("text") or ("empty" if r["canvas_only"] else "prompt")
-        rows.append(f"| {r['method']} | {text} | " + " | ".join(cells) + " |")
+        rows.append(f"| {r['method']} | {_text_column(r)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -1,4 +1,5 @@
-"""The benchmark commands on the shipped tiny models: `evaluate` writes scores and failure reasons, `table` shows them."""
+"""The benchmark commands on the shipped tiny models: `evaluate` writes scores and failure reasons, `table`
+shows them."""
 
 import json
 
@@ -23,9 +24,11 @@ def test_evaluate_then_table(tmp_path, capsys):
     assert "| metacanvas | prompt |" in text and "Why images fail" in text
 
 
-def test_vae_round_trip_of_true_renders_scores_near_the_truth(tmp_path):
+def test_vae_round_trip_of_true_renders_scores_near_the_truth(tmp_path, capsys):
     out = tmp_path / "vae.json"
     main(["evaluate", "--vae-round-trip", "--n", "60", "--json", str(out)])
     r = json.loads(out.read_text())
     assert r["method"] == "true renders, VAE round trip" and r["text"] == "-"
     assert r["scores"]["overall"] >= 0.9  # the shipped VAE keeps shapes, colours and cells
+    assert main(["evaluate", "--vae-round-trip", "--canvas-only", "--n", "6"]) == 2
+    assert "drop --canvas-only" in capsys.readouterr().err

@@ -78,13 +78,13 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     assert (dit.num_attention_heads, dit.num_layers) == (1, 2)
     base = ["--base", str(sana_dir), "--base-connector", str(tmp_path / "base.safetensors"), *common]
     # Four steps: the LoRA's gradient passes the two zero-initialised connector projections from step 2 on.
-    train_backbone.main(["--stage", "metacanvas", "--planner-lora-rank", "2", "--planner-lora-lr-scale", "0.5", "--out", str(tmp_path / "mc.safetensors"),
-                         "--run-dir", str(tmp_path / "r4"), *base, "--steps", "4"])
+    train_backbone.main(["--stage", "metacanvas", "--planner-lora-rank", "2", "--planner-lora-lr-scale", "0.5",
+                         "--out", str(tmp_path / "mc.safetensors"), "--run-dir", str(tmp_path / "r4"), *base, "--steps", "4"])
     with pytest.raises(SystemExit):  # a later stage keeps its base's DiT
         train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "x.safetensors"),
                              "--run-dir", str(tmp_path / "r6"), *base, "--dit-heads", "4"])
-    train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "g.safetensors"), "--run-dir", str(tmp_path / "r5"),
-                         *base, "--cooldown", "1", "--ema", "0.9"])
+    train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "g.safetensors"),
+                         "--run-dir", str(tmp_path / "r5"), *base, "--cooldown", "1", "--ema", "0.9"])
 
     mc, g = load_connector(tmp_path / "mc.safetensors"), load_connector(tmp_path / "g.safetensors")
     assert mc.method == "metacanvas" and g.method == "global"
@@ -93,7 +93,8 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     # The canvas connector moved off its zero init: training reached it through the hook.
     assert mc.connector.canvas_fuser.proj.weight.abs().sum() > 0
     assert all(up.weight.abs().sum() > 0 for up in mc.connector.canvas_lora.up.values())
-    assert g.connector.canvas_lora is None and (mc.recipe["planner_lora_rank"], mc.recipe["planner_lora_lr_scale"]) == (2, 0.5)
+    assert g.connector.canvas_lora is None
+    assert (mc.recipe["planner_lora_rank"], mc.recipe["planner_lora_lr_scale"]) == (2, 0.5)
     assert (g.recipe["cooldown"], g.recipe["ema"]) == (1, 0.9)
     pipe = MetaCanvasPipeline.from_pretrained(planner_dir, sana_dir, tmp_path / "mc.safetensors")
     out = pipe("a red circle at top left", steps=2)

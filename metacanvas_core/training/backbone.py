@@ -126,8 +126,7 @@ def main(argv: list[str] | None = None) -> None:
         from diffusers import AutoencoderDC
 
         dit = new_dit(1.0 if args.pos_embed else None, args.dit_heads, args.dit_layers)
-        bb = SanaBackbone(dit, AutoencoderDC.from_pretrained(args.vae),
-                          new_scheduler(), "tiny-sana")
+        bb = SanaBackbone(dit, AutoencoderDC.from_pretrained(args.vae), new_scheduler(), "tiny-sana")
         cfg = ConnectorConfig(planner.hidden_size, bb.dit_dim, bb.caption_channels, use_canvas=False)
         conn = MetaCanvasConnector(cfg)
     else:
