@@ -9,7 +9,7 @@ import torch
 
 from .backbones.base import BackboneAdapter
 from .pipeline import MetaCanvasPipeline
-from .world.scorer import failure_shares, position_score, score_images
+from .world.scorer import failure_shares, layout_score, position_score, score_images
 from .world.shapes import Scene, benchmark_prompts, render
 from .world.tiny_models import IMAGE_SIZE
 
@@ -67,6 +67,7 @@ def score_runs(scenes: list[Scene], runs: list[list[np.ndarray]]) -> dict:
     scores, the object position score and why the failing images fail."""
     per_seed = [score_images(scenes, images) for images in runs]
     failures = [failure_shares(scenes, images) for images in runs]
+    layouts = [layout_score(scenes, images) for images in runs]
     mean = {k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0]}
     # Standard error of a pass rate over all samples of a category (n/6 prompts x seeds).
     per_cat = max(1, len(scenes) // 6) * len(runs)
@@ -76,6 +77,7 @@ def score_runs(scenes: list[Scene], runs: list[list[np.ndarray]]) -> dict:
     return {
         "scores": mean, "stderr": stderr, "per_seed": per_seed,
         "object_position_score": float(np.mean([position_score(scenes, images) for images in runs])),
+        "layout_score": None if layouts[0] is None else float(np.mean(layouts)),
         # Why the failing images fail, per category (shares of its prompts, mean over seeds).
         "failures": {c: {k: float(np.mean([f[c][k] for f in failures])) for k in failures[0][c]} for c in failures[0]},
     }
@@ -86,17 +88,22 @@ def _text_column(result: dict) -> str:
     return result.get("text") or ("empty" if result["canvas_only"] else "prompt")
 
 
+def _layout_cell(result: dict) -> str:
+    layout = result.get("layout_score")  # absent from results written before it existed
+    return "-" if layout is None else f"{100 * layout:.1f}"
+
+
 def markdown_table(results: list[dict]) -> str:
     """One row per evaluation result: per-category scores (x100) with the overall standard error."""
     from .world.shapes import CATEGORIES
 
-    head = "| method | text to DiT | " + " | ".join(CATEGORIES) + " | overall | object position |"
-    rows = [head, "|" + "---|" * (len(CATEGORIES) + 4)]
+    head = "| method | text to DiT | " + " | ".join(CATEGORIES) + " | overall | object position | layout |"
+    rows = [head, "|" + "---|" * (len(CATEGORIES) + 5)]
     for r in results:
         s, e = r["scores"], r["stderr"]
         cells = " | ".join(f"{100 * s[c]:.1f}" for c in CATEGORIES)
         rows.append(f"| {r['method']} | {_text_column(r)} | {cells} | **{100 * s['overall']:.1f}** "
-                    f"± {100 * e['overall']:.1f} | {100 * r['object_position_score']:.1f} |")
+                    f"± {100 * e['overall']:.1f} | {100 * r['object_position_score']:.1f} | {_layout_cell(r)} |")
     return "\n".join(rows)
 
 

@@ -15,6 +15,7 @@ def test_evaluate_then_table(tmp_path, capsys):
     main(["evaluate", "--n", "12", "--steps", "2", "--json", str(out)])
     r = json.loads(out.read_text())
     assert set(r["scores"]) == {*CATEGORIES, "overall"} and r["method"] == "metacanvas"
+    assert 0.0 <= r["layout_score"] <= 1.0
     for c in CATEGORIES:  # every prompt either passes or fails for exactly one reason
         assert set(r["failures"][c]) == set(FAILURES)
         assert r["scores"][c] + sum(r["failures"][c].values()) == pytest.approx(1.0)

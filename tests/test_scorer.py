@@ -3,7 +3,9 @@
 import numpy as np
 
 from metacanvas_core.world import shapes
-from metacanvas_core.world.scorer import detect, failure, failure_shares, position_score, score_images
+from metacanvas_core.world.scorer import (
+    detect, failure, failure_shares, layout_score, position_score, score_images,
+)
 
 
 def test_true_images_score_near_one_and_mismatched_low():
@@ -51,3 +53,18 @@ def test_failures_name_the_first_broken_requirement():
     blank = [np.zeros((32, 32, 3), np.uint8)] * 2
     assert failure_shares([scene, scene], blank)["position"] == {
         "count": 1.0, "shape": 0.0, "colour": 0.0, "binding": 0.0, "cell": 0.0}
+
+
+def test_layout_score_counts_cells_only():
+    scenes = [s for s in shapes.benchmark_prompts(120) if s.category == "position"]
+    recoloured = [tuple(shapes.Obj("blue" if o.colour != "blue" else "red", "square", o.cell) for o in s.objects)
+                  for s in scenes]
+    moved = [tuple(shapes.Obj(o.colour, o.shape, (o.cell + 1) % 9) for o in s.objects) for s in scenes]
+
+    def score(objects):
+        return layout_score(scenes, [shapes.render(objs, 32) for objs in objects])
+
+    assert score([s.objects for s in scenes]) == 1.0
+    assert score(recoloured) >= 0.95  # wrong colour and shape, right cells
+    assert score(moved) == 0.0
+    assert layout_score([], []) is None

@@ -101,6 +101,17 @@ def grade(scene: Scene, dets: list[Detection]) -> bool:
     raise ValueError(f"unknown category {cat!r}; expected one of {CATEGORIES}")
 
 
+def layout_score(scenes: list[Scene], images: list[np.ndarray]) -> float | None:
+    """Placement alone: the share of position prompts whose drawn objects occupy exactly the stated cells, whatever
+    their colour and shape (None without position prompts). Chance for one object is 1/9, for two 1/36."""
+    hits = []
+    for scene, image in zip(scenes, images, strict=True):
+        if scene.category == "position":
+            cells = sorted(d.cell for d in detect(image))
+            hits.append(cells == sorted(o.cell for o in scene.objects))
+    return float(np.mean(hits)) if hits else None
+
+
 FAILURES: tuple[str, ...] = ("count", "shape", "colour", "binding", "cell")
 
 
