@@ -9,8 +9,9 @@ import torch
 
 from .backbones.base import BackboneAdapter
 from .pipeline import MetaCanvasPipeline
-from .world.scorer import failure_shares, layout_score, position_score, score_images
-from .world.shapes import Scene, benchmark_prompts, render
+from .sampling import latents_to_images
+from .world.scorer import detect, failure_shares, layout_score, position_score, score_detections
+from .world.shapes import Scene, benchmark_prompts, model_pixels, render
 from .world.tiny_models import IMAGE_SIZE
 
 
@@ -54,10 +55,10 @@ def evaluate_vae_round_trip(backbone: BackboneAdapter, n: int = 200, seeds: tupl
     runs = []
     for s in seeds:
         rng = np.random.default_rng(s)
-        truth = np.stack([render(c.objects, IMAGE_SIZE, rng) for c in scenes]).astype(np.float32) / 127.5 - 1.0
+        truth = model_pixels(np.stack([render(c.objects, IMAGE_SIZE, rng) for c in scenes]))
         with torch.no_grad():
-            pixels = backbone.decode(backbone.encode(torch.from_numpy(truth).permute(0, 3, 1, 2).to(backbone.device)))
-        runs.append(list(((pixels.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()))
+            latents = backbone.encode(torch.from_numpy(truth).to(backbone.device))
+        runs.append(list(latents_to_images(backbone, latents).numpy()))
     return {"n": n, "seeds": list(seeds), "text": "-", "canvas_only": False, **score_runs(scenes, runs),
             "seconds": round(time.time() - t0, 1)}
 
@@ -65,9 +66,10 @@ def evaluate_vae_round_trip(backbone: BackboneAdapter, n: int = 200, seeds: tupl
 def score_runs(scenes: list[Scene], runs: list[list[np.ndarray]]) -> dict:
     """Per-category scores of one list of images per seed: the mean over seeds, its standard error, the per-seed
     scores, the object position score and why the failing images fail."""
-    per_seed = [score_images(scenes, images) for images in runs]
-    failures = [failure_shares(scenes, images) for images in runs]
-    layouts = [layout_score(scenes, images) for images in runs]
+    found = [[detect(image) for image in images] for images in runs]  # detect once, summarise four ways
+    per_seed = [score_detections(scenes, f) for f in found]
+    failures = [failure_shares(scenes, f) for f in found]
+    layouts = [layout_score(scenes, f) for f in found]
     mean = {k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0]}
     # Standard error of a pass rate over all samples of a category (n/6 prompts x seeds).
     per_cat = max(1, len(scenes) // 6) * len(runs)
@@ -76,7 +78,7 @@ def score_runs(scenes: list[Scene], runs: list[list[np.ndarray]]) -> dict:
     stderr["overall"] = float(np.sqrt(sum(var.values())) / len(var))
     return {
         "scores": mean, "stderr": stderr, "per_seed": per_seed,
-        "object_position_score": float(np.mean([position_score(scenes, images) for images in runs])),
+        "object_position_score": float(np.mean([position_score(scenes, f) for f in found])),
         "layout_score": None if layouts[0] is None else float(np.mean(layouts)),
         # Why the failing images fail, per category (shares of its prompts, mean over seeds).
         "failures": {c: {k: float(np.mean([f[c][k] for f in failures])) for k in failures[0][c]} for c in failures[0]},

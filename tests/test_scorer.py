@@ -4,8 +4,12 @@ import numpy as np
 
 from metacanvas_core.world import shapes
 from metacanvas_core.world.scorer import (
-    detect, failure, failure_shares, layout_score, position_score, score_images,
+    detect, failure, failure_shares, layout_score, position_score, score_detections,
 )
+
+
+def score_images(scenes, images):
+    return score_detections(scenes, [detect(i) for i in images])
 
 
 def test_true_images_score_near_one_and_mismatched_low():
@@ -17,7 +21,7 @@ def test_true_images_score_near_one_and_mismatched_low():
     shuffled = score_images(scenes, images[7:] + images[:7])
     assert shuffled["overall"] <= 0.2
     assert score_images(scenes, [np.zeros((32, 32, 3), np.uint8)] * len(scenes))["overall"] == 0.0
-    assert position_score(scenes, images) >= 0.95
+    assert position_score(scenes, [detect(i) for i in images]) >= 0.95
 
 
 def test_detects_colour_shape_and_cell_from_float_images():
@@ -51,7 +55,7 @@ def test_failures_name_the_first_broken_requirement():
     assert why(shapes.Obj("blue", "circle", 0), shapes.Obj("red", "square", 8)) == "binding"
     assert why(shapes.Obj("red", "circle", 4), blue_square) == "cell"
     blank = [np.zeros((32, 32, 3), np.uint8)] * 2
-    assert failure_shares([scene, scene], blank)["position"] == {
+    assert failure_shares([scene, scene], [detect(i) for i in blank])["position"] == {
         "count": 1.0, "shape": 0.0, "colour": 0.0, "binding": 0.0, "cell": 0.0}
 
 
@@ -62,7 +66,7 @@ def test_layout_score_counts_cells_only():
     moved = [tuple(shapes.Obj(o.colour, o.shape, (o.cell + 1) % 9) for o in s.objects) for s in scenes]
 
     def score(objects):
-        return layout_score(scenes, [shapes.render(objs, 32) for objs in objects])
+        return layout_score(scenes, [detect(shapes.render(objs, 32)) for objs in objects])
 
     assert score([s.objects for s in scenes]) == 1.0
     assert score(recoloured) >= 0.95  # wrong colour and shape, right cells

@@ -101,14 +101,16 @@ def grade(scene: Scene, dets: list[Detection]) -> bool:
     raise ValueError(f"unknown category {cat!r}; expected one of {CATEGORIES}")
 
 
-def layout_score(scenes: list[Scene], images: list[np.ndarray]) -> float | None:
+# The summaries below take `found`: the detections of each image (`detect`), computed once per image.
+
+
+def layout_score(scenes: list[Scene], found: list[list[Detection]]) -> float | None:
     """Placement alone: the share of position prompts whose drawn objects occupy exactly the stated cells, whatever
     their colour and shape (None without position prompts). Chance for one object is 1/9, for two 1/36."""
     hits = []
-    for scene, image in zip(scenes, images, strict=True):
+    for scene, dets in zip(scenes, found, strict=True):
         if scene.category == "position":
-            cells = sorted(d.cell for d in detect(image))
-            hits.append(cells == sorted(o.cell for o in scene.objects))
+            hits.append(sorted(d.cell for d in dets) == sorted(o.cell for o in scene.objects))
     return float(np.mean(hits)) if hits else None
 
 
@@ -132,34 +134,34 @@ def failure(scene: Scene, dets: list[Detection]) -> str | None:
     return "cell"
 
 
-def failure_shares(scenes: list[Scene], images: list[np.ndarray]) -> dict[str, dict[str, float]]:
+def failure_shares(scenes: list[Scene], found: list[list[Detection]]) -> dict[str, dict[str, float]]:
     """Per category, the share of its prompts failing for each reason of `FAILURES`."""
     counts = {c: Counter() for c in CATEGORIES}
     totals = Counter()
-    for scene, image in zip(scenes, images, strict=True):
+    for scene, dets in zip(scenes, found, strict=True):
         totals[scene.category] += 1
-        why = failure(scene, detect(image))
+        why = failure(scene, dets)
         if why:
             counts[scene.category][why] += 1
     return {c: {k: counts[c][k] / totals[c] for k in FAILURES} for c in CATEGORIES if totals[c]}
 
 
-def score_images(scenes: list[Scene], images: list[np.ndarray]) -> dict[str, float]:
+def score_detections(scenes: list[Scene], found: list[list[Detection]]) -> dict[str, float]:
     """Per-category pass rates and `overall` (the mean over categories, as GenEval reports it)."""
     passed: dict[str, list[bool]] = {c: [] for c in CATEGORIES}
-    for scene, image in zip(scenes, images, strict=True):
-        passed[scene.category].append(grade(scene, detect(image)))
+    for scene, dets in zip(scenes, found, strict=True):
+        passed[scene.category].append(grade(scene, dets))
     scores = {c: float(np.mean(v)) for c, v in passed.items() if v}
     scores["overall"] = float(np.mean(list(scores.values())))
     return scores
 
 
-def position_score(scenes: list[Scene], images: list[np.ndarray]) -> float:
+def position_score(scenes: list[Scene], found: list[list[Detection]]) -> float:
     """Share of stated objects found, with their colour and shape, in the stated cell (extra objects ignored)."""
     hits, total = 0, 0
-    for scene, image in zip(scenes, images, strict=True):
-        found = {(d.colour, d.shape, d.cell) for d in detect(image)}
+    for scene, dets in zip(scenes, found, strict=True):
+        drawn = {(d.colour, d.shape, d.cell) for d in dets}
         for o in scene.objects:
-            hits += (o.colour, o.shape, o.cell) in found
+            hits += (o.colour, o.shape, o.cell) in drawn
             total += 1
     return hits / max(total, 1)

@@ -185,5 +185,9 @@ def sample_batch(
 ) -> tuple[np.ndarray, list[Scene]]:
     """A training batch: float images in [-1, 1] (B, 3, size, size) and their scenes."""
     scenes = [sample_scene(rng, split=split) for _ in range(batch)]
-    imgs = np.stack([render(s.objects, size, rng) for s in scenes]).astype(np.float32) / 127.5 - 1.0
-    return imgs.transpose(0, 3, 1, 2), scenes
+    return model_pixels(np.stack([render(s.objects, size, rng) for s in scenes])), scenes
+
+
+def model_pixels(images: np.ndarray) -> np.ndarray:
+    """uint8 renders (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1], what the VAE encodes."""
+    return (images.astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)
