@@ -96,6 +96,11 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     assert g.connector.canvas_lora is None
     assert (mc.recipe["planner_lora_rank"], mc.recipe["planner_lora_lr_scale"]) == (2, 0.5)
     assert (g.recipe["cooldown"], g.recipe["ema"]) == (1, 0.9)
+    # The LoRA learns in its own group at its own scale, apart from the canvas parts.
+    groups = train_backbone.param_groups(load_backbone(sana_dir), mc.connector, 4.0, 0.5)
+    lora = {id(p) for p in mc.connector.canvas_lora.parameters()}
+    assert [g.get("lr_scale") for g in groups] == [None, 4.0, 0.5]
+    assert {id(p) for p in groups[2]["params"]} == lora and not lora & {id(p) for p in groups[1]["params"]}
     pipe = MetaCanvasPipeline.from_pretrained(planner_dir, sana_dir, tmp_path / "mc.safetensors")
     out = pipe("a red circle at top left", steps=2)
     assert out.images.shape == (1, 32, 32, 3)
