@@ -5,8 +5,10 @@ import torch
 from safetensors.torch import load_file
 
 from metacanvas_core.backbones import load_backbone
+from metacanvas_core.builtin import PLANNER
 from metacanvas_core.checkpoints import load_connector
 from metacanvas_core.pipeline import MetaCanvasPipeline
+from metacanvas_core.planner import Planner
 from metacanvas_core.training import backbone as train_backbone
 from metacanvas_core.training import planner as train_planner
 from metacanvas_core.training import vae as train_vae
@@ -104,3 +106,14 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     pipe = MetaCanvasPipeline.from_pretrained(planner_dir, sana_dir, tmp_path / "mc.safetensors")
     out = pipe("a red circle at top left", steps=2)
     assert out.images.shape == (1, 32, 32, 3)
+
+
+def test_text_state_cache_does_not_depend_on_the_batch_a_prompt_came_in():
+    # A resumed run starts with an empty cache and meets each prompt in another batch than the original run did.
+    planner = Planner.from_pretrained(PLANNER)
+    prompt, longer = "a red circle at top left", "two blue squares and a green triangle at bottom right"
+    alone = train_backbone.TextStateCache(planner)([prompt])[0][0]
+    states, mask = train_backbone.TextStateCache(planner)([longer, prompt])
+    n = int(mask[1].sum())
+    assert n == alone.shape[0] and not mask[1, n:].any() and not states[1, n:].any()
+    assert torch.equal(states[1, :n], alone)

@@ -33,19 +33,19 @@ TEXT_ONLY_DROPOUT = 0.1
 
 
 class TextStateCache:
-    """The planner is frozen, so a prompt's text states never change: compute each prompt once."""
+    """The planner is frozen, so a prompt's text states never change: compute each prompt once.
+
+    Each prompt is encoded alone: in a padded batch its states would differ in the last bits with the batch's
+    other prompts, so a resumed run (empty cache) would drift from an uninterrupted one."""
 
     def __init__(self, planner: Planner) -> None:
         self.planner, self.cache = planner, {}
 
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        missing = sorted({p for p in prompts if p not in self.cache})
-        if missing:
-            with torch.no_grad():
-                out = self.planner.encode(missing)
-            for i, p in enumerate(missing):
-                n = int(out.text_mask[i].sum())
-                self.cache[p] = out.text_states[i, :n]
+        for p in dict.fromkeys(prompts):
+            if p not in self.cache:
+                with torch.no_grad():
+                    self.cache[p] = self.planner.encode([p]).text_states[0]
         n = max(self.cache[p].shape[0] for p in prompts)
         states = torch.zeros(len(prompts), n, self.planner.hidden_size)
         mask = torch.zeros(len(prompts), n, dtype=torch.long)
