@@ -71,12 +71,12 @@ def cmd_evaluate(args) -> None:
             raise MetaCanvasError(
                 "evaluate: --vae-round-trip scores true renders (no DiT, no canvas); drop --canvas-only")
         backbone = load_backbone(args.backbone or T2I_METHODS[args.method][0], device=args.device)
-        result = evaluate_vae_round_trip(backbone, n=args.n, seeds=tuple(args.seeds))
+        result = evaluate_vae_round_trip(backbone, n=args.n, seeds=tuple(args.seeds), split=args.split)
         result.update(task=args.task, method="true renders, VAE round trip")
         _emit(result, args.json)
         return
     result = evaluate_t2i(_pipeline(args), n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
-                          canvas_only=args.canvas_only)
+                          canvas_only=args.canvas_only, split=args.split)
     result.update(task=args.task, method=args.method)
     _emit(result, args.json)
 
@@ -103,6 +103,9 @@ def cmd_probe(args) -> None:
 def cmd_table(args) -> None:
     from .evaluation import markdown_failures, markdown_table
 
+    missing = [str(p) for p in args.files if not p.is_file()]
+    if missing:
+        raise MetaCanvasError(f"table: no such result file {', '.join(missing)}; write one with `evaluate --json`")
     results = [json.loads(p.read_text()) for p in args.files]
     evals = [r for r in results if "scores" in r]
     print(markdown_table(evals))
@@ -150,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--n", type=int, default=200, help="number of held-out prompts")
     e.add_argument("--seeds", type=int, nargs="+", default=[0], help="one full pass per seed")
     e.add_argument("--canvas-only", action="store_true", help="empty text to the DiT; only the canvas steers")
+    e.add_argument("--split", choices=("heldout", "train"), default="heldout",
+                   help="heldout: combinations never trained on (the benchmark); train: seen ones, to measure "
+                        "what is memorised rather than composed")
     e.add_argument("--vae-round-trip", action="store_true",
                    help="score the true renders encoded and decoded by the backbone's VAE (the ceiling it leaves)")
     e.add_argument("--json", type=Path, help="write the scores here")

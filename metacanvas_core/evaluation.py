@@ -23,13 +23,15 @@ def evaluate_t2i(
     cfg: float = 3.0,
     canvas_only: bool = False,
     batch: int = 50,
+    split: str = "heldout",
 ) -> dict:
-    """Scores over `n` held-out prompts for each seed, and their mean and spread.
+    """Scores over `n` held-out prompts (`split="train"`: seen combinations) for each seed, and their mean and
+    spread.
 
     Image i of seed s starts from noise seeded with s * 1_000_003 + i, for every method alike. `canvas_only`
     gives the DiT an empty text conditioning; only the canvas carries the prompt.
     """
-    scenes = benchmark_prompts(n)
+    scenes = benchmark_prompts(n, split=split)
     t0 = time.time()
     runs = []
     for s in seeds:
@@ -43,14 +45,16 @@ def evaluate_t2i(
             )
             images.extend(result.images.numpy())
         runs.append(images)
-    return {"n": n, "seeds": list(seeds), "steps": steps, "cfg": cfg, "canvas_only": canvas_only,
+    return {"n": n, "seeds": list(seeds), "steps": steps, "cfg": cfg, "canvas_only": canvas_only, "split": split,
             **score_runs(scenes, runs), "seconds": round(time.time() - t0, 1)}
 
 
-def evaluate_vae_round_trip(backbone: BackboneAdapter, n: int = 200, seeds: tuple[int, ...] = (0,)) -> dict:
+def evaluate_vae_round_trip(
+    backbone: BackboneAdapter, n: int = 200, seeds: tuple[int, ...] = (0,), split: str = "heldout"
+) -> dict:
     """The ceiling the backbone's VAE leaves: the benchmark scenes rendered (jittered with each seed), encoded,
     decoded and scored like generated images."""
-    scenes = benchmark_prompts(n)
+    scenes = benchmark_prompts(n, split=split)
     t0 = time.time()
     runs = []
     for s in seeds:
@@ -59,7 +63,7 @@ def evaluate_vae_round_trip(backbone: BackboneAdapter, n: int = 200, seeds: tupl
         with torch.no_grad():
             latents = backbone.encode(torch.from_numpy(truth).to(backbone.device))
         runs.append(list(latents_to_images(backbone, latents).numpy()))
-    return {"n": n, "seeds": list(seeds), "text": "-", "canvas_only": False, **score_runs(scenes, runs),
+    return {"n": n, "seeds": list(seeds), "text": "-", "canvas_only": False, "split": split, **score_runs(scenes, runs),
             "seconds": round(time.time() - t0, 1)}
 
 
@@ -90,6 +94,10 @@ def _text_column(result: dict) -> str:
     return result.get("text") or ("empty" if result["canvas_only"] else "prompt")
 
 
+def _method_cell(result: dict) -> str:
+    return result["method"] + (" (training combinations)" if result.get("split") == "train" else "")
+
+
 def _layout_cell(result: dict) -> str:
     layout = result.get("layout_score")  # absent from results written before it existed
     return "-" if layout is None else f"{100 * layout:.1f}"
@@ -104,7 +112,7 @@ def markdown_table(results: list[dict]) -> str:
     for r in results:
         s, e = r["scores"], r["stderr"]
         cells = " | ".join(f"{100 * s[c]:.1f}" for c in CATEGORIES)
-        rows.append(f"| {r['method']} | {_text_column(r)} | {cells} | **{100 * s['overall']:.1f}** "
+        rows.append(f"| {_method_cell(r)} | {_text_column(r)} | {cells} | **{100 * s['overall']:.1f}** "
                     f"± {100 * e['overall']:.1f} | {100 * r['object_position_score']:.1f} | {_layout_cell(r)} |")
     return "\n".join(rows)
 
@@ -119,5 +127,5 @@ def markdown_failures(results: list[dict]) -> str:
         for c in CATEGORIES:
             kinds = sorted(r["failures"][c].items(), key=lambda kv: -kv[1])
             cells.append(", ".join(f"{k} {100 * v:.0f}" for k, v in kinds if v > 0) or "-")
-        rows.append(f"| {r['method']} | {_text_column(r)} | " + " | ".join(cells) + " |")
+        rows.append(f"| {_method_cell(r)} | {_text_column(r)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -23,6 +23,14 @@ def test_evaluate_then_table(tmp_path, capsys):
     main(["table", str(out)])
     text = capsys.readouterr().out
     assert "| metacanvas | prompt |" in text and "Why images fail" in text
+    seen = tmp_path / "seen.json"
+    main(["evaluate", "--n", "6", "--steps", "1", "--split", "train", "--json", str(seen)])
+    assert json.loads(seen.read_text())["split"] == "train"
+    capsys.readouterr()
+    main(["table", str(out), str(seen)])
+    assert "| metacanvas (training combinations) | prompt |" in capsys.readouterr().out
+    assert main(["table", str(tmp_path / "absent.json")]) == 2
+    assert "absent.json" in capsys.readouterr().err
 
 
 def test_vae_round_trip_of_true_renders_scores_near_the_truth(tmp_path, capsys):

@@ -38,6 +38,9 @@ def test_benchmark_prompts_are_held_out_of_training():
     train = [shapes.sample_scene(rng) for _ in range(5000)]
     assert keys and not any(shapes.combination_key(s.category, s.objects) in keys for s in train)
     assert all(shapes.is_held_out(s.category, s.objects) for s in bench if s.category == "position")
+    seen = shapes.benchmark_prompts(300, split="train")  # the memorisation check: only trained combinations
+    assert [s.category for s in seen] == [s.category for s in bench]
+    assert not any(shapes.is_held_out(s.category, s.objects) for s in seen)
 
 
 def test_failures_name_the_first_broken_requirement():
