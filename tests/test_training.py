@@ -1,11 +1,12 @@
 """The trainers that made the shipped weights, for a few steps: they run, resume exactly, and write loadable files."""
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from metacanvas_core.backbones import load_backbone
-from metacanvas_core.builtin import PLANNER
+from metacanvas_core.builtin import ASSETS, PLANNER, SANA_T2I
 from metacanvas_core.checkpoints import load_connector
 from metacanvas_core.pipeline import MetaCanvasPipeline
 from metacanvas_core.planner import Planner
@@ -81,7 +82,11 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     base = ["--base", str(sana_dir), "--base-connector", str(tmp_path / "base.safetensors"), *common]
     # Four steps: the LoRA's gradient passes the two zero-initialised connector projections from step 2 on.
     train_backbone.main(["--stage", "metacanvas", "--planner-lora-rank", "2", "--planner-lora-lr-scale", "0.5",
+                         "--text-only-dropout", "0.3",
                          "--out", str(tmp_path / "mc.safetensors"), "--run-dir", str(tmp_path / "r4"), *base, "--steps", "4"])
+    with pytest.raises(SystemExit):  # only MetaCanvas has a canvas to fall back on
+        train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "x.safetensors"),
+                             "--run-dir", str(tmp_path / "r6"), *base, "--text-only-dropout", "0.3"])
     with pytest.raises(SystemExit):  # a later stage keeps its base's DiT
         train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "x.safetensors"),
                              "--run-dir", str(tmp_path / "r6"), *base, "--dit-heads", "4"])
@@ -98,6 +103,7 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     assert g.connector.canvas_lora is None
     assert (mc.recipe["planner_lora_rank"], mc.recipe["planner_lora_lr_scale"]) == (2, 0.5)
     assert (g.recipe["cooldown"], g.recipe["ema"]) == (1, 0.9)
+    assert (mc.recipe["text_only_dropout"], g.recipe["text_only_dropout"]) == (0.3, 0.0)
     # The LoRA learns in its own group at its own scale, apart from the canvas parts.
     groups = train_backbone.param_groups(load_backbone(sana_dir), mc.connector, 4.0, 0.5)
     lora = {id(p) for p in mc.connector.canvas_lora.parameters()}
@@ -117,3 +123,21 @@ def test_text_state_cache_does_not_depend_on_the_batch_a_prompt_came_in():
     n = int(mask[1].sum())
     assert n == alone.shape[0] and not mask[1, n:].any() and not states[1, n:].any()
     assert torch.equal(states[1, :n], alone)
+
+
+def test_text_only_dropout_keeps_the_canvas_prompt_and_drops_the_dit_text():
+    seen = {}
+
+    class Recording(train_backbone.TextStateCache):
+        def __call__(self, prompts):
+            seen["text"] = prompts
+            return super().__call__(prompts)
+
+    planner = Planner.from_pretrained(PLANNER)
+    bb, conn = load_backbone(SANA_T2I), load_connector(ASSETS / "metacanvas_t2i.safetensors").connector
+    rng = np.random.default_rng(0)
+    # Captions go for CAPTION_DROPOUT of the samples in both places; the rest loses only the DiT's text.
+    train_backbone.training_step(bb, conn, planner, Recording(planner), rng, 16, text_only_dropout=0.9)
+    assert seen["text"] == [""] * 16
+    train_backbone.training_step(bb, conn, planner, Recording(planner), rng, 16, text_only_dropout=0.0)
+    assert sum(p != "" for p in seen["text"]) >= 12

@@ -55,14 +55,17 @@ class TextStateCache:
         return states, mask
 
 
-def training_step(bb: SanaBackbone, conn: MetaCanvasConnector, planner: Planner, texts: TextStateCache, rng, batch: int):
+def training_step(
+    bb: SanaBackbone, conn: MetaCanvasConnector, planner: Planner, texts: TextStateCache, rng, batch: int,
+    text_only_dropout: float = TEXT_ONLY_DROPOUT,
+):
     imgs, scenes = shapes.sample_batch(rng, batch, IMAGE_SIZE)
     with torch.no_grad():
         z = bb.encode(torch.from_numpy(imgs))
     prompts = [s.caption for s in scenes]
     u = rng.random(batch)
     canvas_prompts = ["" if x < CAPTION_DROPOUT else p for x, p in zip(u, prompts)]
-    limit = CAPTION_DROPOUT + (TEXT_ONLY_DROPOUT if conn.use_canvas else 0.0)
+    limit = CAPTION_DROPOUT + (text_only_dropout if conn.use_canvas else 0.0)
     text_prompts = ["" if x < limit else p for x, p in zip(u, prompts)]
     text_states, text_mask = texts(text_prompts)
     text = conn.text_connector(text_states)
@@ -127,11 +130,19 @@ def main(argv: list[str] | None = None) -> None:
                     help="LR multiplier for the new canvas parts (tokens, connector); they start from zero")
     ap.add_argument("--planner-lora-lr-scale", type=float, default=1.0,
                     help="LR multiplier for the canvas-only planner LoRA (its own group: at 4x it drifted)")
+    ap.add_argument("--text-only-dropout", type=float, default=TEXT_ONLY_DROPOUT,
+                    help="stage metacanvas: share of samples whose DiT text is dropped while the canvas keeps the "
+                         "prompt (so the DiT must learn to read the canvas)")
     args = ap.parse_args(argv)
     if args.planner_lora_rank and args.stage != "metacanvas":
         ap.error("--planner-lora-rank only applies to --stage metacanvas (the baselines have no canvas)")
     if args.stage != "global" and (args.dit_heads, args.dit_layers) != (DIT_HEADS, DIT_LAYERS):
         ap.error("--dit-heads/--dit-layers only apply to --stage global; later stages keep the --base DiT's size")
+    if args.text_only_dropout != TEXT_ONLY_DROPOUT and args.stage != "metacanvas":
+        ap.error("--text-only-dropout only applies to --stage metacanvas (the baselines have no canvas)")
+    if not 0.0 <= args.text_only_dropout <= 1.0 - CAPTION_DROPOUT:
+        ap.error(f"--text-only-dropout must lie in [0, {1.0 - CAPTION_DROPOUT}] (captions are already dropped for "
+                 f"{CAPTION_DROPOUT} of the samples)")
     torch.manual_seed(args.seed)
     planner = Planner.from_pretrained(args.planner)
     texts = TextStateCache(planner)
@@ -157,12 +168,12 @@ def main(argv: list[str] | None = None) -> None:
     run = ResumableRun(args.run_dir, {"dit": bb.transformer, "connector": conn}, params,
                        lr=args.lr, warmup=200, steps=args.steps, seed=args.seed, cooldown=args.cooldown,
                        ema_decay=args.ema)
-    run.run(lambda step, rng: training_step(bb, conn, planner, texts, rng, args.batch))
+    run.run(lambda step, rng: training_step(bb, conn, planner, texts, rng, args.batch, args.text_only_dropout))
 
     recipe = {"stage": args.stage, "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
               "optimizer": "AdamW, 200 warmup, constant, linear cooldown, clip 1.0", "cooldown": args.cooldown,
               "ema": args.ema, "caption_dropout": CAPTION_DROPOUT,
-              "text_only_dropout": TEXT_ONLY_DROPOUT if cfg.use_canvas else 0.0, "pos_embed": args.pos_embed,
+              "text_only_dropout": args.text_only_dropout if cfg.use_canvas else 0.0, "pos_embed": args.pos_embed,
               "canvas_lr_scale": args.canvas_lr_scale if cfg.use_canvas else None,
               "planner_lora_rank": args.planner_lora_rank if cfg.planner_lora else 0,
               "planner_lora_lr_scale": args.planner_lora_lr_scale if cfg.planner_lora else None,
