@@ -134,10 +134,18 @@ def test_text_only_dropout_keeps_the_canvas_prompt_and_drops_the_dit_text():
             return super().__call__(prompts)
 
     planner = Planner.from_pretrained(PLANNER)
+    encode = planner.encode
+
+    def recording_encode(prompts, canvas_tokens=None, *args, **kwargs):
+        if canvas_tokens is not None:
+            seen["canvas"] = prompts
+        return encode(prompts, canvas_tokens, *args, **kwargs)
+
+    planner.encode = recording_encode
     bb, conn = load_backbone(SANA_T2I), load_connector(ASSETS / "metacanvas_t2i.safetensors").connector
     rng = np.random.default_rng(0)
     # Captions go for CAPTION_DROPOUT of the samples in both places; the rest loses only the DiT's text.
     train_backbone.training_step(bb, conn, planner, Recording(planner), rng, 16, text_only_dropout=0.9)
-    assert seen["text"] == [""] * 16
+    assert seen["text"] == [""] * 16 and sum(p != "" for p in seen["canvas"]) >= 12
     train_backbone.training_step(bb, conn, planner, Recording(planner), rng, 16, text_only_dropout=0.0)
-    assert sum(p != "" for p in seen["text"]) >= 12
+    assert seen["text"] == seen["canvas"] and sum(p != "" for p in seen["text"]) >= 12
