@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
     e = sub.add_parser("evaluate", help="score held-out benchmark prompts with the shapes-world detector")
     e.add_argument("--task", choices=("t2i",), default="t2i")
-    e.add_argument("--n", type=int, default=200, help="number of held-out prompts")
+    e.add_argument("--n", type=int, default=200, help="number of benchmark prompts (of --split)")
     e.add_argument("--seeds", type=int, nargs="+", default=[0], help="one full pass per seed")
     e.add_argument("--canvas-only", action="store_true", help="empty text to the DiT; only the canvas steers")
     e.add_argument("--split", choices=("heldout", "train"), default="heldout",

@@ -5,12 +5,13 @@ import json
 
 import pytest
 
+from metacanvas_core import evaluation
 from metacanvas_core.__main__ import main
 from metacanvas_core.world.scorer import FAILURES
 from metacanvas_core.world.shapes import CATEGORIES
 
 
-def test_evaluate_then_table(tmp_path, capsys):
+def test_evaluate_then_table(tmp_path, capsys, monkeypatch):
     out = tmp_path / "mc.json"
     main(["evaluate", "--n", "12", "--steps", "2", "--json", str(out)])
     r = json.loads(out.read_text())
@@ -23,9 +24,11 @@ def test_evaluate_then_table(tmp_path, capsys):
     main(["table", str(out)])
     text = capsys.readouterr().out
     assert "| metacanvas | prompt |" in text and "Why images fail" in text
-    seen = tmp_path / "seen.json"
+    seen, splits = tmp_path / "seen.json", []
+    drawn = evaluation.benchmark_prompts
+    monkeypatch.setattr(evaluation, "benchmark_prompts", lambda n, split: splits.append(split) or drawn(n, split=split))
     main(["evaluate", "--n", "6", "--steps", "1", "--split", "train", "--json", str(seen)])
-    assert json.loads(seen.read_text())["split"] == "train"
+    assert json.loads(seen.read_text())["split"] == "train" and splits == ["train"]  # the prompts come from it
     capsys.readouterr()
     main(["table", str(out), str(seen)])
     assert "| metacanvas (training combinations) | prompt |" in capsys.readouterr().out
