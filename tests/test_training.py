@@ -149,3 +149,6 @@ def test_text_only_dropout_keeps_the_canvas_prompt_and_drops_the_dit_text():
     assert seen["text"] == [""] * 16 and sum(p != "" for p in seen["canvas"]) >= 12
     train_backbone.training_step(bb, conn, planner, Recording(planner), rng, 16, text_only_dropout=0.0)
     assert seen["text"] == seen["canvas"] and sum(p != "" for p in seen["text"]) >= 12
+    with pytest.raises(SystemExit):  # with the 0.1 caption dropout, above 0.9 is no share at all
+        train_backbone.main(["--stage", "metacanvas", "--planner", str(PLANNER), "--out", "x.safetensors",
+                             "--run-dir", "unused", "--text-only-dropout", "0.95"])
