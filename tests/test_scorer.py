@@ -54,12 +54,17 @@ def test_failures_name_the_first_broken_requirement():
     assert why(red_circle, blue_square) is None
     assert why(red_circle) == "count"
     assert why(red_circle, shapes.Obj("blue", "triangle", 8)) == "shape"
+    assert why(red_circle, shapes.Obj("blue", "circle", 8)) == "repeated shape"  # one shape drawn for both
     assert why(red_circle, shapes.Obj("green", "square", 8)) == "colour"
     assert why(shapes.Obj("blue", "circle", 0), shapes.Obj("red", "square", 8)) == "binding"
     assert why(shapes.Obj("red", "circle", 4), blue_square) == "cell"
+    two_circles = shapes.Scene((shapes.Obj("red", "circle", 0), shapes.Obj("red", "circle", 8)), "two red circles",
+                               "counting")
+    squares = (shapes.Obj("red", "square", 0), shapes.Obj("red", "square", 8))
+    assert failure(two_circles, detect(shapes.render(squares, 32))) == "shape"  # one shape was asked for
     blank = [np.zeros((32, 32, 3), np.uint8)] * 2
     assert failure_shares([scene, scene], [detect(i) for i in blank])["position"] == {
-        "count": 1.0, "shape": 0.0, "colour": 0.0, "binding": 0.0, "cell": 0.0}
+        "count": 1.0, "repeated shape": 0.0, "shape": 0.0, "colour": 0.0, "binding": 0.0, "cell": 0.0}
 
 
 def test_layout_score_counts_cells_only():

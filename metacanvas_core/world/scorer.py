@@ -114,19 +114,23 @@ def layout_score(scenes: list[Scene], found: list[list[Detection]]) -> float | N
     return float(np.mean(hits)) if hits else None
 
 
-FAILURES: tuple[str, ...] = ("count", "shape", "colour", "binding", "cell")
+FAILURES: tuple[str, ...] = ("count", "repeated shape", "shape", "colour", "binding", "cell")
 
 
 def failure(scene: Scene, dets: list[Detection]) -> str | None:
     """Why an image fails its prompt (None if it passes), the first broken requirement in this order: how many
-    objects, which shapes, which colours, which colour goes with which shape ("binding"), where ("cell")."""
+    objects, which shapes, which colours, which colour goes with which shape ("binding"), where ("cell").
+
+    A shape failure where the prompt names different shapes but every object is drawn as the same one is told
+    apart as "repeated shape": the model did not give each object its own shape (the typical multi-object failure)."""
     if grade(scene, dets):
         return None
     want = scene.objects
     if len(dets) != len(want):
         return "count"
     if Counter(d.shape for d in dets) != Counter(o.shape for o in want):
-        return "shape"
+        distinct_wanted = len({o.shape for o in want}) > 1
+        return "repeated shape" if distinct_wanted and len({d.shape for d in dets}) == 1 else "shape"
     if Counter(d.colour for d in dets) != Counter(o.colour for o in want):
         return "colour"
     if Counter((d.colour, d.shape) for d in dets) != Counter((o.colour, o.shape) for o in want):
