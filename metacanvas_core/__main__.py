@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     _common(b)
     b.set_defaults(func=cmd_bench)
 
-    pr = sub.add_parser("probe", help="linear probe: does the canvas know which colour sits in which cell?")
+    pr = sub.add_parser("probe", help="linear probe: does the canvas know which colour and shape sit in which cell?")
     pr.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
     pr.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: the built-in metacanvas weights)")
     pr.add_argument("--n-train", type=int, default=2000, help="training-split position prompts to fit on")

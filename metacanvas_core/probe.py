@@ -1,8 +1,8 @@
 """Does the plan know what goes where? A linear probe of the canvas embeddings on shapes-world layouts.
 
 For every 3x3 cell, a linear classifier reads the canvas embeddings of the canvas tokens inside that cell and
-predicts the colour of the object there (or "none"). The same probe on the planner's *text* states (mean over the
-prompt) tells whether the layout is in the planner at all. Fitted on training prompts, scored on held-out
+predicts the colour of the object there (or "none"); a second one predicts its shape. The same probes on the
+planner's *text* states (mean over the prompt) tell whether the layout is in the planner at all. Fitted on training prompts, scored on held-out
 position prompts; "occupied" accuracy counts only cells that hold an object (predicting "none" everywhere scores
 0 there, whatever the majority class).
 """
@@ -14,27 +14,34 @@ import torch
 
 from .checkpoints import LoadedConnector
 from .planner import Planner
-from .world.shapes import COLOURS, Scene, sample_scene
+from .world.shapes import COLOURS, SHAPES, Scene, sample_scene
 
 LABELS = ("none", *COLOURS)
+SHAPE_LABELS = ("none", *SHAPES)
 
 
-def cell_labels(scenes: list[Scene]) -> torch.Tensor:
-    """(N, 9) class index per 3x3 cell: 0 for empty, 1 + colour index otherwise."""
+def cell_labels(scenes: list[Scene], attribute: str = "colour") -> torch.Tensor:
+    """(N, 9) class index per 3x3 cell: 0 for empty, 1 + index of the object's colour (or shape) otherwise."""
+    if attribute not in ("colour", "shape"):
+        raise ValueError(f"attribute must be 'colour' or 'shape', not {attribute!r}")
+    labels = LABELS if attribute == "colour" else SHAPE_LABELS
     y = torch.zeros(len(scenes), 9, dtype=torch.long)
     for i, s in enumerate(scenes):
         for o in s.objects:
-            y[i, o.cell] = LABELS.index(o.colour)
+            y[i, o.cell] = labels.index(getattr(o, attribute))
     return y
 
 
 def fit_cell_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
                    steps: int = 400, seed: int = 0) -> dict[str, float]:
-    """One linear classifier per cell on features (N, 9, F); returns held-out accuracy overall and on occupied cells."""
+    """One linear classifier per cell on features (N, 9, F); returns held-out accuracy overall and on occupied cells.
+
+    Labels are class indices with 0 = empty cell; the classes are those `train_y` holds."""
     g = torch.Generator().manual_seed(seed)
+    classes = int(max(train_y.max(), test_y.max())) + 1
     mu, sd = train_x.mean(0, keepdim=True), train_x.std(0, keepdim=True) + 1e-5
-    w = (torch.randn(9, train_x.shape[-1], len(LABELS), generator=g) * 0.01).requires_grad_()
-    b = torch.zeros(9, len(LABELS), requires_grad=True)
+    w = (torch.randn(9, train_x.shape[-1], classes, generator=g) * 0.01).requires_grad_()
+    b = torch.zeros(9, classes, requires_grad=True)
     opt = torch.optim.Adam([w, b], lr=1e-2, weight_decay=1e-4)
 
     def logits(x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +83,9 @@ def probe_plan(planner: Planner, loaded: LoadedConnector, n_train: int = 2000, n
     train = [sample_scene(rng, "position", "train") for _ in range(n_train)]
     test = [sample_scene(rng, "position", "heldout") for _ in range(n_test)]
     (ctr, ttr), (cte, tte) = _features(planner, loaded, train), _features(planner, loaded, test)
-    ytr, yte = cell_labels(train), cell_labels(test)
-    return {"weights": loaded.name, "n_train": n_train, "n_test": n_test,
-            "canvas": fit_cell_probe(ctr, ytr, cte, yte, seed=seed), "text": fit_cell_probe(ttr, ytr, tte, yte, seed=seed)}
+    result = {"weights": loaded.name, "n_train": n_train, "n_test": n_test}
+    for attribute in ("colour", "shape"):
+        ytr, yte = cell_labels(train, attribute), cell_labels(test, attribute)
+        result[attribute] = {"canvas": fit_cell_probe(ctr, ytr, cte, yte, seed=seed),
+                             "text": fit_cell_probe(ttr, ytr, tte, yte, seed=seed)}
+    return result

@@ -8,7 +8,7 @@ from metacanvas_core.builtin import PLANNER, T2I_METHODS
 from metacanvas_core.checkpoints import load_connector
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.planner import Planner
-from metacanvas_core.probe import LABELS, cell_labels, fit_cell_probe, probe_plan
+from metacanvas_core.probe import LABELS, SHAPE_LABELS, cell_labels, fit_cell_probe, probe_plan
 from metacanvas_core.world.shapes import sample_scene
 
 
@@ -26,11 +26,23 @@ def test_probe_reads_a_true_layout_and_not_noise():
     assert exact["occupied_accuracy"] > 0.95
     noise = fit_cell_probe(torch.randn(300, 9, 16), ytr, torch.randn(100, 9, 16), yte, steps=200)
     assert noise["occupied_accuracy"] < 0.15
+    # The shape probe reads shapes: features that one-hot the colour do not tell the shape, ones of the shape do.
+    # Scored on seen scenes: held-out triples leave some (shape, cell) pairs, e.g. squares at bottom left, untrained.
+    str_, ste = cell_labels(train, "shape"), cell_labels(_scenes(100, "train", 1), "shape")
+    assert int(str_.max()) == len(SHAPE_LABELS) - 1
+    shape_hot = lambda y: torch.nn.functional.one_hot(y, len(SHAPE_LABELS)).float() + 0.01 * torch.randn(*y.shape, len(SHAPE_LABELS))  # noqa: E731
+    assert fit_cell_probe(shape_hot(str_), str_, shape_hot(ste), ste, steps=200)["occupied_accuracy"] > 0.95
+    seen_colours = one_hot(cell_labels(_scenes(100, "train", 1)))
+    assert fit_cell_probe(one_hot(ytr), str_, seen_colours, ste, steps=200)["occupied_accuracy"] < 0.6
+    with pytest.raises(ValueError, match="attribute"):
+        cell_labels(train, "size")
 
 
 def test_probe_runs_on_the_shipped_plan_and_refuses_a_global_connector():
     planner = Planner.from_pretrained(PLANNER)
     result = probe_plan(planner, load_connector(T2I_METHODS["metacanvas"][1]), n_train=200, n_test=50)
-    assert 0 <= result["canvas"]["occupied_accuracy"] <= 1 and result["text"]["majority"] > 0.5
+    for attribute in ("colour", "shape"):
+        probes = result[attribute]
+        assert 0 <= probes["canvas"]["occupied_accuracy"] <= 1 and probes["text"]["majority"] > 0.5
     with pytest.raises(MetaCanvasError, match="no canvas to probe"):
         probe_plan(planner, load_connector(T2I_METHODS["global"][1]))
