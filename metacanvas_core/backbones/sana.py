@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderDC, SanaTransformer2DModel
+from diffusers.utils import is_accelerate_available
 from torch import nn
 
 from .base import BackboneAdapter, load_scheduler
@@ -17,9 +18,12 @@ class SanaBackbone(BackboneAdapter):
 
     @classmethod
     def from_folder(cls, folder: Path, dtype: torch.dtype, device: str | torch.device) -> "SanaBackbone":
-        # The pipeline's own text encoder (Gemma) is never loaded: the planner replaces it.
-        transformer = SanaTransformer2DModel.from_pretrained(folder / "transformer", torch_dtype=dtype)
-        vae = AutoencoderDC.from_pretrained(folder / "vae", torch_dtype=dtype)
+        # The pipeline's own text encoder (Gemma) is never loaded: the planner replaces it. Low-memory loading needs
+        # accelerate (a training extra); without it diffusers falls back anyway, but warns on every load.
+        lazy = is_accelerate_available()
+        transformer = SanaTransformer2DModel.from_pretrained(
+            folder / "transformer", torch_dtype=dtype, low_cpu_mem_usage=lazy)
+        vae = AutoencoderDC.from_pretrained(folder / "vae", torch_dtype=dtype, low_cpu_mem_usage=lazy)
         return cls(transformer.to(device), vae.to(device), load_scheduler(folder), folder.name)
 
     @property
