@@ -19,13 +19,15 @@ from .world.shapes import COLOURS, SHAPES, Scene, sample_scene
 
 LABELS = ("none", *COLOURS)
 SHAPE_LABELS = ("none", *SHAPES)
+# What each cell is probed for: the `Obj` attribute and its classes.
+PROBED: dict[str, tuple[str, ...]] = {"colour": LABELS, "shape": SHAPE_LABELS}
 
 
 def cell_labels(scenes: list[Scene], attribute: str = "colour") -> torch.Tensor:
     """(N, 9) class index per 3x3 cell: 0 for empty, 1 + index of the object's colour (or shape) otherwise."""
-    if attribute not in ("colour", "shape"):
-        raise ValueError(f"attribute must be 'colour' or 'shape', not {attribute!r}")
-    labels = LABELS if attribute == "colour" else SHAPE_LABELS
+    if attribute not in PROBED:
+        raise ValueError(f"attribute must be one of {tuple(PROBED)}, not {attribute!r}")
+    labels = PROBED[attribute]
     y = torch.zeros(len(scenes), 9, dtype=torch.long)
     for i, s in enumerate(scenes):
         for o in s.objects:
@@ -85,7 +87,7 @@ def probe_plan(planner: Planner, loaded: LoadedConnector, n_train: int = 2000, n
     test = [sample_scene(rng, "position", "heldout") for _ in range(n_test)]
     (ctr, ttr), (cte, tte) = _features(planner, loaded, train), _features(planner, loaded, test)
     result = {"weights": loaded.name, "n_train": n_train, "n_test": n_test}
-    for attribute in ("colour", "shape"):
+    for attribute in PROBED:
         ytr, yte = cell_labels(train, attribute), cell_labels(test, attribute)
         result[attribute] = {"canvas": fit_cell_probe(ctr, ytr, cte, yte, seed=seed),
                              "text": fit_cell_probe(ttr, ytr, tte, yte, seed=seed)}

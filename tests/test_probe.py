@@ -28,14 +28,15 @@ def test_probe_reads_a_true_layout_and_not_noise():
     assert noise["occupied_accuracy"] < 0.15
     # The shape probe reads shapes: features that one-hot the colour do not tell the shape, ones of the shape do.
     # Scored on seen scenes: held-out triples leave some (shape, cell) pairs, e.g. squares at bottom left, untrained.
-    str_, ste = cell_labels(train, "shape"), cell_labels(_scenes(100, "train", 1), "shape")
+    seen = _scenes(100, "train", 1)
+    str_, ste = cell_labels(train, "shape"), cell_labels(seen, "shape")
     assert int(str_.max()) == len(SHAPE_LABELS) - 1
+
     def shape_hot(y):
         return torch.nn.functional.one_hot(y, len(SHAPE_LABELS)) + 0.01 * torch.randn(*y.shape, len(SHAPE_LABELS))
 
     assert fit_cell_probe(shape_hot(str_), str_, shape_hot(ste), ste, steps=200)["occupied_accuracy"] > 0.95
-    seen_colours = one_hot(cell_labels(_scenes(100, "train", 1)))
-    assert fit_cell_probe(one_hot(ytr), str_, seen_colours, ste, steps=200)["occupied_accuracy"] < 0.6
+    assert fit_cell_probe(one_hot(ytr), str_, one_hot(cell_labels(seen)), ste, steps=200)["occupied_accuracy"] < 0.6
     with pytest.raises(ValueError, match="attribute"):
         cell_labels(train, "size")
 
