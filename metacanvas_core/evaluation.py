@@ -94,8 +94,16 @@ def _text_column(result: dict) -> str:
     return result.get("text") or ("empty" if result["canvas_only"] else "prompt")
 
 
-def _method_cell(result: dict) -> str:
-    return result["method"] + (" (training combinations)" if result.get("split") == "train" else "")
+def _method_cell(result: dict, with_sampler: bool = False) -> str:
+    notes = ["training combinations"] if result.get("split") == "train" else []
+    if with_sampler and "steps" in result:
+        notes.append(f"{result['steps']} steps, CFG {result['cfg']:g}")
+    return result["method"] + (f" ({'; '.join(notes)})" if notes else "")
+
+
+def _sampler_varies(results: list[dict]) -> bool:
+    """Rows sampled with different steps or guidance say so; a table of one setting stays uncluttered."""
+    return len({(r.get("steps"), r.get("cfg")) for r in results if "steps" in r}) > 1
 
 
 def _layout_cell(result: dict) -> str:
@@ -108,11 +116,11 @@ def markdown_table(results: list[dict]) -> str:
     from .world.shapes import CATEGORIES
 
     head = "| method | text to DiT | " + " | ".join(CATEGORIES) + " | overall | object position | layout |"
-    rows = [head, "|" + "---|" * (len(CATEGORIES) + 5)]
+    rows, sampler = [head, "|" + "---|" * (len(CATEGORIES) + 5)], _sampler_varies(results)
     for r in results:
         s, e = r["scores"], r["stderr"]
         cells = " | ".join(f"{100 * s[c]:.1f}" for c in CATEGORIES)
-        rows.append(f"| {_method_cell(r)} | {_text_column(r)} | {cells} | **{100 * s['overall']:.1f}** "
+        rows.append(f"| {_method_cell(r, sampler)} | {_text_column(r)} | {cells} | **{100 * s['overall']:.1f}** "
                     f"± {100 * e['overall']:.1f} | {100 * r['object_position_score']:.1f} | {_layout_cell(r)} |")
     return "\n".join(rows)
 
@@ -122,10 +130,11 @@ def markdown_failures(results: list[dict]) -> str:
     from .world.shapes import CATEGORIES
 
     rows = ["| method | text to DiT | " + " | ".join(CATEGORIES) + " |", "|" + "---|" * (len(CATEGORIES) + 2)]
+    sampler = _sampler_varies(results)
     for r in results:
         cells = []
         for c in CATEGORIES:
             kinds = sorted(r["failures"][c].items(), key=lambda kv: -kv[1])
             cells.append(", ".join(f"{k} {100 * v:.0f}" for k, v in kinds if v > 0) or "-")
-        rows.append(f"| {_method_cell(r)} | {_text_column(r)} | " + " | ".join(cells) + " |")
+        rows.append(f"| {_method_cell(r, sampler)} | {_text_column(r)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -27,11 +27,17 @@ def test_evaluate_then_table(tmp_path, capsys, monkeypatch):
     seen, splits = tmp_path / "seen.json", []
     drawn = evaluation.benchmark_prompts
     monkeypatch.setattr(evaluation, "benchmark_prompts", lambda n, split: splits.append(split) or drawn(n, split=split))
-    main(["evaluate", "--n", "6", "--steps", "1", "--split", "train", "--json", str(seen)])
+    main(["evaluate", "--n", "6", "--steps", "2", "--split", "train", "--json", str(seen)])
     assert json.loads(seen.read_text())["split"] == "train" and splits == ["train"]  # the prompts come from it
     capsys.readouterr()
     main(["table", str(out), str(seen)])
     assert "| metacanvas (training combinations) | prompt |" in capsys.readouterr().out
+    guided = tmp_path / "cfg5.json"  # the same result as if sampled at another guidance scale
+    guided.write_text(json.dumps({**r, "cfg": 5.0}))
+    main(["table", str(out), str(guided)])
+    text = capsys.readouterr().out
+    assert text.count("| metacanvas (2 steps, CFG 3) | prompt |") == 2  # scores and failures both say which
+    assert text.count("| metacanvas (2 steps, CFG 5) | prompt |") == 2
     assert main(["table", str(tmp_path / "absent.json")]) == 2
     assert "absent.json" in capsys.readouterr().err
 

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The sampler-settings table of the README: MetaCanvas and global conditioning on the benchmark of
+# evaluate_t2i.sh (200 held-out prompts x 3 seeds) at other guidance scales and step counts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+OUT=${OUT:-results/sampler}
+mkdir -p "$OUT"
+E="$PY -m metacanvas_core evaluate --task t2i --n 200 --seeds 0 1 2"
+for m in metacanvas global; do
+  for c in 1.5 3 5 7; do $E --method "$m" --cfg "$c" --json "$OUT/t2i_${m}_cfg$c.json" > /dev/null; done
+  $E --method "$m" --steps 50 --json "$OUT/t2i_${m}_steps50.json" > /dev/null
+done
+$PY -m metacanvas_core table "$OUT"/t2i_*.json
