@@ -94,7 +94,7 @@ def _text_column(result: dict) -> str:
     return result.get("text") or ("empty" if result["canvas_only"] else "prompt")
 
 
-def _method_cell(result: dict, with_sampler: bool = False) -> str:
+def _method_cell(result: dict, with_sampler: bool) -> str:
     notes = ["training combinations"] if result.get("split") == "train" else []
     if with_sampler and "steps" in result:
         notes.append(f"{result['steps']} steps, CFG {result['cfg']:g}")
@@ -116,7 +116,8 @@ def markdown_table(results: list[dict]) -> str:
     from .world.shapes import CATEGORIES
 
     head = "| method | text to DiT | " + " | ".join(CATEGORIES) + " | overall | object position | layout |"
-    rows, sampler = [head, "|" + "---|" * (len(CATEGORIES) + 5)], _sampler_varies(results)
+    rows = [head, "|" + "---|" * (len(CATEGORIES) + 5)]
+    sampler = _sampler_varies(results)
     for r in results:
         s, e = r["scores"], r["stderr"]
         cells = " | ".join(f"{100 * s[c]:.1f}" for c in CATEGORIES)
