@@ -119,7 +119,7 @@ def cmd_table(args) -> None:
                   f"connector FLOPs per step: {100 * r['connector_flops_share']:.1f}% of the DiT's")
 
 
-def _common(p: argparse.ArgumentParser, steps: int = 20) -> None:
+def _common(p: argparse.ArgumentParser, steps: int = 20, canvas_strength: bool = False) -> None:
     p.add_argument("--method", choices=sorted(T2I_METHODS), default="metacanvas",
                    help="which built-in weights: metacanvas (canvas planning) or a global-conditioning baseline")
     p.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
@@ -127,6 +127,8 @@ def _common(p: argparse.ArgumentParser, steps: int = 20) -> None:
     p.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: built-in for --method)")
     p.add_argument("--steps", type=int, default=steps, help="denoising steps")
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off)")
+    if canvas_strength:
+        p.add_argument("--strength", type=float, default=1.0, help="canvas strength (0 = no canvas)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
@@ -141,11 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--width", type=int, default=32)
     g.add_argument("--height", type=int, default=32)
-    g.add_argument("--strength", type=float, default=1.0, help="canvas strength (0 = no canvas)")
     g.add_argument("--empty-text", action="store_true", help="give the DiT no text: the canvas alone steers")
     g.add_argument("--upscale", type=int, default=8, help="nearest-neighbour upscale of the saved PNG for viewing")
     g.add_argument("--canvas-preview", type=Path, help="also write the plan (PCA of the canvas) as PNG")
-    _common(g)
+    _common(g, canvas_strength=True)
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score held-out benchmark prompts with the shapes-world detector")
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--vae-round-trip", action="store_true",
                    help="score the true renders encoded and decoded by the backbone's VAE (the ceiling it leaves)")
     e.add_argument("--json", type=Path, help="write the scores here")
-    _common(e)
+    _common(e, canvas_strength=True)
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="time plain vs MetaCanvas sampling side by side in one run")

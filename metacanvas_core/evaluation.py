@@ -45,8 +45,8 @@ def evaluate_t2i(
             )
             images.extend(result.images.numpy())
         runs.append(images)
-    return {"n": n, "seeds": list(seeds), "steps": steps, "cfg": cfg, "canvas_only": canvas_only, "split": split,
-            **score_runs(scenes, runs), "seconds": round(time.time() - t0, 1)}
+    return {"n": n, "seeds": list(seeds), "steps": steps, "cfg": cfg, "strength": pipe.model.strength,
+            "canvas_only": canvas_only, "split": split, **score_runs(scenes, runs), "seconds": round(time.time() - t0, 1)}
 
 
 def evaluate_vae_round_trip(
@@ -98,12 +98,14 @@ def _method_cell(result: dict, with_sampler: bool) -> str:
     notes = ["training combinations"] if result.get("split") == "train" else []
     if with_sampler and "steps" in result:
         notes.append(f"{result['steps']} steps, CFG {result['cfg']:g}")
+        notes += [f"strength {result['strength']:g}"] if result.get("strength", 1.0) != 1.0 else []
     return result["method"] + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _sampler_varies(results: list[dict]) -> bool:
-    """Rows sampled with different steps or guidance say so; a table of one setting stays uncluttered."""
-    return len({(r.get("steps"), r.get("cfg")) for r in results if "steps" in r}) > 1
+    """Rows sampled with different steps, guidance or canvas strength say so; a table of one setting stays
+    uncluttered."""
+    return len({(r.get("steps"), r.get("cfg"), r.get("strength", 1.0)) for r in results if "steps" in r}) > 1
 
 
 def _layout_cell(result: dict) -> str:

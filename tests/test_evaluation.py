@@ -38,6 +38,12 @@ def test_evaluate_then_table(tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert text.count("| metacanvas (2 steps, CFG 3) | prompt |") == 2  # scores and failures both say which
     assert text.count("| metacanvas (2 steps, CFG 5) | prompt |") == 2
+    weak = tmp_path / "strength0.json"  # canvas strength is a sampler setting too: recorded and labelled
+    main(["evaluate", "--n", "6", "--steps", "2", "--strength", "0", "--json", str(weak)])
+    assert json.loads(weak.read_text())["strength"] == 0.0 and r["strength"] == 1.0
+    capsys.readouterr()
+    main(["table", str(out), str(weak)])
+    assert "| metacanvas (2 steps, CFG 3; strength 0) | prompt |" in capsys.readouterr().out
     assert main(["table", str(tmp_path / "absent.json")]) == 2
     assert "absent.json" in capsys.readouterr().err
 
