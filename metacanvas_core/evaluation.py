@@ -46,7 +46,8 @@ def evaluate_t2i(
             images.extend(result.images.numpy())
         runs.append(images)
     return {"n": n, "seeds": list(seeds), "steps": steps, "cfg": cfg, "strength": pipe.model.strength,
-            "canvas_only": canvas_only, "split": split, **score_runs(scenes, runs), "seconds": round(time.time() - t0, 1)}
+            "canvas_only": canvas_only, "split": split, **score_runs(scenes, runs),
+            "seconds": round(time.time() - t0, 1)}
 
 
 def evaluate_vae_round_trip(
