@@ -46,8 +46,15 @@ def evaluate_t2i(
             images.extend(result.images.numpy())
         runs.append(images)
     return {"n": n, "seeds": list(seeds), "steps": steps, "cfg": cfg, "strength": pipe.model.strength,
-            "canvas_only": canvas_only, "split": split, **score_runs(scenes, runs),
-            "seconds": round(time.time() - t0, 1)}
+            "scheduler": scheduler_name(pipe.model.backbone.scheduler), "canvas_only": canvas_only, "split": split,
+            **score_runs(scenes, runs), "seconds": round(time.time() - t0, 1)}
+
+
+def scheduler_name(scheduler) -> str:
+    """e.g. "DPMSolverMultistep, shift 3": the backbone folder's sampler, which results sampled alike share."""
+    shift = scheduler.config.get("flow_shift", scheduler.config.get("shift"))
+    name = type(scheduler).__name__.removesuffix("Scheduler")
+    return name if shift is None else f"{name}, shift {shift:g}"
 
 
 def evaluate_vae_round_trip(
@@ -95,18 +102,24 @@ def _text_column(result: dict) -> str:
     return result.get("text") or ("empty" if result["canvas_only"] else "prompt")
 
 
-def _method_cell(result: dict, with_sampler: bool) -> str:
+_SAMPLER_FIELDS = ("steps", "cfg", "strength", "scheduler")
+
+
+def _method_cell(result: dict, varying: set[str]) -> str:
     notes = ["training combinations"] if result.get("split") == "train" else []
-    if with_sampler and "steps" in result:
+    if varying and "steps" in result:
         notes.append(f"{result['steps']} steps, CFG {result['cfg']:g}")
         notes += [f"strength {result['strength']:g}"] if result.get("strength", 1.0) != 1.0 else []
+        notes += [result["scheduler"]] if "scheduler" in varying and "scheduler" in result else []
     return result["method"] + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def _sampler_varies(results: list[dict]) -> bool:
-    """Rows sampled with different steps, guidance or canvas strength say so; a table of one setting stays
-    uncluttered."""
-    return len({(r.get("steps"), r.get("cfg"), r.get("strength", 1.0)) for r in results if "steps" in r}) > 1
+def _sampler_varies(results: list[dict]) -> set[str]:
+    """The sampler settings that differ between rows, which then say how each was sampled; a table of one setting
+    stays uncluttered. (Results written before a field existed were sampled with its default.)"""
+    sampled = [r for r in results if "steps" in r]
+    defaults = {"strength": 1.0, "scheduler": None}
+    return {f for f in _SAMPLER_FIELDS if len({r.get(f, defaults.get(f)) for r in sampled}) > 1}
 
 
 def _layout_cell(result: dict) -> str:
@@ -120,11 +133,11 @@ def markdown_table(results: list[dict]) -> str:
 
     head = "| method | text to DiT | " + " | ".join(CATEGORIES) + " | overall | object position | layout |"
     rows = [head, "|" + "---|" * (len(CATEGORIES) + 5)]
-    sampler = _sampler_varies(results)
+    varying = _sampler_varies(results)
     for r in results:
         s, e = r["scores"], r["stderr"]
         cells = " | ".join(f"{100 * s[c]:.1f}" for c in CATEGORIES)
-        rows.append(f"| {_method_cell(r, sampler)} | {_text_column(r)} | {cells} | **{100 * s['overall']:.1f}** "
+        rows.append(f"| {_method_cell(r, varying)} | {_text_column(r)} | {cells} | **{100 * s['overall']:.1f}** "
                     f"± {100 * e['overall']:.1f} | {100 * r['object_position_score']:.1f} | {_layout_cell(r)} |")
     return "\n".join(rows)
 
@@ -134,11 +147,11 @@ def markdown_failures(results: list[dict]) -> str:
     from .world.shapes import CATEGORIES
 
     rows = ["| method | text to DiT | " + " | ".join(CATEGORIES) + " |", "|" + "---|" * (len(CATEGORIES) + 2)]
-    sampler = _sampler_varies(results)
+    varying = _sampler_varies(results)
     for r in results:
         cells = []
         for c in CATEGORIES:
             kinds = sorted(r["failures"][c].items(), key=lambda kv: -kv[1])
             cells.append(", ".join(f"{k} {100 * v:.0f}" for k, v in kinds if v > 0) or "-")
-        rows.append(f"| {_method_cell(r, sampler)} | {_text_column(r)} | " + " | ".join(cells) + " |")
+        rows.append(f"| {_method_cell(r, varying)} | {_text_column(r)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -44,6 +44,13 @@ def test_evaluate_then_table(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     main(["table", str(out), str(weak)])
     assert "| metacanvas (2 steps, CFG 3; strength 0) | prompt |" in capsys.readouterr().out
+    assert r["scheduler"] == "FlowMatchEulerDiscrete, shift 1"  # the built-in backbone's own sampler
+    solver = tmp_path / "dpm.json"  # as if sampled from a backbone folder with another scheduler
+    solver.write_text(json.dumps({**r, "scheduler": "DPMSolverMultistep, shift 3"}))
+    main(["table", str(out), str(solver)])
+    text = capsys.readouterr().out
+    assert "| metacanvas (2 steps, CFG 3; FlowMatchEulerDiscrete, shift 1) | prompt |" in text
+    assert "| metacanvas (2 steps, CFG 3; DPMSolverMultistep, shift 3) | prompt |" in text
     assert main(["table", str(tmp_path / "absent.json")]) == 2
     assert "absent.json" in capsys.readouterr().err
 
