@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .builtin import PLANNER, T2I_METHODS
 from .errors import MetaCanvasError
+from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, SAMPLERS
 
 
 def _pipeline(args):
@@ -42,7 +43,8 @@ def cmd_generate(args) -> None:
         )
     result = pipe(
         args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height, steps=args.steps,
-        cfg=args.cfg, seed=args.seed, text_prompt="" if args.empty_text else None,
+        cfg=args.cfg, seed=args.seed, text_prompt="" if args.empty_text else None, sampler=args.sampler,
+        shift=args.shift,
     )
     _save_png(result.images, args.out, args.upscale)
     if args.canvas_preview:
@@ -76,7 +78,7 @@ def cmd_evaluate(args) -> None:
         _emit(result, args.json)
         return
     result = evaluate_t2i(_pipeline(args), n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
-                          canvas_only=args.canvas_only, split=args.split)
+                          canvas_only=args.canvas_only, split=args.split, sampler=args.sampler, shift=args.shift)
     result.update(task=args.task, method=args.method)
     _emit(result, args.json)
 
@@ -119,7 +121,7 @@ def cmd_table(args) -> None:
                   f"connector FLOPs per step: {100 * r['connector_flops_share']:.1f}% of the DiT's")
 
 
-def _common(p: argparse.ArgumentParser, steps: int = 20, canvas_strength: bool = False) -> None:
+def _common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool = False) -> None:
     p.add_argument("--method", choices=sorted(T2I_METHODS), default="metacanvas",
                    help="which built-in weights: metacanvas (canvas planning) or a global-conditioning baseline")
     p.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
@@ -127,8 +129,12 @@ def _common(p: argparse.ArgumentParser, steps: int = 20, canvas_strength: bool =
     p.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: built-in for --method)")
     p.add_argument("--steps", type=int, default=steps, help="denoising steps")
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off)")
-    if canvas_strength:
+    if sampling_options:
         p.add_argument("--strength", type=float, default=1.0, help="canvas strength (0 = no canvas)")
+        p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
+                       help="the backbone folder's own scheduler, or flow-matching euler / dpmpp_2m")
+        p.add_argument("--shift", type=float, default=DEFAULT_SHIFT,
+                       help="flow shift of --sampler euler or dpmpp_2m (1 = none; more steps at high noise above)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
@@ -146,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--empty-text", action="store_true", help="give the DiT no text: the canvas alone steers")
     g.add_argument("--upscale", type=int, default=8, help="nearest-neighbour upscale of the saved PNG for viewing")
     g.add_argument("--canvas-preview", type=Path, help="also write the plan (PCA of the canvas) as PNG")
-    _common(g, canvas_strength=True)
+    _common(g, sampling_options=True)
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score held-out benchmark prompts with the shapes-world detector")
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--vae-round-trip", action="store_true",
                    help="score the true renders encoded and decoded by the backbone's VAE (the ceiling it leaves)")
     e.add_argument("--json", type=Path, help="write the scores here")
-    _common(e, canvas_strength=True)
+    _common(e, sampling_options=True)
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="time plain vs MetaCanvas sampling side by side in one run")

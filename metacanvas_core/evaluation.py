@@ -10,6 +10,7 @@ import torch
 from .backbones.base import BackboneAdapter
 from .pipeline import MetaCanvasPipeline
 from .sampling import latents_to_images
+from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, make_scheduler, scheduler_name
 from .world.scorer import detect, failure_shares, layout_score, position_score, score_detections
 from .world.shapes import Scene, benchmark_prompts, model_pixels, render
 from .world.tiny_models import IMAGE_SIZE
@@ -24,6 +25,8 @@ def evaluate_t2i(
     canvas_only: bool = False,
     batch: int = 50,
     split: str = "heldout",
+    sampler: str = DEFAULT_SAMPLER,
+    shift: float = DEFAULT_SHIFT,
 ) -> dict:
     """Scores over `n` held-out prompts (`split="train"`: seen combinations) for each seed, and their mean and
     spread.
@@ -32,6 +35,7 @@ def evaluate_t2i(
     gives the DiT an empty text conditioning; only the canvas carries the prompt.
     """
     scenes = benchmark_prompts(n, split=split)
+    scheduler = make_scheduler(pipe.model.backbone.scheduler, sampler, shift)  # fails early on a bad name
     t0 = time.time()
     runs = []
     for s in seeds:
@@ -41,20 +45,13 @@ def evaluate_t2i(
             result = pipe(
                 [c.caption for c in chunk], width=IMAGE_SIZE, height=IMAGE_SIZE, steps=steps, cfg=cfg,
                 seed=[s * 1_000_003 + i + j for j in range(len(chunk))],
-                text_prompt=[""] * len(chunk) if canvas_only else None,
+                text_prompt=[""] * len(chunk) if canvas_only else None, sampler=sampler, shift=shift,
             )
             images.extend(result.images.numpy())
         runs.append(images)
     return {"n": n, "seeds": list(seeds), "steps": steps, "cfg": cfg, "strength": pipe.model.strength,
-            "scheduler": scheduler_name(pipe.model.backbone.scheduler), "canvas_only": canvas_only, "split": split,
+            "scheduler": scheduler_name(scheduler), "canvas_only": canvas_only, "split": split,
             **score_runs(scenes, runs), "seconds": round(time.time() - t0, 1)}
-
-
-def scheduler_name(scheduler) -> str:
-    """e.g. "DPMSolverMultistep, shift 3": the backbone folder's sampler, which results sampled alike share."""
-    shift = scheduler.config.get("flow_shift", scheduler.config.get("shift"))
-    name = type(scheduler).__name__.removesuffix("Scheduler")
-    return name if shift is None else f"{name}, shift {shift:g}"
 
 
 def evaluate_vae_round_trip(

@@ -15,6 +15,7 @@ from .errors import MetaCanvasError
 from .plan import CanvasPlan, make_plan
 from .planner import Planner
 from .sampling import InjectedBackbone, ProgressCallback, latents_to_images, sample
+from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, make_scheduler
 
 
 @dataclass
@@ -60,6 +61,8 @@ class MetaCanvasPipeline:
         cfg: float = 3.0,
         seed: int | list[int] = 0,
         text_prompt: str | list[str] | None = None,
+        sampler: str = DEFAULT_SAMPLER,
+        shift: float = DEFAULT_SHIFT,
         callback: ProgressCallback | None = None,
         cancel: Callable[[], bool] | None = None,
     ) -> GenerationResult:
@@ -69,10 +72,11 @@ class MetaCanvasPipeline:
             raise MetaCanvasError("prompt is empty: describe the image, e.g. 'a red circle at top left'")
         texts = None if text_prompt is None else ([text_prompt] * len(prompts) if isinstance(text_prompt, str) else list(text_prompt))
         self.model.backbone.check_size(width, height)
+        scheduler = make_scheduler(self.model.backbone.scheduler, sampler, shift)
         positive = self.plan(prompts, texts)
         negative = self.plan([negative_prompt])  # "" is the unconditional plan caption dropout trained
         latents = sample(
             self.model, positive, negative, width=width, height=height, steps=steps, cfg=cfg, seed=seed,
-            batch=len(prompts), callback=callback, cancel=cancel,
+            batch=len(prompts), callback=callback, cancel=cancel, scheduler=scheduler,
         )
         return GenerationResult(latents_to_images(self.model.backbone, latents), latents, positive)

@@ -1,4 +1,4 @@
-"""Rectified-flow sampling with the backbone's flow-matching scheduler, CFG, progress and cancel.
+"""Rectified-flow sampling with the backbone's flow-matching scheduler (or a chosen one), CFG, progress and cancel.
 
 `InjectedBackbone` is to a backbone what a LoRA-patched MODEL is to ComfyUI: the shared base modules plus the
 MetaCanvas weights and strength to apply while sampling. Patches are applied on entry and undone on exit, so one
@@ -128,10 +128,12 @@ def sample(
     batch: int = 1,
     callback: ProgressCallback | None = None,
     cancel: Callable[[], bool] | None = None,
+    scheduler=None,
 ) -> torch.Tensor:
     """Denoise from seeded noise to latents (B, C, h, w). Returns scaled latents of the backbone's VAE.
 
     Without a `negative` plan, CFG uses the positive plan's attached unconditional plan, if it has one.
+    `scheduler` (e.g. from `schedulers.make_scheduler`) replaces the backbone folder's own (copied per run).
     """
     negative = negative if negative is not None else positive.unconditional
     bb = model.backbone
@@ -163,7 +165,8 @@ def sample(
     use_cfg = negative is not None and cfg != 1.0
     plan = _cfg_plan(positive, _batched(negative, batch)) if use_cfg else positive
     grid = bb.token_grid(width, height)
-    scheduler = copy.deepcopy(bb.scheduler)  # schedulers keep per-run state; never share it between runs
+    # Schedulers keep per-run state; never share one between runs.
+    scheduler = copy.deepcopy(scheduler if scheduler is not None else bb.scheduler)
     scheduler.set_timesteps(steps, device=bb.device)
     # Flow matching starts from pure noise (sigma 1); DPM-style schedulers may scale it.
     latents = initial_noise(bb.latent_shape(batch, width, height), seed).to(bb.device)

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from metacanvas_core.schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, SAMPLERS
+
 from .comfy import interrupt_check, load_for_use, node_error, preview_resolution, progress_bar, reported_as
 
 INJECT = "Inject into Backbone"
@@ -81,6 +83,17 @@ class MetaCanvasSampleImage:
                     "default": 1, "min": 1, "max": 64,
                     "tooltip": "Images per run; one seed draws the noise of the whole batch.",
                 }),
+                "sampler": (list(SAMPLERS), {
+                    "default": DEFAULT_SAMPLER,
+                    "tooltip": "How to integrate: the backbone folder's own scheduler (flow Euler for the built-in "
+                               "tiny SANA, flow DPM-Solver++ 2M for released SANA), or flow-matching euler or "
+                               "dpmpp_2m whatever scheduler the folder ships.",
+                }),
+                "shift": ("FLOAT", {
+                    "default": DEFAULT_SHIFT, "min": 0.01, "max": 100.0, "step": 0.1, "round": 0.01,
+                    "tooltip": "Flow shift of euler / dpmpp_2m (ignored by 'backbone default'): above 1 spends more "
+                               "steps at high noise, where layout forms. Released SANA uses 3.",
+                }),
             },
             "optional": {
                 "negative": ("METACANVAS_PLAN", {
@@ -96,17 +109,19 @@ class MetaCanvasSampleImage:
                        "The backbone's latents as {'samples': tensor} (in the backbone's own VAE space).")
     FUNCTION = "sample"
     CATEGORY = "MetaCanvas"
-    DESCRIPTION = ("Samples images with the backbone's flow-matching scheduler from seeded noise, guided by the "
-                   "plan (CFG against the negative or the empty-prompt plan), and decodes them with the backbone's "
-                   "VAE. Shows progress with live previews and stops within one step when cancelled.")
+    DESCRIPTION = ("Samples images from seeded noise with the backbone's own scheduler or the chosen sampler, "
+                   "guided by the plan (CFG against the negative or the empty-prompt plan), and decodes them with "
+                   "the backbone's VAE. Shows progress with live previews and stops within one step when cancelled.")
 
-    def sample(self, backbone, positive, seed: int, steps: int, cfg: float, width: int,
-               height: int, batch_size: int = 1, negative=None):
+    def sample(self, backbone, positive, seed: int, steps: int, cfg: float, width: int, height: int,
+               batch_size: int = 1, sampler: str = DEFAULT_SAMPLER, shift: float = DEFAULT_SHIFT, negative=None):
         from metacanvas_core.sampling import InjectedBackbone, latents_to_images, sample
+        from metacanvas_core.schedulers import make_scheduler
 
         bb, connector = backbone.backbone, backbone.connector
         with reported_as(SAMPLE_IMAGE):
             bb.check_size(width, height)
+            scheduler = make_scheduler(bb.scheduler, sampler, shift)
             load_for_use(bb)
             placed = None if connector is None else connector.on(bb.device, bb.dtype)
             model = InjectedBackbone(bb, placed, backbone.strength)
@@ -114,6 +129,7 @@ class MetaCanvasSampleImage:
             latents = sample(
                 model, positive, negative, width=width, height=height, steps=steps, cfg=cfg, seed=seed,
                 batch=batch_size, callback=None if bar is None else _live_preview(bb, bar), cancel=interrupt_check(),
+                scheduler=scheduler,
             )
             if not torch.isfinite(latents).all():
                 raise node_error(

@@ -224,6 +224,17 @@ def test_sample_image_batch_negative_and_size(models):
     assert image.shape == (2, 24, 48, 3) and latent["samples"].shape[0] == 2
 
 
+def test_sample_image_sampler_choice(models):
+    kw = dict(backbone=models.injected, positive=models.plan)
+    own, _ = call("MetaCanvasSampleImage", **kw, **FAST)  # FAST leaves the sampler at the backbone default
+    euler, _ = call("MetaCanvasSampleImage", **kw, **{**FAST, "sampler": "euler", "shift": 1.0})
+    assert torch.equal(own, euler)  # the built-in folder's scheduler is flow Euler without shift
+    dpm, _ = call("MetaCanvasSampleImage", **kw, **{**FAST, "sampler": "dpmpp_2m", "shift": 3.0})
+    assert not torch.equal(own, dpm) and 0 <= dpm.min() and dpm.max() <= 1
+    with expect_error("Sample Image", "unknown sampler 'heun'", "euler, dpmpp_2m"):
+        call("MetaCanvasSampleImage", **kw, **{**FAST, "sampler": "heun"})
+
+
 def test_strength_zero_ignores_the_canvas(models):
     off, = call("MetaCanvasInject", backbone=models.backbone, connector=models.mc, strength=0.0)
     other = dataclasses.replace(models.plan, canvas=torch.randn_like(models.plan.canvas))

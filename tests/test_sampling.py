@@ -10,6 +10,7 @@ from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.plan import make_plan
 from metacanvas_core.planner import Planner
 from metacanvas_core.sampling import InjectedBackbone, SamplingCancelled, sample
+from metacanvas_core.schedulers import make_scheduler, scheduler_name
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +76,31 @@ def test_bad_sizes_and_mismatched_plans_are_clear(parts):
         sample(model, nan_plan, width=32, height=32)
     with pytest.raises(MetaCanvasError, match="does not know.*'purple'"):
         make_plan(planner, loaded, ["a purple circle"])
+
+
+def test_samplers_by_name(parts):
+    _, _, model, _ = parts
+    folder = model.backbone.scheduler
+    own = make_scheduler(folder)
+    assert type(own) is type(folder) and own is not folder  # a fresh copy: runs never share scheduler state
+    dpm = make_scheduler(folder, "dpmpp_2m", 2.5)
+    assert scheduler_name(dpm) == "DPMSolverMultistep, shift 2.5" and dpm.config.prediction_type == "flow_prediction"
+    assert scheduler_name(make_scheduler(folder, "euler", 1.0)) == "FlowMatchEulerDiscrete, shift 1"
+    with pytest.raises(MetaCanvasError, match="unknown sampler 'heun'.*dpmpp_2m"):
+        make_scheduler(folder, "heun")
+    with pytest.raises(MetaCanvasError, match="shift must be above 0"):
+        make_scheduler(folder, "euler", 0.0)
+
+
+def test_both_samplers_solve_the_backbones_flow(parts):
+    """As steps grow, euler and dpmpp_2m converge to the same image: dpmpp_2m integrates the same flow ODE (read
+    with another prediction type it would land elsewhere), only along other sigmas."""
+    _, _, model, plan = parts
+    kw = dict(width=32, height=32, cfg=1.0, seed=3)
+
+    def run(name: str, steps: int) -> torch.Tensor:
+        return sample(model, plan, steps=steps, scheduler=make_scheduler(model.backbone.scheduler, name, 3.0), **kw)
+
+    exact = run("euler", 300)
+    coarse, fine = (run("dpmpp_2m", 6) - exact).norm(), (run("dpmpp_2m", 60) - exact).norm()
+    assert fine < 0.25 * coarse and fine < 0.05 * exact.norm(), (coarse, fine, exact.norm())
