@@ -113,10 +113,11 @@ def _method_cell(result: dict, varying: set[str]) -> str:
 
 def _sampler_varies(results: list[dict]) -> set[str]:
     """The sampler settings that differ between rows, which then say how each was sampled; a table of one setting
-    stays uncluttered. (Results written before a field existed were sampled with its default.)"""
+    stays uncluttered. Results written before a field was recorded count as its default where there was only one
+    (strength 1), and are left out of the comparison otherwise (the scheduler came from the backbone folder)."""
     sampled = [r for r in results if "steps" in r]
-    defaults = {"strength": 1.0, "scheduler": None}
-    return {f for f in _SAMPLER_FIELDS if len({r.get(f, defaults.get(f)) for r in sampled}) > 1}
+    known = [{"strength": 1.0, **r} for r in sampled]
+    return {f for f in _SAMPLER_FIELDS if len({r[f] for r in known if f in r}) > 1}
 
 
 def _layout_cell(result: dict) -> str:

@@ -44,6 +44,11 @@ def test_evaluate_then_table(tmp_path, capsys, monkeypatch):
     capsys.readouterr()
     main(["table", str(out), str(weak)])
     assert "| metacanvas (2 steps, CFG 3; strength 0) | prompt |" in capsys.readouterr().out
+    older = tmp_path / "older.json"  # written before strength and scheduler were recorded: strength was 1
+    older.write_text(json.dumps({k: v for k, v in r.items() if k not in ("strength", "scheduler")}))
+    main(["table", str(older), str(weak)])
+    text = capsys.readouterr().out
+    assert "| metacanvas (2 steps, CFG 3) | prompt |" in text and "(2 steps, CFG 3; strength 0)" in text
     assert r["scheduler"] == "FlowMatchEulerDiscrete, shift 1"  # the built-in backbone's own sampler
     solver = tmp_path / "dpm.json"  # as if sampled from a backbone folder with another scheduler
     solver.write_text(json.dumps({**r, "scheduler": "DPMSolverMultistep, shift 3"}))
