@@ -100,23 +100,26 @@ def _text_column(result: dict) -> str:
 
 
 _SAMPLER_FIELDS = ("steps", "cfg", "strength", "scheduler")
+# What results written before a field was recorded were sampled with, where that was fixed (no scheduler here: it
+# came from the backbone folder).
+_OLD_DEFAULTS = {"strength": 1.0}
 
 
 def _method_cell(result: dict, varying: set[str]) -> str:
     notes = ["training combinations"] if result.get("split") == "train" else []
     if varying and "steps" in result:
         notes.append(f"{result['steps']} steps, CFG {result['cfg']:g}")
-        notes += [f"strength {result['strength']:g}"] if result.get("strength", 1.0) != 1.0 else []
+        strength = result.get("strength", _OLD_DEFAULTS["strength"])
+        notes += [f"strength {strength:g}"] if strength != _OLD_DEFAULTS["strength"] else []
         notes += [result["scheduler"]] if "scheduler" in varying and "scheduler" in result else []
     return result["method"] + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _sampler_varies(results: list[dict]) -> set[str]:
     """The sampler settings that differ between rows, which then say how each was sampled; a table of one setting
-    stays uncluttered. Results written before a field was recorded count as its default where there was only one
-    (strength 1), and are left out of the comparison otherwise (the scheduler came from the backbone folder)."""
-    sampled = [r for r in results if "steps" in r]
-    known = [{"strength": 1.0, **r} for r in sampled]
+    stays uncluttered. Results written before a field was recorded count as its old default, or are left out of
+    that field's comparison where there was none."""
+    known = [{**_OLD_DEFAULTS, **r} for r in results if "steps" in r]
     return {f for f in _SAMPLER_FIELDS if len({r[f] for r in known if f in r}) > 1}
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from metacanvas_core.schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, SAMPLERS
+from metacanvas_core.schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, SAMPLERS, make_scheduler
 
 from .comfy import interrupt_check, load_for_use, node_error, preview_resolution, progress_bar, reported_as
 
@@ -116,7 +116,6 @@ class MetaCanvasSampleImage:
     def sample(self, backbone, positive, seed: int, steps: int, cfg: float, width: int, height: int,
                batch_size: int = 1, sampler: str = DEFAULT_SAMPLER, shift: float = DEFAULT_SHIFT, negative=None):
         from metacanvas_core.sampling import InjectedBackbone, latents_to_images, sample
-        from metacanvas_core.schedulers import make_scheduler
 
         bb, connector = backbone.backbone, backbone.connector
         with reported_as(SAMPLE_IMAGE):
