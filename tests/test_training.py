@@ -91,7 +91,8 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
         train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "x.safetensors"),
                              "--run-dir", str(tmp_path / "r6"), *base, "--dit-heads", "4"])
     train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "g.safetensors"),
-                         "--run-dir", str(tmp_path / "r5"), *base, "--cooldown", "1", "--ema", "0.9"])
+                         "--run-dir", str(tmp_path / "r5"), *base, "--cooldown", "1", "--ema", "0.9",
+                         "--timestep-sampling", "logit-normal"])
 
     mc, g = load_connector(tmp_path / "mc.safetensors"), load_connector(tmp_path / "g.safetensors")
     assert mc.method == "metacanvas" and g.method == "global"
@@ -104,6 +105,7 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     assert (mc.recipe["planner_lora_rank"], mc.recipe["planner_lora_lr_scale"]) == (2, 0.5)
     assert (g.recipe["cooldown"], g.recipe["ema"]) == (1, 0.9)
     assert (mc.recipe["text_only_dropout"], g.recipe["text_only_dropout"]) == (0.3, 0.0)
+    assert (mc.recipe["timestep_sampling"], g.recipe["timestep_sampling"]) == ("uniform", "logit-normal")
     # The LoRA learns in its own group at its own scale, apart from the canvas parts.
     groups = train_backbone.param_groups(load_backbone(sana_dir), mc.connector, 4.0, 0.5)
     lora = {id(p) for p in mc.connector.canvas_lora.parameters()}
@@ -112,6 +114,19 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     pipe = MetaCanvasPipeline.from_pretrained(planner_dir, sana_dir, tmp_path / "mc.safetensors")
     out = pipe("a red circle at top left", steps=2)
     assert out.images.shape == (1, 32, 32, 3)
+
+
+def test_timestep_sampling_keeps_the_shipped_draws_and_centres_logit_normal():
+    # Uniform is what the shipped weights were trained with: the same draws as before the option existed.
+    uniform = train_backbone.sample_timesteps(np.random.default_rng(3), 8)
+    assert torch.equal(uniform, torch.from_numpy(np.random.default_rng(3).random(8)).float())
+    t = train_backbone.sample_timesteps(np.random.default_rng(3), 20000, "logit-normal")
+    assert 0 < t.min() and t.max() < 1 and abs(float(t.median()) - 0.5) < 0.02
+    # sigmoid(N(0, 1)) puts P(|z| < ln 3) = 73 % of the draws in [0.25, 0.75], against 50 % for uniform.
+    assert abs(float(((t > 0.25) & (t < 0.75)).float().mean()) - 0.728) < 0.02
+    assert torch.equal(t, train_backbone.sample_timesteps(np.random.default_rng(3), 20000, "logit-normal"))
+    with pytest.raises(ValueError, match="logit-normal"):
+        train_backbone.sample_timesteps(np.random.default_rng(3), 8, "cosine")
 
 
 def test_text_state_cache_does_not_depend_on_the_batch_a_prompt_came_in():

@@ -6,8 +6,10 @@ Stage `metacanvas`: from that backbone, add canvas tokens and the zero-initialis
 (DiT, text connector, canvas tokens, canvas connector; the planner stays frozen).
 Stage `global-continue`: the baseline trains on from the same backbone with the same extra budget and seed.
 
-Plain rectified flow: z_t = (1 - t) z + t e, target e - z, t ~ U(0, 1). Caption dropout 10% (empty prompt for
-text and canvas) makes CFG possible; with a canvas, another 10% drop the text only, keeping the canvas.
+Plain rectified flow: z_t = (1 - t) z + t e, target e - z, t ~ U(0, 1) (the shipped recipe) or, optionally,
+logit-normal (sigmoid of a standard normal, as SD3 and SANA train), which spends more of the training on the middle
+noise levels where the layout and the shapes are decided. Caption dropout 10% (empty prompt for text and canvas)
+makes CFG possible; with a canvas, another 10% drop the text only, keeping the canvas.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..backbones import load_backbone
@@ -30,6 +33,18 @@ from .loop import ResumableRun
 
 CAPTION_DROPOUT = 0.1
 TEXT_ONLY_DROPOUT = 0.1
+TIMESTEP_SAMPLING = ("uniform", "logit-normal")
+
+
+def sample_timesteps(rng: np.random.Generator, batch: int, scheme: str = "uniform") -> torch.Tensor:
+    """Training noise levels t in (0, 1) for one batch, drawn from the step's generator (so a resume repeats them)."""
+    if scheme == "uniform":
+        t = rng.random(batch)
+    elif scheme == "logit-normal":
+        t = 1.0 / (1.0 + np.exp(-rng.standard_normal(batch)))
+    else:
+        raise ValueError(f"timestep sampling must be one of {TIMESTEP_SAMPLING}, not {scheme!r}")
+    return torch.from_numpy(t).float()
 
 
 class TextStateCache:
@@ -57,7 +72,7 @@ class TextStateCache:
 
 def training_step(
     bb: SanaBackbone, conn: MetaCanvasConnector, planner: Planner, texts: TextStateCache, rng, batch: int,
-    text_only_dropout: float = TEXT_ONLY_DROPOUT,
+    text_only_dropout: float = TEXT_ONLY_DROPOUT, timestep_sampling: str = "uniform",
 ):
     imgs, scenes = shapes.sample_batch(rng, batch, IMAGE_SIZE)
     with torch.no_grad():
@@ -69,7 +84,7 @@ def training_step(
     text_prompts = ["" if x < limit else p for x, p in zip(u, prompts)]
     text_states, text_mask = texts(text_prompts)
     text = conn.text_connector(text_states)
-    t = torch.from_numpy(rng.random(batch)).float()
+    t = sample_timesteps(rng, batch, timestep_sampling)
     noise = torch.randn_like(z)
     zt = (1 - t[:, None, None, None]) * z + t[:, None, None, None] * noise
     timestep = t * 1000
@@ -133,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--text-only-dropout", type=float, default=TEXT_ONLY_DROPOUT,
                     help="stage metacanvas: share of samples whose DiT text is dropped while the canvas keeps the "
                          "prompt (so the DiT must learn to read the canvas)")
+    ap.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default="uniform",
+                    help="how training draws noise levels: uniform (the shipped weights) or logit-normal (SD3/SANA)")
     args = ap.parse_args(argv)
     if args.planner_lora_rank and args.stage != "metacanvas":
         ap.error("--planner-lora-rank only applies to --stage metacanvas (the baselines have no canvas)")
@@ -168,12 +185,14 @@ def main(argv: list[str] | None = None) -> None:
     run = ResumableRun(args.run_dir, {"dit": bb.transformer, "connector": conn}, params,
                        lr=args.lr, warmup=200, steps=args.steps, seed=args.seed, cooldown=args.cooldown,
                        ema_decay=args.ema)
-    run.run(lambda step, rng: training_step(bb, conn, planner, texts, rng, args.batch, args.text_only_dropout))
+    run.run(lambda step, rng: training_step(bb, conn, planner, texts, rng, args.batch, args.text_only_dropout,
+                                             args.timestep_sampling))
 
     recipe = {"stage": args.stage, "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
               "optimizer": "AdamW, 200 warmup, constant, linear cooldown, clip 1.0", "cooldown": args.cooldown,
               "ema": args.ema, "caption_dropout": CAPTION_DROPOUT,
               "text_only_dropout": args.text_only_dropout if cfg.use_canvas else 0.0, "pos_embed": args.pos_embed,
+              "timestep_sampling": args.timestep_sampling,
               "canvas_lr_scale": args.canvas_lr_scale if cfg.use_canvas else None,
               "planner_lora_rank": args.planner_lora_rank if cfg.planner_lora else 0,
               "planner_lora_lr_scale": args.planner_lora_lr_scale if cfg.planner_lora else None,
