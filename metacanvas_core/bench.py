@@ -54,7 +54,8 @@ def bench_t2i(
     conn = model.connector.connector
     count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
     return {
-        "width": width, "height": height, "steps": steps, "cfg": cfg, "repeats": repeats, "threads": torch.get_num_threads(),
+        "width": width, "height": height, "steps": steps, "cfg": cfg, "repeats": repeats,
+        "threads": torch.get_num_threads(),
         "plain_sampling_s": round(med["plain"], 4),
         "metacanvas_sampling_s": round(med["metacanvas"], 4),
         "ratio": round(med["metacanvas"] / med["plain"], 3),

@@ -82,7 +82,8 @@ class LoadedConnector:
         have = backbone.fingerprint()
         diff = {k: (v, have[k]) for k, v in self.backbone_config.items() if k in have and have[k] != v}
         if diff:
-            detail = ", ".join(f"{k}: trained with {a!r}, this backbone has {b!r}" for k, (a, b) in sorted(diff.items()))
+            detail = ", ".join(f"{k}: trained with {a!r}, this backbone has {b!r}"
+                               for k, (a, b) in sorted(diff.items()))
             raise MetaCanvasError(
                 f"{where} {self.name!r} was trained on another {self.backbone_architecture} DiT than {backbone.name!r} "
                 f"({detail}): load the backbone these weights were trained with"
@@ -133,7 +134,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError) as e:
-        raise MetaCanvasError(f"{str(path)!r} is not a readable safetensors file ({e}); re-download or re-train it") from e
+        raise MetaCanvasError(
+            f"{str(path)!r} is not a readable safetensors file ({e}); re-download or re-train it") from e
     if meta.get("format") != FORMAT:
         raise MetaCanvasError(
             f"{path.name!r} is a safetensors file but not MetaCanvas weights (no 'format: metacanvas' metadata); "
@@ -144,7 +146,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     return meta
 
 
-def load_connector(path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LoadedConnector:
+def load_connector(
+    path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> LoadedConnector:
     path = Path(path)
     meta = read_metadata(path)
     cfg = ConnectorConfig(**json.loads(meta["connector_config"]))

@@ -38,7 +38,8 @@ class MetaCanvasPipeline:
     ) -> "MetaCanvasPipeline":
         bb = load_backbone(backbone, dtype=dtype, device=device)
         loaded = load_connector(weights, device=device, dtype=dtype)
-        return cls(Planner.from_pretrained(planner, dtype=dtype, device=device), InjectedBackbone(bb).inject(loaded, strength))
+        planner_model = Planner.from_pretrained(planner, dtype=dtype, device=device)
+        return cls(planner_model, InjectedBackbone(bb).inject(loaded, strength))
 
     @classmethod
     def builtin(cls, method: str = "metacanvas", device: str = "cpu") -> "MetaCanvasPipeline":
@@ -70,7 +71,9 @@ class MetaCanvasPipeline:
         empty = [i for i, p in enumerate(prompts) if not p.strip()]
         if empty:
             raise MetaCanvasError("prompt is empty: describe the image, e.g. 'a red circle at top left'")
-        texts = None if text_prompt is None else ([text_prompt] * len(prompts) if isinstance(text_prompt, str) else list(text_prompt))
+        texts = text_prompt
+        if texts is not None:
+            texts = [texts] * len(prompts) if isinstance(texts, str) else list(texts)
         self.model.backbone.check_size(width, height)
         scheduler = make_scheduler(self.model.backbone.scheduler, sampler, shift)
         positive = self.plan(prompts, texts)

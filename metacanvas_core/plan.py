@@ -45,7 +45,8 @@ def make_plan(
         raise MetaCanvasError(f"prompts must be a non-empty list of strings, got {prompts!r}")
     conn = loaded.connector
     with torch.no_grad():
-        out = planner.encode(prompts, conn.canvas_tokens if conn.use_canvas else None, conn.config.grid, conn.canvas_lora)
+        tokens = conn.canvas_tokens if conn.use_canvas else None
+        out = planner.encode(prompts, tokens, conn.config.grid, conn.canvas_lora)
         text_states, text_mask = out.text_states, out.text_mask
         if text_prompts is not None and text_prompts != prompts:
             alt = planner.encode(text_prompts)

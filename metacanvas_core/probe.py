@@ -71,7 +71,8 @@ def _features(planner: Planner, loaded: LoadedConnector, scenes: list[Scene], ba
     with torch.no_grad():
         for i in range(0, len(scenes), batch):
             out = planner.encode([s.caption for s in scenes[i : i + batch]], conn.canvas_tokens, grid, conn.canvas_lora)
-            states = out.canvas_states.float().reshape(-1, grid.frames, grid.height, grid.width, out.canvas_states.shape[-1])
+            dim = out.canvas_states.shape[-1]
+            states = out.canvas_states.float().reshape(-1, grid.frames, grid.height, grid.width, dim)
             cells = torch.nn.functional.adaptive_avg_pool2d(states[:, 0].permute(0, 3, 1, 2), 3)  # (B, D, 3, 3)
             canvas.append(cells.flatten(2).transpose(1, 2))
             m = out.text_mask.unsqueeze(-1).float()
@@ -79,7 +80,9 @@ def _features(planner: Planner, loaded: LoadedConnector, scenes: list[Scene], ba
     return torch.cat(canvas), torch.cat(text)
 
 
-def probe_plan(planner: Planner, loaded: LoadedConnector, n_train: int = 2000, n_test: int = 500, seed: int = 0) -> dict:
+def probe_plan(
+    planner: Planner, loaded: LoadedConnector, n_train: int = 2000, n_test: int = 500, seed: int = 0
+) -> dict:
     loaded.require_canvas("to probe", "pass MetaCanvas weights (--weights)")
     loaded.check_planner(planner, where="probe: weights")
     rng = np.random.default_rng(seed)

@@ -32,8 +32,8 @@ class MetaCanvasPlan:
                     "multiline": True,
                     "default": EXAMPLE_PROMPT,
                     "tooltip": "What to draw. The built-in tiny planner only knows the shapes world: colours, "
-                               "shapes, counts and 3x3 grid positions, e.g. 'a red circle at top left and a blue square "
-                               "at bottom right'.",
+                               "shapes, counts and 3x3 grid positions, e.g. 'a red circle at top left and a "
+                               "blue square at bottom right'.",
                 }),
                 "canvas_only": ("BOOLEAN", {
                     "default": False,

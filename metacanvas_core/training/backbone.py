@@ -119,7 +119,8 @@ def planner_lora(planner: Planner, rank: int) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Train the tiny SANA backbone and MetaCanvas connectors on the shapes world.")
+    ap = argparse.ArgumentParser(
+        description="Train the tiny SANA backbone and MetaCanvas connectors on the shapes world.")
     ap.add_argument("--stage", choices=("global", "metacanvas", "global-continue"), required=True)
     ap.add_argument("--planner", type=Path, required=True, help="trained planner folder")
     ap.add_argument("--vae", type=Path, help="trained VAE folder (stage global)")
@@ -176,7 +177,8 @@ def main(argv: list[str] | None = None) -> None:
         base = load_connector(args.base_connector)
         cfg = ConnectorConfig(planner.hidden_size, bb.dit_dim, bb.caption_channels,
                               canvas_grid=[1, *bb.token_grid(IMAGE_SIZE, IMAGE_SIZE)[1:]],
-                              use_canvas=args.stage == "metacanvas", planner_lora=planner_lora(planner, args.planner_lora_rank))
+                              use_canvas=args.stage == "metacanvas",
+                              planner_lora=planner_lora(planner, args.planner_lora_rank))
         conn = MetaCanvasConnector(cfg)
         conn.text_connector.load_state_dict(base.connector.text_connector.state_dict())
     bb.transformer.requires_grad_(True)

@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     model, tok = new_planner(args.seed)
     proc = image_processor()
     params = [p for p in model.parameters() if p.requires_grad]
-    run = ResumableRun(args.run_dir, {"planner": model}, params, lr=args.lr, warmup=200, steps=args.steps, seed=args.seed)
+    run = ResumableRun(args.run_dir, {"planner": model}, params, lr=args.lr, warmup=200, steps=args.steps,
+                       seed=args.seed)
     run.run(lambda step, rng: {"loss": model(**build_batch(tok, proc, rng, args.batch)).loss})
     save_planner_folder(args.out, model.eval(), tok)
     print(f"planner written to {args.out} after {run.elapsed:.0f} s", flush=True)

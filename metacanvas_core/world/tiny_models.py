@@ -36,7 +36,8 @@ def planner_config(tokenizer) -> Qwen2_5_VLConfig:
         ),
         vision_config=dict(
             depth=2, hidden_size=64, intermediate_size=128, num_heads=4, in_channels=3, patch_size=VISION_PATCH,
-            spatial_merge_size=2, temporal_patch_size=2, window_size=VISION_PATCH * 2 * 4, out_hidden_size=PLANNER_HIDDEN,
+            spatial_merge_size=2, temporal_patch_size=2, window_size=VISION_PATCH * 2 * 4,
+            out_hidden_size=PLANNER_HIDDEN,
             fullatt_block_indexes=[1], tokens_per_second=2,
         ),
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
