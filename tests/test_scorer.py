@@ -31,6 +31,16 @@ def test_detects_colour_shape_and_cell_from_float_images():
     assert found == {(o.colour, o.shape, o.cell) for o in objs}
 
 
+def test_fill_tells_true_squares_circles_and_triangles_apart():
+    rng = np.random.default_rng(0)
+    fills = {sh: [d.fill for c in range(9) for d in detect(shapes.render((shapes.Obj("green", sh, c),), 32, rng))]
+             for sh in shapes.SHAPES}
+    assert all(len(v) == 9 for v in fills.values())
+    assert min(fills["square"]) == 1.0
+    assert 0.65 <= min(fills["circle"]) and max(fills["circle"]) < 0.9
+    assert max(fills["triangle"]) < 0.65
+
+
 def test_benchmark_prompts_are_held_out_of_training():
     bench = shapes.benchmark_prompts(300)
     keys = {shapes.combination_key(s.category, s.objects) for s in bench} - {None}

@@ -27,6 +27,7 @@ class Detection:
     shape: str
     cell: int
     area: int
+    fill: float  # share of its bounding box the object covers: true squares 1.0, circles 0.70-0.88
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -56,15 +57,16 @@ def _components(mask: np.ndarray) -> list[list[tuple[int, int]]]:
     return out
 
 
-def _shape_of(comp: list[tuple[int, int]]) -> str:
-    """Squares fill their box; triangles (apex up) keep most of their area in the lower half; circles neither."""
+def _shape_of(comp: list[tuple[int, int]]) -> tuple[str, float]:
+    """The shape and the fill of a component. Squares fill their box; triangles (apex up) keep most of their area
+    in the lower half; circles neither."""
     ys, xs = np.array(comp).T
     fill = len(comp) / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
     if fill >= 0.88:
-        return "square"
+        return "square", fill
     mid = (ys.min() + ys.max()) / 2
     upper, lower = (ys < mid).sum(), (ys > mid).sum()
-    return "triangle" if upper < 0.6 * lower else "circle"
+    return ("triangle" if upper < 0.6 * lower else "circle"), fill
 
 
 def detect(image: np.ndarray) -> list[Detection]:
@@ -82,7 +84,8 @@ def detect(image: np.ndarray) -> list[Detection]:
                 continue
             cy, cx = np.array(comp, dtype=np.float32).mean(0) + 0.5
             cell = min(int(cy * 3 / h), 2) * 3 + min(int(cx * 3 / w), 2)
-            dets.append(Detection(name, _shape_of(comp), cell, len(comp)))
+            shape, fill = _shape_of(comp)
+            dets.append(Detection(name, shape, cell, len(comp), round(float(fill), 4)))
     return dets
 
 
