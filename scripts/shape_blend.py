@@ -33,8 +33,8 @@ PROMPTS = (
 def bands(pipe: MetaCanvasPipeline, prompt: str, seeds: int) -> tuple[int, float, float, float]:
     images = pipe([prompt] * seeds, width=32, height=32, steps=20, cfg=3.0, seed=list(range(seeds))).images
     fills = np.array([d.fill for image in images.numpy() for d in detect(image)])
-    return len(fills), (fills < CIRCLE_LIKE).mean(), ((fills >= CIRCLE_LIKE) & (fills < SQUARE_LIKE)).mean(), (
-        fills >= SQUARE_LIKE).mean()
+    between = (fills >= CIRCLE_LIKE) & (fills < SQUARE_LIKE)
+    return len(fills), float((fills < CIRCLE_LIKE).mean()), float(between.mean()), float((fills >= SQUARE_LIKE).mean())
 
 
 def main() -> None:

@@ -7,8 +7,8 @@ Stage `metacanvas`: from that backbone, add canvas tokens and the zero-initialis
 Stage `global-continue`: the baseline trains on from the same backbone with the same extra budget and seed.
 
 Plain rectified flow: z_t = (1 - t) z + t e, target e - z, t ~ U(0, 1) (the shipped recipe) or, optionally,
-logit-normal (sigmoid of a standard normal, as SD3 and SANA train), which spends more of the training on the middle
-noise levels where the layout and the shapes are decided. Caption dropout 10% (empty prompt for text and canvas)
+logit-normal (sigmoid of a standard normal, as SD3 and SANA train), which trains more on the middle noise levels
+(where the tiny DiT decides shapes) and less on the noisiest (where it decides placement). Caption dropout 10% (empty prompt for text and canvas)
 makes CFG possible; with a canvas, another 10% drop the text only, keeping the canvas.
 """
 
