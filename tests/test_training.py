@@ -82,7 +82,7 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     base = ["--base", str(sana_dir), "--base-connector", str(tmp_path / "base.safetensors"), *common]
     # Four steps: the LoRA's gradient passes the two zero-initialised connector projections from step 2 on.
     train_backbone.main(["--stage", "metacanvas", "--planner-lora-rank", "2", "--planner-lora-lr-scale", "0.5",
-                         "--text-only-dropout", "0.3",
+                         "--text-only-dropout", "0.3", "--text-only-dropout-on", "position",
                          "--out", str(tmp_path / "mc.safetensors"), "--run-dir", str(tmp_path / "r4"), *base, "--steps", "4"])
     with pytest.raises(SystemExit):  # only MetaCanvas has a canvas to fall back on
         train_backbone.main(["--stage", "global-continue", "--out", str(tmp_path / "x.safetensors"),
@@ -105,6 +105,7 @@ def test_trainers_write_what_the_loaders_read(tmp_path):
     assert (mc.recipe["planner_lora_rank"], mc.recipe["planner_lora_lr_scale"]) == (2, 0.5)
     assert (g.recipe["cooldown"], g.recipe["ema"]) == (1, 0.9)
     assert (mc.recipe["text_only_dropout"], g.recipe["text_only_dropout"]) == (0.3, 0.0)
+    assert (mc.recipe["text_only_dropout_on"], g.recipe["text_only_dropout_on"]) == ("position", None)
     assert (mc.recipe["timestep_sampling"], g.recipe["timestep_sampling"]) == ("uniform", "logit-normal")
     # The LoRA learns in its own group at its own scale, apart from the canvas parts.
     groups = train_backbone.param_groups(load_backbone(sana_dir), mc.connector, 4.0, 0.5)
@@ -167,3 +168,13 @@ def test_text_only_dropout_keeps_the_canvas_prompt_and_drops_the_dit_text():
     with pytest.raises(SystemExit):  # with the 0.1 caption dropout, above 0.9 is no share at all
         train_backbone.main(["--stage", "metacanvas", "--planner", str(PLANNER), "--out", "x.safetensors",
                              "--run-dir", "unused", "--text-only-dropout", "0.95"])
+    # Scoped to position captions: only those lose their DiT text (beyond the caption dropout, which drops both).
+    rng = np.random.default_rng(1)
+    train_backbone.training_step(bb, conn, planner, Recording(planner), rng, 48, text_only_dropout=0.9,
+                                 text_only_dropout_on="position")
+    kept = [(t, c) for t, c in zip(seen["text"], seen["canvas"]) if c]
+    assert all(t == c for t, c in kept if " at " not in c) and any(" at " not in c for _, c in kept)
+    positioned = [t for t, c in kept if " at " in c]
+    assert positioned and sum(t == "" for t in positioned) >= len(positioned) - 2
+    with pytest.raises(ValueError, match="position"):
+        train_backbone.training_step(bb, conn, planner, Recording(planner), rng, 4, text_only_dropout_on="colour")

@@ -8,8 +8,9 @@ Stage `global-continue`: the baseline trains on from the same backbone with the 
 
 Plain rectified flow: z_t = (1 - t) z + t e, target e - z, t ~ U(0, 1) (the shipped recipe) or, optionally,
 logit-normal (sigmoid of a standard normal, as SD3 and SANA train), which trains more on the middle noise levels
-(where the tiny DiT decides shapes) and less on the noisiest (where it decides placement). Caption dropout 10% (empty prompt for text and canvas)
-makes CFG possible; with a canvas, another 10% drop the text only, keeping the canvas.
+(where the tiny DiT decides shapes) and less on the noisiest (where it decides placement). Caption dropout 10%
+(empty prompt for text and canvas) makes CFG possible; with a canvas, another 10% drop the text only, keeping the
+canvas (optionally only for captions that state positions, the only ones whose canvas can know where objects go).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from .loop import ResumableRun
 CAPTION_DROPOUT = 0.1
 TEXT_ONLY_DROPOUT = 0.1
 TIMESTEP_SAMPLING = ("uniform", "logit-normal")
+# Which captions the text-only dropout applies to: all, or only those that state positions.
+TEXT_ONLY_DROPOUT_ON = ("all", "position")
 
 
 def sample_timesteps(rng: np.random.Generator, batch: int, scheme: str = "uniform") -> torch.Tensor:
@@ -72,7 +75,7 @@ class TextStateCache:
 
 def training_step(
     bb: SanaBackbone, conn: MetaCanvasConnector, planner: Planner, texts: TextStateCache, rng, batch: int,
-    text_only_dropout: float = TEXT_ONLY_DROPOUT, timestep_sampling: str = "uniform",
+    text_only_dropout: float = TEXT_ONLY_DROPOUT, timestep_sampling: str = "uniform", text_only_dropout_on: str = "all",
 ):
     imgs, scenes = shapes.sample_batch(rng, batch, IMAGE_SIZE)
     with torch.no_grad():
@@ -80,8 +83,12 @@ def training_step(
     prompts = [s.caption for s in scenes]
     u = rng.random(batch)
     canvas_prompts = ["" if x < CAPTION_DROPOUT else p for x, p in zip(u, prompts)]
-    limit = CAPTION_DROPOUT + (text_only_dropout if conn.use_canvas else 0.0)
-    text_prompts = ["" if x < limit else p for x, p in zip(u, prompts)]
+    if text_only_dropout_on not in TEXT_ONLY_DROPOUT_ON:
+        raise ValueError(f"text_only_dropout_on must be one of {TEXT_ONLY_DROPOUT_ON}, not {text_only_dropout_on!r}")
+    # The same draws `u` decide both dropouts, so the scope changes which samples lose their text, not the stream.
+    extra = [text_only_dropout if conn.use_canvas and text_only_dropout_on in ("all", s.category) else 0.0
+             for s in scenes]
+    text_prompts = ["" if x < CAPTION_DROPOUT + e else p for x, e, p in zip(u, extra, prompts)]
     text_states, text_mask = texts(text_prompts)
     text = conn.text_connector(text_states)
     t = sample_timesteps(rng, batch, timestep_sampling)
@@ -149,6 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--text-only-dropout", type=float, default=TEXT_ONLY_DROPOUT,
                     help="stage metacanvas: share of samples whose DiT text is dropped while the canvas keeps the "
                          "prompt (so the DiT must learn to read the canvas)")
+    ap.add_argument("--text-only-dropout-on", choices=TEXT_ONLY_DROPOUT_ON, default="all",
+                    help="stage metacanvas: apply the text-only dropout to all captions (the shipped weights) or only "
+                         "to those that state positions (elsewhere the canvas cannot know where objects go)")
     ap.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default="uniform",
                     help="how training draws noise levels: uniform (the shipped weights) or logit-normal (SD3/SANA)")
     args = ap.parse_args(argv)
@@ -156,8 +166,9 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--planner-lora-rank only applies to --stage metacanvas (the baselines have no canvas)")
     if args.stage != "global" and (args.dit_heads, args.dit_layers) != (DIT_HEADS, DIT_LAYERS):
         ap.error("--dit-heads/--dit-layers only apply to --stage global; later stages keep the --base DiT's size")
-    if args.text_only_dropout != TEXT_ONLY_DROPOUT and args.stage != "metacanvas":
-        ap.error("--text-only-dropout only applies to --stage metacanvas (the baselines have no canvas)")
+    if (args.text_only_dropout != TEXT_ONLY_DROPOUT or args.text_only_dropout_on != "all") and \
+            args.stage != "metacanvas":
+        ap.error("--text-only-dropout[-on] only applies to --stage metacanvas (the baselines have no canvas)")
     if not 0.0 <= args.text_only_dropout <= 1.0 - CAPTION_DROPOUT:
         ap.error(f"--text-only-dropout must lie in [0, {1.0 - CAPTION_DROPOUT}] (captions are already dropped for "
                  f"{CAPTION_DROPOUT} of the samples)")
@@ -188,12 +199,14 @@ def main(argv: list[str] | None = None) -> None:
                        lr=args.lr, warmup=200, steps=args.steps, seed=args.seed, cooldown=args.cooldown,
                        ema_decay=args.ema)
     run.run(lambda step, rng: training_step(bb, conn, planner, texts, rng, args.batch, args.text_only_dropout,
-                                             args.timestep_sampling))
+                                             args.timestep_sampling, args.text_only_dropout_on))
 
     recipe = {"stage": args.stage, "steps": args.steps, "batch": args.batch, "lr": args.lr, "seed": args.seed,
               "optimizer": "AdamW, 200 warmup, constant, linear cooldown, clip 1.0", "cooldown": args.cooldown,
               "ema": args.ema, "caption_dropout": CAPTION_DROPOUT,
-              "text_only_dropout": args.text_only_dropout if cfg.use_canvas else 0.0, "pos_embed": args.pos_embed,
+              "text_only_dropout": args.text_only_dropout if cfg.use_canvas else 0.0,
+              "text_only_dropout_on": args.text_only_dropout_on if cfg.use_canvas else None,
+              "pos_embed": args.pos_embed,
               "timestep_sampling": args.timestep_sampling,
               "canvas_lr_scale": args.canvas_lr_scale if cfg.use_canvas else None,
               "planner_lora_rank": args.planner_lora_rank if cfg.planner_lora else 0,
