@@ -1,7 +1,8 @@
 """The sampler a run uses: the backbone folder's own scheduler, or a flow-matching one picked by name.
 
-Like ComfyUI's sampler choice, this changes how the same model is integrated, not the model. Real SANA folders
-ship a second-order flow DPM-Solver, the built-in tiny one diffusers' flow-matching Euler; either can run either.
+Like ComfyUI's sampler choice, this changes how the same model is integrated, not the model. Released SANA folders,
+and the built-in tiny one that mirrors them, ship a second-order flow DPM-Solver with shift 3; either sampler can
+run any folder.
 """
 
 from __future__ import annotations
@@ -24,14 +25,22 @@ def make_scheduler(folder_scheduler, sampler: str = DEFAULT_SAMPLER, shift: floa
         raise MetaCanvasError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if not shift > 0:
         raise MetaCanvasError(f"shift must be above 0 (1 = none, 3 = released SANA's), got {shift}")
-    from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler  # noqa: PLC0415 (CLI start-up)
-
     timesteps = folder_scheduler.config.get("num_train_timesteps", 1000)
     if sampler == "euler":
+        from diffusers import FlowMatchEulerDiscreteScheduler  # noqa: PLC0415 (CLI start-up)
+
         return FlowMatchEulerDiscreteScheduler(num_train_timesteps=timesteps, shift=shift)
+    return flow_dpm_solver(shift, timesteps)
+
+
+def flow_dpm_solver(shift: float = DEFAULT_SHIFT, num_train_timesteps: int = 1000):
+    """Flow DPM-Solver++ 2M as released SANA folders configure it (their scheduler_config.json)."""
+    from diffusers import DPMSolverMultistepScheduler  # noqa: PLC0415 (CLI start-up)
+
     return DPMSolverMultistepScheduler(
-        num_train_timesteps=timesteps, prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
-        algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint", final_sigmas_type="zero",
+        num_train_timesteps=num_train_timesteps, prediction_type="flow_prediction", use_flow_sigmas=True,
+        flow_shift=shift, algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
+        final_sigmas_type="zero",
     )
 
 

@@ -85,9 +85,9 @@ class MetaCanvasSampleImage:
                 }),
                 "sampler": (list(SAMPLERS), {
                     "default": DEFAULT_SAMPLER,
-                    "tooltip": "How to integrate: the backbone folder's own scheduler (flow Euler for the built-in "
-                               "tiny SANA, flow DPM-Solver++ 2M for released SANA), or flow-matching euler or "
-                               "dpmpp_2m whatever scheduler the folder ships.",
+                    "tooltip": "How to integrate: the backbone folder's own scheduler (flow DPM-Solver++ 2M, shift 3 "
+                               "for released SANA and the built-in tiny SANA), or flow-matching euler or dpmpp_2m "
+                               "at the shift below, whatever scheduler the folder ships.",
                 }),
                 "shift": ("FLOAT", {
                     "default": DEFAULT_SHIFT, "min": 0.01, "max": 100.0, "step": 0.1, "round": 0.01,

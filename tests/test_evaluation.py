@@ -49,10 +49,10 @@ def test_evaluate_then_table(tmp_path, capsys, monkeypatch):
     main(["table", str(older), str(weak)])
     text = capsys.readouterr().out
     assert "| metacanvas (2 steps, CFG 3) | prompt |" in text and "(2 steps, CFG 3; strength 0)" in text
-    assert r["scheduler"] == "FlowMatchEulerDiscrete, shift 1"  # the built-in backbone's own sampler
-    solver = tmp_path / "dpm.json"  # --sampler reaches the sampling and is recorded
-    main(["evaluate", "--n", "6", "--steps", "2", "--sampler", "dpmpp_2m", "--shift", "3", "--json", str(solver)])
-    assert json.loads(solver.read_text())["scheduler"] == "DPMSolverMultistep, shift 3"
+    assert r["scheduler"] == "DPMSolverMultistep, shift 3"  # the built-in backbone's own sampler, as released SANA
+    solver = tmp_path / "euler.json"  # --sampler reaches the sampling and is recorded
+    main(["evaluate", "--n", "6", "--steps", "2", "--sampler", "euler", "--shift", "1", "--json", str(solver)])
+    assert json.loads(solver.read_text())["scheduler"] == "FlowMatchEulerDiscrete, shift 1"
     capsys.readouterr()
     main(["table", str(out), str(solver)])
     text = capsys.readouterr().out

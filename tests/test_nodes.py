@@ -227,10 +227,10 @@ def test_sample_image_batch_negative_and_size(models):
 def test_sample_image_sampler_choice(models):
     kw = dict(backbone=models.injected, positive=models.plan)
     own, _ = call("MetaCanvasSampleImage", **kw, **FAST)  # FAST leaves the sampler at the backbone default
-    euler, _ = call("MetaCanvasSampleImage", **kw, **{**FAST, "sampler": "euler", "shift": 1.0})
-    assert torch.equal(own, euler)  # the built-in folder's scheduler is flow Euler without shift
     dpm, _ = call("MetaCanvasSampleImage", **kw, **{**FAST, "sampler": "dpmpp_2m", "shift": 3.0})
-    assert not torch.equal(own, dpm) and 0 <= dpm.min() and dpm.max() <= 1
+    assert torch.equal(own, dpm)  # the built-in folder ships released SANA's scheduler: flow DPM-Solver++, shift 3
+    euler, _ = call("MetaCanvasSampleImage", **kw, **{**FAST, "sampler": "euler", "shift": 1.0})
+    assert not torch.equal(own, euler) and 0 <= euler.min() and euler.max() <= 1
     with expect_error("Sample Image", "unknown sampler 'heun'", "euler, dpmpp_2m"):
         call("MetaCanvasSampleImage", **kw, **{**FAST, "sampler": "heun"})
 

@@ -111,3 +111,18 @@ def test_backbone_loads_a_sana_pipeline_folder_with_real_keys(tmp_path):
     loaded = LoadedConnector(conn, "sana", "replica", backbone_config=bb.fingerprint())
     injected = sample(InjectedBackbone(bb).inject(loaded), plan_like, width=16, height=16, steps=3, cfg=1.0, seed=1)
     assert torch.equal(plain, injected)  # untrained connector: the real scheduler path is untouched
+
+
+def test_builtin_sana_folders_ship_the_released_scheduler():
+    """The tiny replicas sample as released SANA does: the same scheduler class and every setting of its config."""
+    from metacanvas_core.builtin import ASSETS
+
+    ref = json.loads((REF / "Efficient-Large-Model--Sana_1600M_512px_diffusers" / "scheduler" /
+                      "scheduler_config.reconstructed.json").read_text())
+    for name in ("sana_t2i", "sana_t2i_posemb"):
+        folder = ASSETS / name
+        ours = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+        assert {k: ours.get(k) for k in ref if k != "_diffusers_version"} == {
+            k: v for k, v in ref.items() if k != "_diffusers_version"}, name
+        assert json.loads((folder / "model_index.json").read_text())["scheduler"][1] == ref["_class_name"]
+        assert type(load_backbone(folder).scheduler).__name__ == ref["_class_name"]

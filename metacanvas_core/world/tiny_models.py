@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, SanaTransformer2DModel
+from diffusers import AutoencoderDC, SanaTransformer2DModel
 from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2VLImageProcessorPil
 
+from ..schedulers import flow_dpm_solver
 from .tokenizer import build_tokenizer
 
 IMAGE_SIZE = 32
@@ -89,8 +90,10 @@ def new_dit(
     )
 
 
-def new_scheduler() -> FlowMatchEulerDiscreteScheduler:
-    return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0)
+def new_scheduler():
+    """The scheduler the backbone folder ships: released SANA's flow DPM-Solver++ 2M, shift 3 (training draws its
+    own noise levels; this is only what sampling uses by default)."""
+    return flow_dpm_solver()
 
 
 def save_sana_pipeline_folder(folder: Path, transformer, vae, scheduler) -> None:
