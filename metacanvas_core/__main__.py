@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--prompt", default="a red circle at top left and a blue square at bottom right")
     b.add_argument("--width", type=int, default=32)
     b.add_argument("--height", type=int, default=32)
-    b.add_argument("--repeats", type=int, default=5)
+    b.add_argument("--repeats", type=int, default=11, help="timed runs of each, after one warm-up (median)")
     b.add_argument("--json", type=Path, help="write the figures here")
     _common(b)
     b.set_defaults(func=cmd_bench)

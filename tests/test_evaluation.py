@@ -70,3 +70,17 @@ def test_vae_round_trip_of_true_renders_scores_near_the_truth(tmp_path, capsys):
     assert r["scores"]["overall"] >= 0.9  # the shipped VAE keeps shapes, colours and cells
     assert main(["evaluate", "--vae-round-trip", "--canvas-only", "--n", "6"]) == 2
     assert "drop --canvas-only" in capsys.readouterr().err
+
+
+def test_bench_times_both_side_by_side_and_counts_the_connector(tmp_path):
+    out = tmp_path / "bench.json"
+    main(["bench", "--steps", "2", "--repeats", "2", "--json", str(out)])
+    r = json.loads(out.read_text())
+    assert r["steps"] == 2 and r["repeats"] == 2 and r["plain_sampling_s"] > 0 and r["planner_once_s"] > 0
+    assert r["ratio"] == pytest.approx(r["metacanvas_sampling_s"] / r["plain_sampling_s"], abs=2e-3)
+    # The per-step connector is the SANA-style fuser block: it costs FLOPs every step, a fraction of the DiT's.
+    assert r["connector_flops_per_step"] > 0 and 0 < r["connector_flops_share"] < 1
+    assert r["connector_flops_share"] == pytest.approx(r["connector_flops_per_step"] / r["dit_flops_per_step"], abs=1e-4)
+    assert 0 < r["connector_params"]["canvas_fuser_per_step"] < r["dit_params"]
+    with pytest.raises(ValueError, match="repeats must be at least 1"):
+        main(["bench", "--steps", "2", "--repeats", "0"])
