@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The sampler-settings table of the README: MetaCanvas and global conditioning on the benchmark of
+# The sampler-settings table of docs/experiments.md: MetaCanvas and global conditioning on the benchmark of
 # evaluate_t2i.sh (200 held-out prompts x 3 seeds) at other guidance scales, step counts, samplers and canvas
 # strengths.
 set -euo pipefail
