@@ -8,6 +8,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .errors import MetaCanvasError
 from .pipeline import MetaCanvasPipeline
 from .sampling import InjectedBackbone, sample
 
@@ -28,7 +29,7 @@ def bench_t2i(
     part (a) of the canvas connector run once per generation; their time is reported on its own.
     """
     if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
+        raise MetaCanvasError(f"--repeats must be at least 1 (timed runs of each), got {repeats}")
     model = pipe.model
     # Same DiT weights, strength 0: no canvas hook at all, so the difference is the canvas alone.
     plain = InjectedBackbone(model.backbone, model.connector, 0.0)
