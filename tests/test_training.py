@@ -52,8 +52,8 @@ def test_two_processes_follow_one_process(tmp_path):
     assert train(*mc_args(one, "--steps", "3")) == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-              "-m", "metacanvas_core", "train", *mc_args(two, "--steps", "3")]
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", "29517", "-m", "metacanvas_core", "train", *mc_args(two, "--steps", "3")]
     run = subprocess.run(launch, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     a, b = log(one), log(two)
@@ -88,7 +88,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     monkeypatch.setattr(trainer.Trainer, "_micro_batch", real)
     assert len(list((tmp_path / "b" / "state").iterdir())) == 2  # --keep-states 2
     assert train(*mc_args(tmp_path / "b", *args, "--resume")) == 0
-    wa, wb = load_file(tmp_path / "a" / "metacanvas_t2i.safetensors"), load_file(tmp_path / "b" / "metacanvas_t2i.safetensors")
+    wa, wb = (load_file(tmp_path / run / "metacanvas_t2i.safetensors") for run in ("a", "b"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert [r["loss"] for r in log(tmp_path / "a")] == [r["loss"] for r in log(tmp_path / "b")]
     # The state holds weights as safetensors, never pickled; the average (step 3 of 4 is in the cooldown) too.
@@ -146,6 +146,14 @@ def test_folder_and_shard_data_round_trip_with_broken_samples(tmp_path, capsys):
     code = train(*mc_args(tmp_path / "strict", "--steps", "3", "--data", str(tmp_path / "data"), "--strict"))
     err = capsys.readouterr().err
     assert code == 2 and "broken training sample" in err and any(name in err for name in broken)
+    # Latents and text states cached on disk the first time, read back the second: the same run.
+    cached = []
+    for name in ("fill", "read"):
+        assert train(*mc_args(tmp_path / name, "--steps", "2", "--data", tmp_path / "data", "--cache-dir",
+                              tmp_path / "cache")) == 0
+        cached.append([r["loss"] for r in log(tmp_path / name)])
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) >= 6 + 3  # >= 6 images, >= 3 distinct prompts
+    assert cached[0] == cached[1] and np.allclose(cached[0], [r["loss"] for r in log(tmp_path / "run")[:2]], rtol=1e-5)
     # The same samples as a webdataset-layout shard (image + .json caption).
     shard = export_shapes(tmp_path / "shards", 5, seed=0, resolution=32, fmt="tar")
     assert train(*mc_args(tmp_path / "tar", "--steps", "2", "--data", str(shard.parent))) == 0
@@ -166,8 +174,10 @@ def test_lora_and_full_dit_train_export_and_load_in_canvas_connector(tmp_path, m
         assert any(not torch.equal(w.dit_state[k], base[k]) for k in base)  # ... and it moved the DiT
     mc = load_connector(tmp_path / "lora" / "metacanvas_t2i.safetensors")
     r = mc.recipe
-    assert (r["dit_lora_rank"], r["planner_lora_rank"], r["planner_lora_lr_scale"], r["canvas_lr_scale"]) == (4, 2, .5, 4)
-    assert (r["timestep_sampling"], r["text_only_dropout_on"], r["resolution"]) == ("logit-normal", "position", [32, 32])
+    assert (r["dit_lora_rank"], r["planner_lora_rank"], r["planner_lora_lr_scale"], r["canvas_lr_scale"]) == \
+        (4, 2, .5, 4)
+    assert (r["timestep_sampling"], r["text_only_dropout_on"], r["resolution"]) == \
+        ("logit-normal", "position", [32, 32])
     # Canvas Connector (the node) loads the exported file from models/metacanvas; generate --weights samples with it.
     sys.path.insert(0, str(ROOT / "tests"))
     from editor_graph import PACK_NAME, load_pack
@@ -178,9 +188,9 @@ def test_lora_and_full_dit_train_export_and_load_in_canvas_connector(tmp_path, m
     node = pack.NODE_CLASS_MAPPINGS["MetaCanvasConnectorLoader"]
     loaded, = getattr(node(), node.FUNCTION)(weights="metacanvas_t2i.safetensors")
     assert loaded.method == "metacanvas"
-    png = tmp_path / "x.png"
-    assert cli(["generate", "--prompt", "a red circle at top left", "--weights", str(mc_path := tmp_path / "lora" /
-                "metacanvas_t2i.safetensors"), "--steps", "2", "--out", str(png)]) == 0 and mc_path.is_file()
+    png, weights = tmp_path / "x.png", tmp_path / "lora" / "metacanvas_t2i.safetensors"
+    assert cli(["generate", "--prompt", "a red circle at top left", "--weights", str(weights), "--steps", "2",
+                "--out", str(png)]) == 0
     assert Image.open(png).size == (256, 256)
 
 
@@ -222,7 +232,7 @@ def test_text_only_dropout_keeps_the_canvas_prompt_and_drops_the_dit_text():
         args = type("A", (), {"text_only_dropout": share, "text_only_dropout_on": on, "timestep_sampling": "uniform",
                               "batch": n})()
         task = object.__new__(t2i.TextToImage)
-        task.args, task.res, task.stream, task.latent_shape = args, 32, None, (16, 8, 8)
+        task.args, task.res, task.stream, task.disk, task.latent_shape = args, 32, None, None, (16, 8, 8)
         task.conn = load_connector(ASSETS / "metacanvas_t2i.safetensors").connector
         out = [task.sample(np.random.default_rng([0, 0, i]), 0, i).data for i in range(n)]
         return [(d["text_prompt"], d["canvas_prompt"]) for d in out]
@@ -236,3 +246,24 @@ def test_text_only_dropout_keeps_the_canvas_prompt_and_drops_the_dit_text():
     assert all(t == c for t, c in kept if " at " not in c) and any(" at " not in c for _, c in kept)
     positioned = [t for t, c in kept if " at " in c]
     assert positioned and sum(t == "" for t in positioned) >= len(positioned) - 2
+
+
+def test_cost_counts_the_real_models_on_the_meta_device(tmp_path, capsys):
+    """The real configs ship beside the clone (../shared/reference-configs); parameter counts are exact."""
+    from metacanvas_core.training.cost import cost_table
+
+    configs = ROOT.parent / "shared" / "reference-configs"
+    rows = cost_table(configs, lora_rank=64)
+    by = {(r["backbone"], r["dit"]): r for r in rows}
+    assert {k[0]: v["dit_params_B"] for k, v in by.items()} == {
+        "SANA 1600M": 1.604, "FLUX.1 Kontext dev": 11.901, "Wan 2.2 TI2V 5B": 5.0}
+    assert rows[0]["planner_params_B"] == 8.29  # Qwen2.5-VL-7B with its vision tower and untied head
+    for name in ("SANA 1600M", "FLUX.1 Kontext dev", "Wan 2.2 TI2V 5B"):
+        full, lora = by[(name, "full")], by[(name, "LoRA r64")]
+        assert lora["trained_params_M"] < full["trained_params_M"] / 2
+        assert lora["weights_grads_adam_GB"] < full["weights_grads_adam_GB"]
+        assert full["activations_ckpt_GB"] < full["activations_GB"]
+        assert full["tflops_per_sample_ckpt"] > full["tflops_per_sample"] > lora["tflops_per_sample"]
+        assert 0 < full["fuser_share_per_dit_call_pct"] < 10
+    assert cli(["cost", "--configs", str(tmp_path)]) == 2
+    assert "reference-configs" in capsys.readouterr().err

@@ -17,8 +17,10 @@ next one in the epoch's order with a warning naming the file; under `strict` it 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from safetensors.torch import load_file, save_file
 
 from ..errors import MetaCanvasError
 from ..world import shapes
@@ -44,6 +47,7 @@ class Example:
     image: np.ndarray  # float32 (3, H, W) in [-1, 1]
     caption: str
     category: str | None = None  # shapes-world caption category, if known
+    key: str | None = None  # the sample's identity in its dataset (for the disk cache of its latents)
 
 
 def to_model_pixels(img: Image.Image, resolution: int, name: str) -> np.ndarray:
@@ -181,8 +185,11 @@ class DataStream:
         n, skipped = len(self.dataset), []
         for j in range(n):
             epoch, pos = divmod(g + j, n)
+            item = int(self._order(epoch)[pos])
             try:
-                return self.dataset.load(int(self._order(epoch)[pos])), skipped
+                ex = self.dataset.load(item)
+                ex.key = str(item)
+                return ex, skipped
             except BrokenSample as e:
                 if self.strict:
                     raise MetaCanvasError(f"broken training sample {e.file}: {e.reason} (--strict; fix or remove "
@@ -192,6 +199,29 @@ class DataStream:
                     print(f"warning: skipped broken sample {e.file}: {e.reason}", file=sys.stderr, flush=True)
                 skipped.append(e.file)
         raise MetaCanvasError(f"--data: every one of the {n} samples is broken (see the warnings above)")
+
+
+class DiskCache:
+    """Tensors computed once from frozen models (VAE latents, planner text states) kept on disk as safetensors, so
+    large runs pay the frozen encoders once per sample, not once per epoch. Keys name what the tensor depends on."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, key: str) -> Path:
+        digest = hashlib.sha1(key.encode()).hexdigest()
+        return self.folder / digest[:2] / f"{digest}.safetensors"
+
+    def get(self, key: str):
+        path = self._path(key)
+        return load_file(str(path))["x"] if path.is_file() else None
+
+    def put(self, key: str, tensor) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")  # processes may write the same key: rename is atomic
+        save_file({"x": tensor.detach().float().cpu().contiguous()}, str(tmp))
+        tmp.replace(path)
 
 
 def export_shapes(out: Path, n: int, seed: int, resolution: int, fmt: str) -> Path:

@@ -47,7 +47,7 @@ def add_common_arguments(ap: argparse.ArgumentParser, steps: int, batch: int, lr
     g.add_argument("--max-grad-norm", type=float, default=1.0)
     g.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw",
                    help="adamw-fused needs CUDA; adamw-8bit needs bitsandbytes")
-    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay (torch's default)")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (the shipped recipes: 0)")
     g.add_argument("--mixed-precision", choices=MIXED_PRECISION, default=None,
                    help="autocast precision (default: accelerate's config / launch flag, else no)")
     g.add_argument("--seed", type=int, default=0)
@@ -109,6 +109,9 @@ class Trainer:
             raise MetaCanvasError(
                 f"--batch {args.batch} must split evenly over {self.n} processes x --grad-accum {args.grad_accum}")
         self.micro = args.batch // (self.n * args.grad_accum)
+        ds = acc.state.deepspeed_plugin
+        if args.ema and ds is not None and ds.zero_stage == 3:
+            raise MetaCanvasError("--ema needs whole weights in each process; ZeRO-3 shards them: use ZeRO-2 or FSDP")
         dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[acc.mixed_precision]
         torch.manual_seed(args.seed)  # the same initial weights in every process
         self.task = task_cls(args, acc.device, dtype)
@@ -212,7 +215,8 @@ class Trainer:
                 dt = time.perf_counter() - t0
                 self.elapsed += dt
                 row = {"step": self.step, "loss": round(sum(window) / len(window), 6), "lr": float(f"{lr:.4g}"),
-                       "grad_norm": round(float(grad_norm), 6), "samples_per_s": round(since / dt, 2),
+                       "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),  # None: DeepSpeed clips
+                       "samples_per_s": round(since / dt, 2),
                        "num_processes": self.n, "skipped": self.skipped, "elapsed_s": round(self.elapsed, 1)}
                 bar.set_postfix(loss=f"{row['loss']:.4f}", samples_per_s=row["samples_per_s"])
                 if log:

@@ -29,7 +29,7 @@ from ...injection import canvas_injected
 from ...planner import Planner
 from ...world import shapes
 from ...world.tiny_models import DIT_HEADS, DIT_LAYERS, IMAGE_SIZE
-from ..data import DataStream, Example, open_dataset
+from ..data import DataStream, DiskCache, Example, open_dataset
 from ..dit_lora import add_dit_lora, merge_dit_lora
 from .base import Sample, Task, torch_generator
 
@@ -55,14 +55,20 @@ class TextStateCache:
     Each prompt is encoded alone: in a padded batch its states would differ in the last bits with the batch's
     other prompts, so a resumed run (empty cache) or another split of the batch would drift."""
 
-    def __init__(self, planner: Planner) -> None:
-        self.planner, self.cache = planner, {}
+    def __init__(self, planner: Planner, disk: DiskCache | None = None) -> None:
+        self.planner, self.cache, self.disk = planner, {}, disk
 
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         for p in dict.fromkeys(prompts):
             if p not in self.cache:
-                with torch.no_grad():
-                    self.cache[p] = self.planner.encode([p]).text_states[0].float()
+                key = f"text|{self.planner.name}|{p}"
+                states = self.disk.get(key) if self.disk else None
+                if states is None:
+                    with torch.no_grad():
+                        states = self.planner.encode([p]).text_states[0].float()
+                    if self.disk:
+                        self.disk.put(key, states)
+                self.cache[p] = states.to(self.planner.device)
         n = max(self.cache[p].shape[0] for p in prompts)
         states = torch.zeros(len(prompts), n, self.planner.hidden_size, device=self.planner.device)
         mask = torch.zeros(len(prompts), n, dtype=torch.long, device=self.planner.device)
@@ -106,6 +112,9 @@ class TextToImage(Task):
         ap.add_argument("--data", type=Path, help="image folder with metadata.jsonl, a .tar shard or a folder of "
                                                   "shards (default: the shapes world, drawn on the fly)")
         ap.add_argument("--resolution", type=int, default=IMAGE_SIZE, help="training image size (square)")
+        ap.add_argument("--cache-dir", type=Path,
+                        help="keep --data's VAE latents and the planner's text states here (safetensors), computed "
+                             "once per sample; one folder per backbone VAE, planner and resolution")
         ap.add_argument("--dit-lora-rank", type=int, default=0,
                         help="train the DiT as a LoRA of this rank through peft (0 = the whole DiT); exported merged")
         ap.add_argument("--gradient-checkpointing", action="store_true", help="recompute DiT activations in backward")
@@ -150,7 +159,8 @@ class TextToImage(Task):
     def __init__(self, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
         self.args, self.device, self.res = args, device, args.resolution
         self.planner = Planner.from_pretrained(args.planner, dtype=dtype, device=device)
-        self.texts = TextStateCache(self.planner)
+        self.disk = DiskCache(args.cache_dir) if args.cache_dir else None
+        self.texts = TextStateCache(self.planner, self.disk)
         if args.stage == "global":
             bb = _fresh_tiny_backbone(args)
             cfg = ConnectorConfig(self.planner.hidden_size, bb.dit_dim, bb.caption_channels, use_canvas=False)
@@ -208,8 +218,9 @@ class TextToImage(Task):
         extra = a.text_only_dropout if self.conn.use_canvas and a.text_only_dropout_on in ("all", ex.category) else 0.
         t = sample_timestep(rng, a.timestep_sampling)
         gen = torch_generator(rng)
+        cached = self.disk.get(self._latent_key(ex.key)) if self.disk and ex.key else None
         return Sample({
-            "image": torch.from_numpy(ex.image),
+            "image": torch.from_numpy(ex.image), "key": ex.key, "latent": cached,
             "canvas_prompt": "" if u < CAPTION_DROPOUT else ex.caption,
             "text_prompt": "" if u < CAPTION_DROPOUT + extra else ex.caption,
             "t": t,
@@ -217,10 +228,20 @@ class TextToImage(Task):
             "dropout_seed": int(torch.randint(2**62, (), generator=gen)),
         }, skipped)
 
+    def _latent_key(self, key: str) -> str:
+        return f"latent|{self.args.base or self.args.vae}|{self.args.data}|{key}|{self.res}"
+
     def batch(self, samples: list[Sample]) -> dict:
         d = [s.data for s in samples]
-        with torch.no_grad():
-            z = self.bb.encode(torch.stack([x["image"] for x in d]).to(self.device)).float()
+        todo = [i for i, x in enumerate(d) if x["latent"] is None]
+        if todo:
+            with torch.no_grad():
+                new = self.bb.encode(torch.stack([d[i]["image"] for i in todo]).to(self.device)).float()
+            for i, z in zip(todo, new):
+                d[i]["latent"] = z
+                if self.disk and d[i]["key"]:
+                    self.disk.put(self._latent_key(d[i]["key"]), z)
+        z = torch.stack([x["latent"].to(self.device) for x in d])
         text_states, text_mask = self.texts([x["text_prompt"] for x in d])
         return {"z": z, "text_states": text_states, "text_mask": text_mask,
                 "canvas_prompts": [x["canvas_prompt"] for x in d],
@@ -231,12 +252,13 @@ class TextToImage(Task):
     def _text(self, states: torch.Tensor, seeds: list[int]) -> torch.Tensor:
         """The text connector per sample, its dropout seeded by the sample: the same masks however the batch is
         split across processes."""
-        out = []
-        devices = [self.device] if self.device.type == "cuda" else []
+        gen = torch.cuda.default_generators[self.device.index or 0] if self.device.type == "cuda" else \
+            torch.default_generator  # the generator nn.Dropout draws from on this device
+        state, out = gen.get_state(), []
         for i, seed in enumerate(seeds):
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                out.append(self.conn.text_connector(states[i: i + 1]))
+            gen.manual_seed(seed)
+            out.append(self.conn.text_connector(states[i: i + 1]))
+        gen.set_state(state)
         return torch.cat(out)
 
     def loss(self, batch: dict) -> torch.Tensor:
