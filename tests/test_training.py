@@ -97,6 +97,26 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert not list(state.glob("pytorch_model*"))
 
 
+def test_accumulation_and_bf16_autocast_train_the_same_global_batch(tmp_path):
+    """--grad-accum 2 averages two micro-batches of 2 into the step one batch of 4 takes (same samples, 1e-5);
+    bf16 autocast (frozen planner and VAE in bf16) trains too, close to float32."""
+    assert train(*mc_args(tmp_path / "one", "--steps", "2")) == 0
+    assert train(*mc_args(tmp_path / "acc", "--steps", "2", "--grad-accum", "2")) == 0
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)  # accelerate fixes the precision once per process: a new one for bf16 ...
+    try:
+        assert train(*mc_args(tmp_path / "bf16", "--steps", "2", "--mixed-precision", "bf16")) == 0
+    finally:
+        AcceleratorState._reset_state(True)  # ... and back, so later tests run in float32 again
+    one, acc, bf16 = log(tmp_path / "one"), log(tmp_path / "acc"), log(tmp_path / "bf16")
+    for r, s, b in zip(one, acc, bf16):
+        assert abs(r["loss"] - s["loss"]) <= 1e-5 * r["loss"]
+        assert abs(r["grad_norm"] - s["grad_norm"]) <= 1e-5 * r["grad_norm"]
+        assert abs(r["loss"] - b["loss"]) <= 0.05 * r["loss"] and b["loss"] != r["loss"]
+    assert load_connector(tmp_path / "bf16" / "metacanvas_t2i.safetensors").recipe["mixed_precision"] == "bf16"
+
+
 def test_lr_schedule_and_bad_settings(capsys):
     assert [trainer.lr_factor(s, 10, 2, 4) for s in (0, 1, 5, 6, 9)] == [0.5, 1.0, 1.0, 1.0, 0.25]
     for bad in (["--cooldown", "11"], ["--ema", "1.0", "--cooldown", "2"], ["--ema", "0.9"]):

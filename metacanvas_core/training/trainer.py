@@ -112,10 +112,11 @@ class Trainer:
         ds = acc.state.deepspeed_plugin
         if args.ema and ds is not None and ds.zero_stage == 3:
             raise MetaCanvasError("--ema needs whole weights in each process; ZeRO-3 shards them: use ZeRO-2 or FSDP")
-        dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[acc.mixed_precision]
+        # What the frozen models run in: the autocast precision (fp8 autocast still keeps them in bf16).
+        dtype = {"no": torch.float32, "fp16": torch.float16}.get(acc.mixed_precision, torch.bfloat16)
         torch.manual_seed(args.seed)  # the same initial weights in every process
         self.task = task_cls(args, acc.device, dtype)
-        self.model = TrainedModules(self.task)
+        self.model = TrainedModules(self.task).train()  # the frozen models the task holds stay in eval mode
         groups = self.task.param_groups()
         self.opt = _optimizer(args.optimizer, groups, args.lr, args.weight_decay)
         self.model, self.opt = acc.prepare(self.model, self.opt)
