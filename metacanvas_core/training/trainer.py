@@ -89,6 +89,16 @@ def _optimizer(name: str, groups: list[dict], lr: float, weight_decay: float) ->
     return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=name == "adamw-fused" or None)
 
 
+def _check_tracker(name: str | None) -> None:
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    for tracker, available, package in (("tensorboard", is_tensorboard_available, "tensorboard"),
+                                         ("wandb", is_wandb_available, "wandb")):
+        if name in (tracker, "all") and not available():
+            raise MetaCanvasError(f"--report-to {name} needs {package} (pip install {package}); or drop --report-to "
+                                  "(log.jsonl and the progress bar are always written)")
+
+
 def _states(out: Path) -> list[Path]:
     return sorted((out / "state").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -99,6 +109,7 @@ class Trainer:
         from accelerate.utils import ProjectConfiguration
 
         self.args, out = args, args.out
+        _check_tracker(args.report_to)
         self.acc = acc = Accelerator(
             cpu=not torch.cuda.is_available(),  # on CPU, `accelerate launch --multi_gpu` processes form a gloo group
             mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum,

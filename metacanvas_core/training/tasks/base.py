@@ -3,6 +3,11 @@
 A task owns the models it trains and the frozen ones it only uses (planner, VAE). The trainer owns everything
 that is the same for every task: processes, precision, accumulation, optimizer, LR schedule, average, state, log.
 
+A later task adds one file here: text-to-video draws clips instead of images (the backbone adapter's `encode` turns
+them into latents and `token_grid` gives frames); image-to-video and editing put their conditioning latents (first
+frame, FLUX Kontext reference) and the images the planner should see into `batch`, and their `loss` passes them
+to the adapter's `predict` under the same `canvas_injected`; in-context tasks draw several examples per sample.
+
 Randomness: sample `i` of the global batch of step `s` draws everything random about it (which data, dropout,
 noise level, noise) from its own generator, `sample_rng(seed, s, i)`. So a resumed run repeats the draws of an
 uninterrupted one, and N processes that split a global batch see exactly the samples one process would.
