@@ -54,9 +54,9 @@ def test_movers_cross_the_grid_and_still_objects_stay_off_their_path():
         m, o = scene.moving[0], scene.still[0]
         assert m.colour != o.colour and m.clearance(o.cell) >= 0.99
         clip = clips.render_clip(scene, rng=rng)
-        first, last = detect(clip[0]), detect(clip[-1])
-        assert {(d.colour, d.shape, d.cell) for d in first} == {(m.colour, m.shape, m.start), (o.colour, o.shape, o.cell)}
-        assert {(d.colour, d.shape, d.cell) for d in last} == {(m.colour, m.shape, m.end), (o.colour, o.shape, o.cell)}
+        first, last = ({(d.colour, d.shape, d.cell) for d in detect(f)} for f in (clip[0], clip[-1]))
+        assert first == {(m.colour, m.shape, m.start), (o.colour, o.shape, o.cell)}
+        assert last == {(m.colour, m.shape, m.end), (o.colour, o.shape, o.cell)}
 
 
 @pytest.fixture(scope="module")
