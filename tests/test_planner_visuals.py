@@ -116,6 +116,10 @@ def test_video_prompts_match_the_models_own_forward(planner, fps):
         video_grid_thw=torch.tensor([grid]), second_per_grid_ts=torch.tensor([2 / fps]), mm_token_type_ids=types,
     ).last_hidden_state[0]
     torch.testing.assert_close(out.text_states[0], ref, atol=1e-5, rtol=1e-5)
+    # ComfyUI's float frames (an IMAGE batch) are the same clip.
+    floats = Video(torch.from_numpy(frames) / 255, fps)
+    again = planner.encode(["a red circle moves from left to right"], visuals=[[floats]])
+    assert torch.equal(again.text_states, out.text_states)
 
 
 def _positions_seen(planner, *args, **kwargs):
