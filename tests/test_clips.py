@@ -127,3 +127,17 @@ def test_a_still_object_that_moves_fails_still_objects_only():
     assert g["still_objects"] == 1.0 and d["still_objects"] == 0.0
     assert d["motion_direction"] == d["start_cell"] == d["end_cell"] == 1.0
     assert grade_clip(ClipScene(scene.moving, (), "", "motion"), clip)["still_objects"] is None
+
+
+def test_a_mover_that_steps_back_or_sideways_fails_direction_but_keeps_its_cells():
+    scene = ClipScene((Motion("red", "circle", 3, 5),), (), "a red circle moves from left to right", "motion")
+
+    def part(a, b):
+        return clips.render_clip(ClipScene((Motion("red", "circle", a, b),), (), "", "motion"), 5)
+
+    wobble = np.concatenate([part(3, 4), part(4, 3), part(3, 5)])  # right, back left, then right to the end
+    detour = np.concatenate([part(3, 1), part(1, 5)])  # up to the top row, then down to the right
+    for clip in (wobble, detour):
+        g = grade_clip(scene, clip)
+        assert g["motion_direction"] == 0.0 and g["start_cell"] == g["end_cell"] == 1.0
+    assert grade_clip(scene, np.concatenate([part(3, 4), part(4, 5)]))["motion_direction"] == 1.0

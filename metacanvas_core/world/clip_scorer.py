@@ -54,10 +54,10 @@ def _direction_ok(track: list[Detection | None], want: tuple[int, int]) -> bool:
     total = (cells[-1][0] - cells[0][0], cells[-1][1] - cells[0][1])
     if tuple(int(np.sign(x)) for x in total) != want:
         return False
-    for (r0, c0), (r1, c1) in zip(cells, cells[1:]):  # no step against the asked way
-        if (r1 - r0) * want[0] < 0 or (c1 - c0) * want[1] < 0 or (want[0] == 0 and r1 != r0) or \
-                (want[1] == 0 and c1 != c0):
-            return False
+    for (r0, c0), (r1, c1) in zip(cells, cells[1:]):
+        for step, way in ((r1 - r0, want[0]), (c1 - c0, want[1])):
+            if step * way < 0 or (way == 0 and step != 0):  # a step back, or sideways off a straight line
+                return False
     return True
 
 
