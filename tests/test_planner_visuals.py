@@ -48,7 +48,8 @@ def test_preprocessing_is_the_one_the_planner_was_trained_with(planner):
     # The planner's training batches put 16 placeholders per 32x32 image, as encode does.
     batch = build_batch(planner.tokenizer, image_processor(), np.random.default_rng(0), 8)
     pads = (batch["input_ids"] == planner.model.config.image_token_id).sum()
-    assert pads == 16 * len(batch["image_grid_thw"]) and seen.prefixes[0].count(planner.model.config.image_token_id) == 16
+    assert pads == 16 * len(batch["image_grid_thw"])
+    assert seen.prefixes[0].count(planner.model.config.image_token_id) == 16
 
 
 def test_image_prompts_match_the_models_own_forward(planner):
