@@ -55,8 +55,9 @@ class Conditioning:
         """Leading latent frames of the sample that are given, not generated: they never get the canvas."""
         return 0 if self.first_frames is None else self.first_frames.shape[2]
 
-    def is_empty(self) -> bool:
-        return all(getattr(self, f.name) is None for f in fields(self))
+    def given(self) -> list[str]:
+        """Names of the parts present."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
     def batched(self, n: int) -> "Conditioning":
         """Every tensor repeated to batch `n` (CFG doubles the batch; one start image may serve several samples)."""
@@ -78,6 +79,7 @@ class BackboneAdapter(ABC):
 
     architecture: ClassVar[str]
     transformer_class: ClassVar[str]
+    conditioning_parts: ClassVar[tuple[str, ...]] = ()  # the Conditioning fields this backbone takes
 
     def __init__(self, transformer: nn.Module, vae: nn.Module, scheduler, name: str) -> None:
         self.transformer = transformer.eval().requires_grad_(False)
@@ -135,14 +137,17 @@ class BackboneAdapter(ABC):
         model takes it; `latents` already went through `condition`.
         """
 
-    # -- conditioning: image backbones take none; adapters that do override these -----------------------------
+    # -- conditioning: adapters name the parts they take, check them and feed them to their model ----------------
 
     def check_conditioning(self, conditioning: Conditioning, latent_shape: tuple[int, ...]) -> None:
-        """Refuse conditioning this backbone cannot take, or that does not fit latents of `latent_shape`."""
-        if not conditioning.is_empty():
+        """Refuse conditioning this backbone cannot take; adapters extend this to check that theirs fits latents
+        of `latent_shape`."""
+        foreign = [p for p in conditioning.given() if p not in self.conditioning_parts]
+        if foreign:
+            what = "start image" if foreign == ["first_frames"] else f"conditioning ({', '.join(foreign)})"
             raise MetaCanvasError(
-                f"the {self.architecture} backbone {self.name!r} makes images from a plan alone and takes no start "
-                "image: remove it, or load a backbone that does (Wan 2.2 for image-to-video)"
+                f"the {self.architecture} backbone {self.name!r} takes no {what}: remove it, or load a backbone "
+                "that does (Wan 2.2 TI2V for image-to-video)"
             )
 
     def condition(self, latents: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
