@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from .comfy import interrupt_check, load_for_use, node_error, preview_resolution, progress_bar, reported_as
 from .sampling import MAX_SEED, preview_image
@@ -74,6 +73,7 @@ class MetaCanvasSampleVideo:
     def sample(self, backbone, positive, seed: int, steps: int, cfg: float, width: int, height: int, frames: int,
                negative=None, start_image=None):
         from metacanvas_core.backbones.base import Conditioning
+        from metacanvas_core.clips import start_image_pixels
         from metacanvas_core.sampling import InjectedBackbone, latents_to_images, sample
 
         bb, connector = backbone.backbone, backbone.connector
@@ -82,7 +82,7 @@ class MetaCanvasSampleVideo:
             load_for_use(bb)
             conditioning = None
             if start_image is not None:
-                pixels = start_pixels(start_image, width, height).to(bb.device, bb.dtype)
+                pixels = start_image_pixels(start_image, width, height, "start_image").to(bb.device, bb.dtype)
                 with torch.no_grad():
                     conditioning = Conditioning(first_frames=bb.encode(pixels))
             placed = None if connector is None else connector.on(bb.device, bb.dtype)
@@ -100,39 +100,6 @@ class MetaCanvasSampleVideo:
                 )
             images = latents_to_images(bb, latents)
         return (images, {"samples": latents.cpu()})
-
-
-def start_pixels(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """A ComfyUI IMAGE (1, H, W, 3) in [0, 1] -> (1, 3, height, width) in [-1, 1]: scaled to cover and
-    centre-cropped like ComfyUI's WanImageToVideo (common_upscale, "center"), bilinear."""
-    if not isinstance(image, torch.Tensor) or image.ndim != 4:
-        raise node_error(SAMPLE_VIDEO, "start_image must be an IMAGE batch (frames, height, width, channels)")
-    if image.shape[0] == 0:
-        raise node_error(SAMPLE_VIDEO, "start_image is an empty batch: connect an image (e.g. from Load Image)")
-    if image.shape[0] > 1:
-        raise node_error(SAMPLE_VIDEO, f"start_image holds {image.shape[0]} images; give one first frame (pick it "
-                                       "with an Image From Batch node)")
-    if image.shape[-1] == 4:
-        raise node_error(SAMPLE_VIDEO, "start_image has an alpha channel: give an RGB image (Load Image's IMAGE "
-                                       "output is RGB; its alpha goes to the MASK output)")
-    if image.shape[-1] != 3:
-        raise node_error(SAMPLE_VIDEO, f"start_image has {image.shape[-1]} channels: give an RGB image")
-    x = image.float()
-    if not torch.isfinite(x).all():
-        raise node_error(SAMPLE_VIDEO, "start_image contains NaN or infinite values: check the node that made it")
-    if not x.any():
-        raise node_error(SAMPLE_VIDEO, "start_image is all zeros (an empty or failed image upstream): give the "
-                                       "first frame you want")
-    x = x.movedim(-1, 1).clamp(0, 1)
-    h, w = x.shape[-2:]
-    if (h, w) != (height, width):
-        # Crop the source to the target's aspect ratio around its centre (common_upscale's arithmetic), then resize.
-        old, new = w / h, width / height
-        dx = round((w - w * (new / old)) / 2) if old > new else 0
-        dy = round((h - h * (old / new)) / 2) if old < new else 0
-        x = x[..., dy : h - dy, dx : w - dx]
-        x = F.interpolate(x, size=(height, width), mode="bilinear")
-    return x * 2 - 1
 
 
 def _clip_preview(bb, bar):

@@ -3,22 +3,21 @@ reported by the node's name."""
 
 from __future__ import annotations
 
-import importlib
 import re
 
 import pytest
 import torch
 
-from editor_graph import PACK_NAME, load_pack
+from editor_graph import load_pack
 from metacanvas_core.backbones import load_backbone
 from metacanvas_core.checkpoints import LoadedConnector
+from metacanvas_core.clips import start_image_pixels
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.plan import CanvasPlan
 from metacanvas_core.sampling import InjectedBackbone
 from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
 
 pack = load_pack()
-video = importlib.import_module(f"{PACK_NAME}.nodes.video")
 NODE = pack.NODE_CLASS_MAPPINGS["MetaCanvasSampleVideo"]
 FAST = dict(seed=0, steps=2, cfg=3.0, width=64, height=64, frames=9)
 
@@ -72,7 +71,7 @@ def test_image_to_video_keeps_the_start_frame_and_resizes_like_wan_image_to_vide
     assert torch.equal(latent["samples"][:, :, :1], first)
     # A 96x128 image is centre-cropped to 96x96 (aspect of 64x64), then scaled: the outer columns are dropped.
     wide = torch.rand(1, 96, 128, 3)
-    pixels = video.start_pixels(wide, 64, 64)
+    pixels = start_image_pixels(wide, 64, 64)
     expected = torch.nn.functional.interpolate(wide[:, :, 16:112].permute(0, 3, 1, 2), size=(64, 64),
                                                mode="bilinear") * 2 - 1
     assert pixels.shape == (1, 3, 64, 64) and torch.equal(pixels, expected)
