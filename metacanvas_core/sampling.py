@@ -50,6 +50,12 @@ class InjectedBackbone:
                 use_canvas = self.connector.config.use_canvas and plan.canvas is not None and self.strength != 0
                 if use_canvas:
                     conn = self.connector.connector
+                    keyframes, trained = plan.canvas.shape[1], conn.config.grid.frames
+                    if keyframes != trained:
+                        raise MetaCanvasError(
+                            f"the plan's canvas has {keyframes} keyframes but the injected weights "
+                            f"{self.connector.name!r} were trained with {trained}: plan with the same Canvas Connector"
+                        )
                     canvas = conn.canvas_for_grid(plan.canvas, *grid).to(self.backbone.device)
                     stack.enter_context(canvas_injected(
                         self.backbone, conn.canvas_fuser, canvas, grid, self.strength, clean_frames))
@@ -192,7 +198,7 @@ def sample(
             x = bb.condition(latents, conditioning)
             x = torch.cat([x, x]) if use_cfg else x
             x = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
-            v = bb.predict(x, t.expand(x.shape[0]).to(bb.dtype), text, mask, model_conditioning).float()
+            v = bb.predict(x, t.expand(x.shape[0]), text, mask, model_conditioning).float()
             if use_cfg:
                 v_neg, v_pos = v.chunk(2)
                 v = v_neg + cfg * (v_pos - v_neg)

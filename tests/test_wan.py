@@ -201,3 +201,18 @@ def test_bad_clip_requests_are_clear(tiny, random_sana_dir):
     with pytest.raises(MetaCanvasError, match="takes no start image"):
         sample(InjectedBackbone(sana), sana_plan, width=32, height=32, steps=1,
                conditioning=Conditioning(torch.randn(1, 16, 1, 8, 8)))
+
+
+def test_weights_for_another_backbone_or_keyframe_count_are_refused(tiny, random_sana_dir):
+    bb, conn, canvas = tiny
+    sana = load_backbone(random_sana_dir)
+    sana_conn = MetaCanvasConnector(ConnectorConfig(32, sana.dit_dim, sana.caption_channels, [1, 8, 8]))
+    sana_weights = LoadedConnector(sana_conn, "sana", "sana-weights", backbone_config=sana.fingerprint())
+    with pytest.raises(MetaCanvasError, match="trained for a sana backbone.*is wan"):
+        InjectedBackbone(bb).inject(sana_weights)
+    with pytest.raises(MetaCanvasError, match="trained for a wan backbone.*is sana"):
+        InjectedBackbone(sana).inject(LoadedConnector(conn, "wan", "wan-test", backbone_config=bb.fingerprint()))
+    one = torch.randn(1, 1, 4, 4, bb.dit_dim)  # a 1-keyframe canvas for weights trained with 3
+    with pytest.raises(MetaCanvasError, match="1 keyframes but the injected weights 'wan-test' were trained with 3"):
+        sample(_injected(bb, conn), _plan(torch.randn(1, 4, bb.caption_channels), one), width=64, height=64,
+               frames=17, steps=1, cfg=1.0)

@@ -131,7 +131,8 @@ class BackboneAdapter(ABC):
         self, latents: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
         conditioning: Conditioning = NO_CONDITIONING,
     ) -> torch.Tensor:
-        """The DiT's flow prediction for latents whose generated part is at `timestep` (B,) in [0, 1000].
+        """The DiT's flow prediction for latents whose generated part is at `timestep` (B,) in [0, 1000] (the
+        scheduler's float32 values).
 
         The adapter builds the model's own timestep argument (e.g. per token) and feeds `conditioning` the way its
         model takes it; `latents` already went through `condition`.

@@ -62,6 +62,6 @@ class SanaBackbone(BackboneAdapter):
             latents.to(self.dtype),
             encoder_hidden_states=text.to(self.dtype),
             encoder_attention_mask=text_mask,
-            timestep=timestep,
+            timestep=timestep.to(self.dtype),  # as SanaPipeline passes it
             return_dict=False,
         )[0]

@@ -158,7 +158,9 @@ class WanBackbone(BackboneAdapter):
         return torch.cat([first.to(latents.dtype).expand(latents.shape[0], -1, -1, -1, -1), latents[:, :, n:]], 2)
 
     def _model_timestep(self, timestep: torch.Tensor, latents: torch.Tensor, clean_frames: int) -> torch.Tensor:
-        """(B,) or, with expand_timesteps, (B, seq_len): one per token, 0 for the clean frames' tokens."""
+        """(B,) or, with expand_timesteps, (B, seq_len): one per token, 0 for the clean frames' tokens. Float32
+        whatever the DiT's dtype, as the Wan pipelines pass it (the time embedding runs in float32)."""
+        timestep = timestep.float()
         if not self.expand_timesteps:
             return timestep
         _, _, frames, h, w = latents.shape
