@@ -3,12 +3,14 @@ reported by the node's name."""
 
 from __future__ import annotations
 
+import importlib
 import re
 
+import numpy as np
 import pytest
 import torch
 
-from editor_graph import load_pack
+from editor_graph import PACK_NAME, load_pack
 from metacanvas_core.backbones import load_backbone
 from metacanvas_core.checkpoints import LoadedConnector
 from metacanvas_core.clips import start_image_pixels
@@ -103,3 +105,24 @@ def test_sana_backbone_is_refused_for_clips(random_sana_dir):
                       None, "x")
     with expect_error("makes images, not clips"):
         call(backbone=sana, positive=plan, **{**FAST, "width": 32, "height": 32})
+
+
+def test_live_preview_shows_the_middle_frame(wan):
+    video = importlib.import_module(f"{PACK_NAME}.nodes.video")
+    sampling = importlib.import_module(f"{PACK_NAME}.nodes.sampling")
+    bb = wan[0].backbone
+    shown = []
+
+    class Bar:
+        def update_absolute(self, step, total, preview):
+            shown.append((step, total, preview[0], np.asarray(preview[1])))
+
+    latents = torch.randn(1, 16, 3, 8, 8)
+    video._clip_preview(bb, Bar())(2, 5, latents)
+    (step, total, kind, pixels), = shown
+    assert (step, total, kind, pixels.shape) == (2, 5, "JPEG", (256, 256, 3))  # a 64x64 frame, enlarged
+    middle = np.asarray(sampling.preview_image(bb, latents[:, :, 1:2]))
+    assert np.array_equal(pixels, middle)
+    assert not np.array_equal(middle, np.asarray(sampling.preview_image(bb, latents[:, :, :1])))
+    big = sampling.preview_image(bb, torch.randn(1, 16, 1, 40, 40))  # too large to decode: latent channels as RGB
+    assert big.size == (240, 240)

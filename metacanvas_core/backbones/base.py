@@ -44,7 +44,10 @@ class Conditioning:
     """What a generation is conditioned on besides the plan, as scaled latents of the backbone's VAE.
 
     The sampling loop never looks inside: it hands this to the adapter, which knows how each part enters its model
-    (and refuses parts it cannot take). Every tensor has batch 1 (shared) or the sample batch.
+    (and refuses parts it cannot take). Every tensor has batch 1 (shared) or the sample batch. A new kind of
+    conditioning is a new field here plus adapter code, never a change to the loop: e.g. FLUX Kontext's reference
+    latents (the adapter appends their tokens in `predict`; the canvas hook only sees the generated grid), or a
+    video edit's source latents and mask (the Wan adapter concatenates them along channels in `predict`).
     """
 
     # (B, C, f, h, w): clean latent frames that open the clip and stay clean through sampling (image-to-video)
