@@ -46,7 +46,8 @@ def replica(tmp_path_factory):
     WanTransformer3DModel.from_config(t).save_pretrained(folder / "transformer", max_shard_size="100KB")
     AutoencoderKLWan.from_config(v).save_pretrained(folder / "vae")
     (folder / "scheduler").mkdir()
-    shutil.copy(REF / "scheduler" / "scheduler_config.reconstructed.json", folder / "scheduler" / "scheduler_config.json")
+    shutil.copy(REF / "scheduler" / "scheduler_config.reconstructed.json",
+                folder / "scheduler" / "scheduler_config.json")
     shutil.copy(REF / "model_index.reconstructed.json", folder / "model_index.json")
     return folder
 

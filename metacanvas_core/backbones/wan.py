@@ -192,5 +192,7 @@ class WanBackbone(BackboneAdapter):
 
     def canvas_timestep(self, model_timestep: torch.Tensor, batch: int) -> torch.Tensor:
         # Per-token timesteps: the generated tokens share one level, the clean ones are at 0.
-        return model_timestep.amax(dim=1) if model_timestep.ndim == 2 else super().canvas_timestep(model_timestep, batch)
+        if model_timestep.ndim == 2:
+            return model_timestep.amax(dim=1)
+        return super().canvas_timestep(model_timestep, batch)
 
