@@ -155,7 +155,8 @@ class WanBackbone(BackboneAdapter):
         if first is None:
             return latents
         n = first.shape[2]
-        return torch.cat([first.to(latents.dtype).expand(latents.shape[0], -1, -1, -1, -1), latents[:, :, n:]], 2)
+        first = first.to(latents.device, latents.dtype).expand(latents.shape[0], -1, -1, -1, -1)
+        return torch.cat([first, latents[:, :, n:]], 2)
 
     def _model_timestep(self, timestep: torch.Tensor, latents: torch.Tensor, clean_frames: int) -> torch.Tensor:
         """(B,) or, with expand_timesteps, (B, seq_len): one per token, 0 for the clean frames' tokens. Float32
