@@ -49,6 +49,9 @@ class Conditioning:
 
     # (B, C, f, h, w): clean latent frames that open the clip and stay clean through sampling (image-to-video)
     first_frames: torch.Tensor | None = None
+    # (B, C, h, w): the source image to edit, whose clean latent tokens the DiT sees beside the generated ones
+    # (FLUX.1-Kontext); not part of the generated grid, so it never gets the canvas
+    reference: torch.Tensor | None = None
 
     @property
     def clean_frames(self) -> int:
@@ -71,6 +74,11 @@ class Conditioning:
 
 
 NO_CONDITIONING = Conditioning()
+# What each Conditioning field is, and which backbone takes it, for the error when a backbone cannot.
+CONDITIONING_NAMES: dict[str, tuple[str, str]] = {
+    "first_frames": ("start image", "Wan 2.2 for image-to-video"),
+    "reference": ("source image to edit", "FLUX.1-Kontext for image editing"),
+}
 
 
 class BackboneAdapter(ABC):
@@ -78,6 +86,8 @@ class BackboneAdapter(ABC):
 
     architecture: ClassVar[str]
     transformer_class: ClassVar[str]
+    # The Conditioning fields this backbone takes; `refuse_unaccepted` turns away the others.
+    accepted_conditioning: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, transformer: nn.Module, vae: nn.Module, scheduler, name: str) -> None:
         self.transformer = transformer.eval().requires_grad_(False)
@@ -139,15 +149,25 @@ class BackboneAdapter(ABC):
 
     def check_conditioning(self, conditioning: Conditioning, latent_shape: tuple[int, ...]) -> None:
         """Refuse conditioning this backbone cannot take, or that does not fit latents of `latent_shape`."""
-        if not conditioning.is_empty():
-            raise MetaCanvasError(
-                f"the {self.architecture} backbone {self.name!r} makes images from a plan alone and takes no start "
-                "image: remove it, or load a backbone that does (Wan 2.2 for image-to-video)"
-            )
+        self.refuse_unaccepted(conditioning)
+
+    def refuse_unaccepted(self, conditioning: Conditioning) -> None:
+        for f in fields(conditioning):
+            if getattr(conditioning, f.name) is not None and f.name not in self.accepted_conditioning:
+                what, who = CONDITIONING_NAMES.get(f.name, (f.name, "another backbone"))
+                raise MetaCanvasError(
+                    f"the {self.architecture} backbone {self.name!r} takes no {what}: remove it, or load a backbone "
+                    f"that does ({who})"
+                )
 
     def condition(self, latents: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
         """The latents as the model sees them (and as sampling returns them): e.g. with clean first frames."""
         return latents
+
+    def set_timesteps(self, scheduler, steps: int, latent_shape: tuple[int, ...]) -> None:
+        """Set `scheduler` to `steps` steps for latents of `latent_shape` (some backbones shift the noise levels
+        by the image's token count)."""
+        scheduler.set_timesteps(steps, device=self.device)
 
     # -- where the canvas enters: the patch embedding's output, per frame ------------------------------------------
 

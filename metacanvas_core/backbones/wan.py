@@ -28,6 +28,7 @@ def nearest_valid_frames(frames: int, stride: int = 4) -> list[int]:
 class WanBackbone(BackboneAdapter):
     architecture = "wan"
     transformer_class = "WanTransformer3DModel"
+    accepted_conditioning = ("first_frames",)
 
     def __init__(self, transformer, vae, scheduler, name: str, expand_timesteps: bool = True) -> None:
         super().__init__(transformer, vae, scheduler, name)
@@ -125,6 +126,7 @@ class WanBackbone(BackboneAdapter):
     # -- conditioning: image-to-video's clean first frame -----------------------------------------------------
 
     def check_conditioning(self, conditioning: Conditioning, latent_shape: tuple[int, ...]) -> None:
+        self.refuse_unaccepted(conditioning)
         first = conditioning.first_frames
         if first is None:
             return
