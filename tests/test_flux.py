@@ -231,3 +231,14 @@ def test_bad_edit_requests_are_clear(tiny, random_sana_dir):
     with pytest.raises(MetaCanvasError, match="takes no source image to edit.*FLUX.1-Kontext"):
         sample(InjectedBackbone(sana), _plan(torch.randn(1, 4, sana.caption_channels)), width=32, height=32, steps=1,
                conditioning=Conditioning(reference=torch.randn(1, 16, 8, 8)))
+
+
+def test_wan_refuses_a_source_image_to_edit():
+    from metacanvas_core.backbones import WanBackbone
+    from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae
+
+    wan = WanBackbone(new_wan_dit(layers=1), new_wan_vae(base_dim=8), new_wan_scheduler(), "tiny-wan")
+    plan = _plan(torch.randn(1, 4, wan.caption_channels))
+    with pytest.raises(MetaCanvasError, match="wan backbone 'tiny-wan' takes no source image to edit"):
+        sample(InjectedBackbone(wan), plan, width=64, height=64, frames=17, steps=1,
+               conditioning=Conditioning(reference=torch.randn(1, 16, 8, 8)))
