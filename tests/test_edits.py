@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from metacanvas_core.world.edit_scorer import cell_mask, grade_edit, score_edits
-from metacanvas_core.world.edits import EDIT_KINDS, Edit, edit_benchmark, edit_words, render_pair, sample_edit
+from metacanvas_core.world.edits import (
+    EDIT_KINDS, Edit, edit_benchmark, edit_words, render_pair, sample_edit, sample_edit_batch,
+)
 from metacanvas_core.world.scorer import detect
 from metacanvas_core.world.shapes import COLOURS, SHAPES, Obj, render
 
@@ -76,6 +78,11 @@ def test_jittered_pairs_are_identical_outside_the_edited_cells():
         assert not np.array_equal(src, tgt)
     plain = sample_edit(rng)
     assert np.array_equal(render_pair(plain)[0], render(plain.source))
+    src, tgt, edits = sample_edit_batch(np.random.default_rng(4), 6)
+    assert src.shape == tgt.shape == (6, 3, 32, 32) and src.dtype == np.float32 and -1 <= src.min() <= src.max() <= 1
+    again = sample_edit_batch(np.random.default_rng(4), 6)
+    assert np.array_equal(src, again[0]) and np.array_equal(tgt, again[1]) and edits == again[2]
+    assert not any(e.held_out for e in edits)
 
 
 def _pairs(n: int, seed: int, jitter: bool = True):

@@ -128,6 +128,8 @@ def test_tiny_kontext_is_an_8x8_token_grid_at_32_pixels(tiny):
     s = EDIT_IMAGE_SIZE
     assert bb.token_grid(s, s) == (1, 8, 8) and bb.latent_shape(2, s, s) == (2, 16, 16, 16)
     assert sum(bb.transformer.config.axes_dims_rope) == bb.transformer.config.attention_head_dim
+    fresh = {k: v for k, v in new_flux_dit().config.items() if not k.startswith("_")}
+    assert fresh == bb.fingerprint()  # weights made on a fresh model pass the loaded backbone's check
     images = torch.rand(2, 3, s, s) * 2 - 1
     with torch.no_grad():
         z = bb.encode(images)
@@ -155,9 +157,10 @@ def test_canvas_enters_the_generated_tokens_and_never_the_source_images(tiny):
     full = conn.canvas_for_grid(canvas, *grid)
     x, text, mask = torch.randn(1, 16, 16, 16), torch.randn(1, 4, bb.caption_channels), torch.ones(1, 4)
     t, source = torch.tensor([500.0]), Conditioning(reference=torch.randn(1, 16, 16, 16))
-    seen = []
+    seen, levels = [], []
     block = bb.transformer.transformer_blocks[0]
     handle = block.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["hidden_states"][0]), with_kwargs=True)
+    level = fuser.time_embed.register_forward_pre_hook(lambda m, a: levels.append(a[0]))
     try:
         with torch.no_grad():
             bb.predict(x, t, text, mask, source)
@@ -166,6 +169,8 @@ def test_canvas_enters_the_generated_tokens_and_never_the_source_images(tiny):
                 bb.predict(x, t, text, mask)
     finally:
         handle.remove()
+        level.remove()
+    torch.testing.assert_close(levels[0], t)  # the fuser sees the loop's 0..1000 scale, not the DiT's t / 1000
     plain, edit, t2i = seen
     assert plain.shape == edit.shape == (128, bb.dit_dim) and t2i.shape == (64, bb.dit_dim)
     assert torch.equal(plain[64:], edit[64:])  # the source image's tokens are untouched

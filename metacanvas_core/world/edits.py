@@ -17,7 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .shapes import COLOURS, HELD_OUT_SHARE, POSITIONS, SHAPES, Obj, Scene, _stable_hash, describe, render
+from .shapes import (
+    COLOURS, HELD_OUT_SHARE, POSITIONS, SHAPES, Obj, Scene, _stable_hash, describe, model_pixels, render,
+)
 
 EDIT_KINDS: tuple[str, ...] = ("recolour", "move", "add", "remove", "replace")
 MAX_OBJECTS = 3  # objects in a source scene
@@ -158,6 +160,16 @@ def render_pair(edit: Edit, size: int = 32, rng: np.random.Generator | None = No
         return img
 
     return draw(edit.source, list(range(len(edit.source)))), draw(edit.target, slots)
+
+
+def sample_edit_batch(
+    rng: np.random.Generator, batch: int, size: int = 32, split: str = "train"
+) -> tuple[np.ndarray, np.ndarray, list[Edit]]:
+    """A training batch: source and target images as float (B, 3, size, size) in [-1, 1], and their edits (the
+    kinds drawn uniformly, objects jittered)."""
+    edits = [sample_edit(rng, split=split) for _ in range(batch)]
+    pairs = [render_pair(e, size, rng) for e in edits]
+    return model_pixels(np.stack([p[0] for p in pairs])), model_pixels(np.stack([p[1] for p in pairs])), edits
 
 
 def edit_words() -> set[str]:

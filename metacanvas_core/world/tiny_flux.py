@@ -44,7 +44,8 @@ def new_flux_dit(
         patch_size=1, in_channels=4 * FLUX_LATENT_CHANNELS, out_channels=None, num_layers=double_layers,
         num_single_layers=single_layers, attention_head_dim=FLUX_HEAD_DIM, num_attention_heads=FLUX_HEADS,
         joint_attention_dim=CAPTION_CHANNELS, pooled_projection_dim=CAPTION_CHANNELS,
-        guidance_embeds=guidance_embeds, axes_dims_rope=FLUX_ROPE_AXES,
+        # A list, as a loaded config has it, so fresh and loaded models give the same fingerprint.
+        guidance_embeds=guidance_embeds, axes_dims_rope=list(FLUX_ROPE_AXES),
     )
 
 
