@@ -186,7 +186,7 @@ def sample(
     model_conditioning = conditioning.batched(2 * batch) if use_cfg else conditioning
     # Schedulers keep per-run state; never share one between runs.
     scheduler = copy.deepcopy(scheduler if scheduler is not None else bb.scheduler)
-    scheduler.set_timesteps(steps, device=bb.device)
+    bb.set_timesteps(scheduler, steps, shape)
     # Flow matching starts from pure noise (sigma 1); DPM-style schedulers may scale it.
     latents = initial_noise(shape, seed).to(bb.device)
     latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)

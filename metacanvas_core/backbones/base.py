@@ -52,6 +52,9 @@ class Conditioning:
 
     # (B, C, f, h, w): clean latent frames that open the clip and stay clean through sampling (image-to-video)
     first_frames: torch.Tensor | None = None
+    # (B, C, h, w): the source image to edit, whose clean latent tokens the DiT sees beside the generated ones
+    # (FLUX.1-Kontext); not part of the generated grid, so it never gets the canvas
+    reference: torch.Tensor | None = None
 
     @property
     def clean_frames(self) -> int:
@@ -75,6 +78,11 @@ class Conditioning:
 
 
 NO_CONDITIONING = Conditioning()
+# What each Conditioning field is, and which backbone takes it, for the error when a backbone cannot.
+CONDITIONING_NAMES: dict[str, tuple[str, str]] = {
+    "first_frames": ("start image", "Wan 2.2 for image-to-video"),
+    "reference": ("source image to edit", "FLUX.1-Kontext for image editing"),
+}
 
 
 class BackboneAdapter(ABC):
@@ -146,17 +154,22 @@ class BackboneAdapter(ABC):
     def check_conditioning(self, conditioning: Conditioning, latent_shape: tuple[int, ...]) -> None:
         """Refuse conditioning this backbone cannot take; adapters extend this to check that theirs fits latents
         of `latent_shape`."""
-        foreign = [p for p in conditioning.given() if p not in self.conditioning_parts]
-        if foreign:
-            what = "start image" if foreign == ["first_frames"] else f"conditioning ({', '.join(foreign)})"
-            raise MetaCanvasError(
-                f"the {self.architecture} backbone {self.name!r} takes no {what}: remove it, or load a backbone "
-                "that does (Wan 2.2 TI2V for image-to-video)"
-            )
+        for part in conditioning.given():
+            if part not in self.conditioning_parts:
+                what, who = CONDITIONING_NAMES.get(part, (part, "another backbone"))
+                raise MetaCanvasError(
+                    f"the {self.architecture} backbone {self.name!r} takes no {what}: remove it, or load a backbone "
+                    f"that does ({who})"
+                )
 
     def condition(self, latents: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
         """The latents as the model sees them (and as sampling returns them): e.g. with clean first frames."""
         return latents
+
+    def set_timesteps(self, scheduler, steps: int, latent_shape: tuple[int, ...]) -> None:
+        """Set `scheduler` to `steps` steps for latents of `latent_shape` (some backbones shift the noise levels
+        by the image's token count)."""
+        scheduler.set_timesteps(steps, device=self.device)
 
     # -- where the canvas enters: the patch embedding's output, per frame ------------------------------------------
 
