@@ -13,10 +13,19 @@ from .errors import MetaCanvasError
 from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, SAMPLERS
 
 
+VIDEO_TASKS = ("t2v", "i2v")
+
+
 def _pipeline(args):
     from .pipeline import MetaCanvasPipeline
 
     backbone, weights = T2I_METHODS[args.method]
+    if getattr(args, "task", "t2i") in VIDEO_TASKS:
+        if args.backbone is None or args.weights is None:
+            raise MetaCanvasError(
+                f"--task {args.task} needs --backbone (a Wan 2.2 diffusers folder) and --weights (MetaCanvas weights "
+                "trained for it): no built-in video weights ship yet"
+            )
     return MetaCanvasPipeline.from_pretrained(
         args.planner or PLANNER, args.backbone or backbone, args.weights or weights,
         strength=getattr(args, "strength", 1.0), device=args.device,
@@ -36,16 +45,39 @@ def _save_png(images, path: Path, upscale: int) -> None:
 
 def cmd_generate(args) -> None:
     t0 = time.perf_counter()
+    video = args.task in VIDEO_TASKS
+    if (args.image is not None) != (args.task == "i2v"):
+        raise MetaCanvasError("--image (the start frame) goes with --task i2v, and --task i2v needs it")
+    if video and args.canvas_preview:
+        raise MetaCanvasError("--canvas-preview is for --task t2i; use the Preview Canvas node for keyframes")
+    if args.fps < 1:
+        raise MetaCanvasError(f"--fps must be at least 1, got {args.fps}")
+    size, upscale = (64, 4) if video else (32, 8)
+    args.width, args.height = args.width or size, args.height or size
+    args.upscale = upscale if args.upscale is None else args.upscale
+    frames = args.frames if video else 1
+    start = None
+    if args.image is not None:
+        from .clips import load_image
+
+        start = load_image(args.image, "--image")
     pipe = _pipeline(args)
     if args.empty_text:  # only the canvas would steer
         pipe.model.connector.require_canvas(
             "for --empty-text", "use --method metacanvas or MetaCanvas weights, or drop --empty-text"
         )
     result = pipe(
-        args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height, steps=args.steps,
-        cfg=args.cfg, seed=args.seed, text_prompt="" if args.empty_text else None, sampler=args.sampler,
-        shift=args.shift,
+        args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height, frames=frames,
+        start_image=start, steps=args.steps, cfg=args.cfg, seed=args.seed,
+        text_prompt="" if args.empty_text else None, sampler=args.sampler, shift=args.shift,
     )
+    if video:
+        from .clips import save_clip
+
+        save_clip(result.images, args.out, args.fps, args.upscale)
+        print(f"wrote {args.out} ({frames} frames of {args.width}x{args.height}, {args.steps} steps, seed "
+              f"{args.seed}) in {time.perf_counter() - t0:.1f} s")
+        return
     _save_png(result.images, args.out, args.upscale)
     if args.canvas_preview:
         from .preview import canvas_to_rgb
@@ -142,15 +174,22 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m metacanvas_core", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="text-to-image from a prompt, written as PNG")
+    g = sub.add_parser("generate", help="text-to-image (PNG) or text/image-to-video (GIF or PNG frames) from a prompt")
+    g.add_argument("--task", choices=("t2i", *VIDEO_TASKS), default="t2i",
+                   help="t2i; t2v or i2v (with --image) on a Wan 2.2 --backbone with --weights for it")
     g.add_argument("--prompt", required=True, help="e.g. 'a red circle at top left and a blue square at bottom right'")
-    g.add_argument("--out", type=Path, required=True, help="PNG to write")
+    g.add_argument("--out", type=Path, required=True,
+                   help="PNG to write (t2i); for clips a .gif, or any other path for a folder of PNG frames")
+    g.add_argument("--image", type=Path, help="start frame for --task i2v (RGB; other sizes are scaled and cropped)")
+    g.add_argument("--frames", type=int, default=17, help="clip length, 4k+1 frames (t2v, i2v)")
+    g.add_argument("--fps", type=int, default=8, help="frame rate of a written .gif")
     g.add_argument("--negative-prompt", default="", help="the unconditional plan's prompt (default empty)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--width", type=int, default=32)
-    g.add_argument("--height", type=int, default=32)
+    g.add_argument("--width", type=int, help="pixels (default 32 for t2i, 64 for clips)")
+    g.add_argument("--height", type=int, help="pixels (default 32 for t2i, 64 for clips)")
     g.add_argument("--empty-text", action="store_true", help="give the DiT no text: the canvas alone steers")
-    g.add_argument("--upscale", type=int, default=8, help="nearest-neighbour upscale of the saved PNG for viewing")
+    g.add_argument("--upscale", type=int, help="nearest-neighbour upscale of what is written, for viewing (default 8 "
+                   "for t2i, 4 for clips)")
     g.add_argument("--canvas-preview", type=Path, help="also write the plan (PCA of the canvas) as PNG")
     _common(g, sampling_options=True)
     g.set_defaults(func=cmd_generate)

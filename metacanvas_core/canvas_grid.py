@@ -10,11 +10,16 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class CanvasGrid:
-    """Canvas layout: `frames` keyframes of `height` x `width` tokens (frames=1 for images)."""
+    """Canvas layout: `frames` keyframes of `height` x `width` tokens (frames=1 for images).
+
+    `keyframe_seconds` is the clip time between neighbouring keyframes, Qwen2.5-VL's `second_per_grid_t` for a
+    video: it spaces the keyframes' temporal positions (see `keyframe_seconds`); a single keyframe ignores it.
+    """
 
     frames: int
     height: int
     width: int
+    keyframe_seconds: float = 1.0
 
     @property
     def num_tokens(self) -> int:
@@ -24,14 +29,27 @@ class CanvasGrid:
         return [self.frames, self.height, self.width]
 
 
-def canvas_position_ids(start: int, grid: CanvasGrid, time_interval: int = 1) -> torch.Tensor:
+def keyframe_seconds(frames: int, fps: float, keyframes: int) -> float:
+    """Clip time between neighbouring keyframes when `keyframes` span a clip of `frames` at `fps`.
+
+    Keyframes sit on the first, ..., last latent frame (`resample_canvas` interpolates with aligned corners), and
+    Wan's latent frame j stands for video frame 4j, so keyframe i stands for video frame i (frames - 1) / (k - 1):
+    17 frames at 8 fps with 3 keyframes are 1 s apart (Wan 2.2's 121 frames at 24 fps: 2.5 s). A single keyframe
+    has no spacing (0).
+    """
+    return 0.0 if keyframes < 2 else (frames - 1) / ((keyframes - 1) * fps)
+
+
+def canvas_position_ids(start: int, grid: CanvasGrid, time_interval: float = 1) -> torch.Tensor:
     """(3, K) M-RoPE positions (t, row, col) of a canvas that follows `start` text positions.
 
     This is how Qwen2.5-VL numbers the patches of an image or video placed after text: every axis is offset by
     the current position, rows and columns count up within the grid, and time advances by `time_interval` per
-    frame. Text that follows would continue at `start + max(height, width)`.
+    frame, truncated to an integer as Qwen does. For a video Qwen's interval is `tokens_per_second` x
+    `second_per_grid_t`; the planner passes `tokens_per_second` x `grid.keyframe_seconds`. Text that follows would
+    continue at `start + max(height, width)`.
     """
-    t = torch.arange(grid.frames) * time_interval + start
+    t = (torch.arange(grid.frames) * time_interval).long() + start
     h = torch.arange(grid.height) + start
     w = torch.arange(grid.width) + start
     tt, hh, ww = torch.meshgrid(t, h, w, indexing="ij")

@@ -31,10 +31,12 @@ class ConnectorConfig:
     use_canvas: bool = True  # False: the global-conditioning baseline (text connector only)
     # Optional canvas-only LoRA on the MLLM: {"rank", "alpha", "targets": {layer name: [in, out]}} (see canvas_lora).
     planner_lora: dict | None = None
+    # Clip time between keyframes the canvas was trained with (`canvas_grid.keyframe_seconds`); only k > 1 uses it.
+    keyframe_seconds: float = 1.0
 
     @property
     def grid(self) -> CanvasGrid:
-        return CanvasGrid(*self.canvas_grid)
+        return CanvasGrid(*self.canvas_grid, keyframe_seconds=self.keyframe_seconds)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,4 +1,5 @@
-"""Text-to-image with canvas planning, end to end: plan once, sample, decode. Orchestration only."""
+"""Text-to-image and text/image-to-video with canvas planning, end to end: plan once, sample, decode.
+Orchestration only."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from pathlib import Path
 import torch
 
 from .backbones import load_backbone
+from .backbones.base import Conditioning
 from .builtin import PLANNER, T2I_METHODS
 from .checkpoints import load_connector
+from .clips import start_image_pixels
 from .errors import MetaCanvasError
 from .plan import CanvasPlan, make_plan
 from .planner import Planner
@@ -20,7 +23,7 @@ from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, make_scheduler
 
 @dataclass
 class GenerationResult:
-    images: torch.Tensor  # (B, H, W, 3) in [0, 1]
+    images: torch.Tensor  # (B, H, W, 3) in [0, 1]; a clip's frames one after another (B * F, H, W, 3)
     latents: torch.Tensor
     plan: CanvasPlan
 
@@ -58,6 +61,8 @@ class MetaCanvasPipeline:
         negative_prompt: str = "",
         width: int = 32,
         height: int = 32,
+        frames: int = 1,
+        start_image: torch.Tensor | None = None,
         steps: int = 20,
         cfg: float = 3.0,
         seed: int | list[int] = 0,
@@ -74,12 +79,19 @@ class MetaCanvasPipeline:
         texts = text_prompt
         if texts is not None:
             texts = [texts] * len(prompts) if isinstance(texts, str) else list(texts)
-        self.model.backbone.check_size(width, height)
-        scheduler = make_scheduler(self.model.backbone.scheduler, sampler, shift)
+        bb = self.model.backbone
+        bb.token_grid(width, height, frames)
+        scheduler = make_scheduler(bb.scheduler, sampler, shift)
+        conditioning = None
+        if start_image is not None:  # (1, H, W, 3) in [0, 1]: the clip's first frame (image-to-video)
+            pixels = start_image_pixels(start_image, width, height).to(bb.device, bb.dtype)
+            with torch.no_grad():
+                conditioning = Conditioning(first_frames=bb.encode(pixels))
         positive = self.plan(prompts, texts)
         negative = self.plan([negative_prompt])  # "" is the unconditional plan caption dropout trained
         latents = sample(
-            self.model, positive, negative, width=width, height=height, steps=steps, cfg=cfg, seed=seed,
+            self.model, positive, negative, width=width, height=height, frames=frames, conditioning=conditioning,
+            steps=steps, cfg=cfg, seed=seed,
             batch=len(prompts), callback=callback, cancel=cancel, scheduler=scheduler,
         )
-        return GenerationResult(latents_to_images(self.model.backbone, latents), latents, positive)
+        return GenerationResult(latents_to_images(bb, latents), latents, positive)

@@ -13,6 +13,7 @@ import torch
 from .checkpoints import LoadedConnector
 from .errors import MetaCanvasError
 from .planner import Planner
+from .visual_inputs import Visual
 
 
 @dataclass
@@ -36,17 +37,20 @@ def make_plan(
     prompts: list[str],
     text_prompts: list[str] | None = None,
     with_unconditional: bool = False,
+    visuals: list[list[Visual]] | None = None,
 ) -> CanvasPlan:
-    """Plan `prompts`. `text_prompts` (default: the same) may differ, e.g. "" to give the DiT no text at all
-    while the canvas still carries the prompt's plan. `with_unconditional` also plans the empty prompt (what
-    caption dropout trained for CFG) and attaches it."""
+    """Plan `prompts`. `visuals[i]` lists the images / clips prompt i is about (the source image, the first frame,
+    references, a source clip), which the planner sees before the prompt (see `Planner.encode`).
+    `text_prompts` (default: the same) may differ, e.g. "" to give the DiT no text at all while the canvas still
+    carries the prompt's plan; they are encoded without the visuals. `with_unconditional` also plans the empty
+    prompt without visuals (what caption dropout trained for CFG) and attaches it."""
     loaded.check_planner(planner, where="Plan Canvas: connector")
     if not prompts or not all(isinstance(p, str) for p in prompts):
         raise MetaCanvasError(f"prompts must be a non-empty list of strings, got {prompts!r}")
     conn = loaded.connector
     with torch.no_grad():
         tokens = conn.canvas_tokens if conn.use_canvas else None
-        out = planner.encode(prompts, tokens, conn.config.grid, conn.canvas_lora)
+        out = planner.encode(prompts, tokens, conn.config.grid, conn.canvas_lora, visuals=visuals)
         text_states, text_mask = out.text_states, out.text_mask
         if text_prompts is not None and text_prompts != prompts:
             alt = planner.encode(text_prompts)

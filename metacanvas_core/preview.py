@@ -10,10 +10,11 @@ from .plan import CanvasPlan
 
 
 def canvas_to_rgb(plan: CanvasPlan, size: int = 256) -> torch.Tensor:
-    """(B * T, size, size * w / h, 3) float in [0, 1]: one picture per sample and keyframe.
+    """(B, size, T * size * w / h + (T - 1) * gap, 3) float in [0, 1]: one picture per sample, its T keyframes
+    side by side (first to last) with a white line of `gap` = size / 32 pixels between them.
 
-    Components are fitted over all tokens of the batch, so colours are comparable between samples: the same
-    colour in two previews means the same direction in canvas space.
+    Components are fitted over all tokens of the batch and keyframes, so colours are comparable between samples
+    and keyframes: the same colour in two previews means the same direction in canvas space.
     """
     if plan.canvas is None:
         raise MetaCanvasError(
@@ -33,4 +34,9 @@ def canvas_to_rgb(plan: CanvasPlan, size: int = 256) -> torch.Tensor:
         rgb = (comps - lo) / (hi - lo).clamp_min(1e-8)
     img = rgb.reshape(b * t, h, w, 3).permute(0, 3, 1, 2)
     img = F.interpolate(img, size=(size, max(1, round(size * w / h))), mode="nearest")
-    return img.permute(0, 2, 3, 1).contiguous()
+    keyframes = img.permute(0, 2, 3, 1).reshape(b, t, size, -1, 3).unbind(1)
+    gap = torch.ones(b, size, max(1, size // 32), 3, device=img.device)
+    parts = [keyframes[0]]
+    for frame in keyframes[1:]:
+        parts += [gap, frame]
+    return torch.cat(parts, dim=2).contiguous()

@@ -1,5 +1,8 @@
 """Rectified-flow sampling with the backbone's flow-matching scheduler (or a chosen one), CFG, progress and cancel.
 
+One loop for images and clips: latents may carry a frame axis, and a `Conditioning` (e.g. image-to-video's clean
+first frame) goes to the adapter, which knows how its model takes it and builds the model's timestep argument.
+
 `InjectedBackbone` is to a backbone what a LoRA-patched MODEL is to ComfyUI: the shared base modules plus the
 MetaCanvas weights and strength to apply while sampling. Patches are applied on entry and undone on exit, so one
 loaded backbone serves injected and plain branches of a graph alike.
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .backbones.base import BackboneAdapter
+from .backbones.base import NO_CONDITIONING, BackboneAdapter, Conditioning
 from .checkpoints import LoadedConnector
 from .errors import MetaCanvasError
 from .injection import canvas_injected
@@ -38,16 +41,24 @@ class InjectedBackbone:
         return InjectedBackbone(self.backbone, loaded, float(strength))
 
     @contextmanager
-    def applied(self, plan: CanvasPlan, grid: tuple[int, int, int]) -> Iterator[None]:
-        """Swap in the connector's DiT weights and hook in the canvas for the duration of one sampling run."""
+    def applied(self, plan: CanvasPlan, grid: tuple[int, int, int], clean_frames: int = 0) -> Iterator[None]:
+        """Swap in the connector's DiT weights and hook in the canvas for the duration of one sampling run.
+        The first `clean_frames` frames of `grid` are given (conditioning), never canvas-steered."""
         with ExitStack() as stack:
             if self.connector is not None:
                 stack.enter_context(weights_swapped(self.backbone.transformer, self.connector.dit_state))
                 use_canvas = self.connector.config.use_canvas and plan.canvas is not None and self.strength != 0
                 if use_canvas:
                     conn = self.connector.connector
+                    keyframes, trained = plan.canvas.shape[1], conn.config.grid.frames
+                    if keyframes != trained:
+                        raise MetaCanvasError(
+                            f"the plan's canvas has {keyframes} keyframes but the injected weights "
+                            f"{self.connector.name!r} were trained with {trained}: plan with the same Canvas Connector"
+                        )
                     canvas = conn.canvas_for_grid(plan.canvas, *grid).to(self.backbone.device)
-                    stack.enter_context(canvas_injected(self.backbone, conn.canvas_fuser, canvas, grid, self.strength))
+                    stack.enter_context(canvas_injected(
+                        self.backbone, conn.canvas_fuser, canvas, grid, self.strength, clean_frames))
             yield
 
 
@@ -122,6 +133,8 @@ def sample(
     *,
     width: int,
     height: int,
+    frames: int = 1,
+    conditioning: Conditioning | None = None,
     steps: int = 20,
     cfg: float = 4.0,
     seed: int | list[int] = 0,
@@ -130,7 +143,8 @@ def sample(
     cancel: Callable[[], bool] | None = None,
     scheduler=None,
 ) -> torch.Tensor:
-    """Denoise from seeded noise to latents (B, C, h, w). Returns scaled latents of the backbone's VAE.
+    """Denoise from seeded noise to latents (B, C, h, w), or (B, C, F, h, w) for `frames` > 1 on a video
+    backbone. Returns scaled latents of the backbone's VAE, with any conditioning frames in place.
 
     Without a `negative` plan, CFG uses the positive plan's attached unconditional plan, if it has one.
     `scheduler` (e.g. from `schedulers.make_scheduler`) replaces the backbone folder's own (copied per run).
@@ -164,32 +178,40 @@ def sample(
     positive = _batched(positive, batch)
     use_cfg = negative is not None and cfg != 1.0
     plan = _cfg_plan(positive, _batched(negative, batch)) if use_cfg else positive
-    grid = bb.token_grid(width, height)
+    grid = bb.token_grid(width, height, frames)
+    shape = bb.latent_shape(batch, width, height, frames)
+    conditioning = conditioning if conditioning is not None else NO_CONDITIONING
+    bb.check_conditioning(conditioning, shape)
+    conditioning = conditioning.batched(batch)
+    model_conditioning = conditioning.batched(2 * batch) if use_cfg else conditioning
     # Schedulers keep per-run state; never share one between runs.
     scheduler = copy.deepcopy(scheduler if scheduler is not None else bb.scheduler)
-    scheduler.set_timesteps(steps, device=bb.device)
+    bb.set_timesteps(scheduler, steps, shape)
     # Flow matching starts from pure noise (sigma 1); DPM-style schedulers may scale it.
-    latents = initial_noise(bb.latent_shape(batch, width, height), seed).to(bb.device)
+    latents = initial_noise(shape, seed).to(bb.device)
     latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
     text, mask = plan.text.to(bb.device, bb.dtype), plan.text_mask.to(bb.device)
-    with torch.no_grad(), model.applied(plan, grid):
+    with torch.no_grad(), model.applied(plan, grid, conditioning.clean_frames):
         for i, t in enumerate(scheduler.timesteps):
             if cancel is not None and cancel():
                 raise SamplingCancelled(f"sampling cancelled at step {i} of {steps}")
-            x = torch.cat([latents, latents]) if use_cfg else latents
+            x = bb.condition(latents, conditioning)
+            x = torch.cat([x, x]) if use_cfg else x
             x = scheduler.scale_model_input(x, t) if hasattr(scheduler, "scale_model_input") else x
-            v = bb.predict(x, t.expand(x.shape[0]).to(bb.dtype), text, mask).float()
+            v = bb.predict(x, t.expand(x.shape[0]), text, mask, model_conditioning).float()
             if use_cfg:
                 v_neg, v_pos = v.chunk(2)
                 v = v_neg + cfg * (v_pos - v_neg)
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
             if callback is not None:
-                callback(i + 1, steps, latents)
-    return latents
+                callback(i + 1, steps, bb.condition(latents, conditioning))
+    return bb.condition(latents, conditioning)
 
 
 def latents_to_images(backbone: BackboneAdapter, latents: torch.Tensor) -> torch.Tensor:
-    """Decode to ComfyUI's IMAGE layout: (B, H, W, 3) float in [0, 1]."""
+    """Decode to ComfyUI's IMAGE layout: (B, H, W, 3) float in [0, 1]; a clip's frames follow one another in the
+    batch ((B * F, H, W, 3), sample by sample)."""
     with torch.no_grad():
-        pixels = backbone.decode(latents.to(backbone.device)).float()
-    return ((pixels.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()
+        pixels = backbone.decode(latents.to(backbone.device)).float()  # (B, 3, [F,] H, W)
+    images = ((pixels.clamp(-1, 1) + 1) / 2).movedim(1, -1)
+    return images.reshape(-1, *images.shape[-3:]).cpu()

@@ -42,7 +42,15 @@ class MetaCanvasPlan:
                     "tooltip": "Give the backbone no text at all: only the canvas carries the prompt's plan (the "
                                "paper's 'canvas alone still controls layout' check). Needs 'metacanvas' weights.",
                 }),
-            }
+            },
+            "optional": {
+                "image": ("IMAGE", {
+                    "tooltip": "Images the planner looks at before reading the prompt (the source image of an edit, "
+                               "the first frame of image-to-video, references), through Qwen2.5-VL's own vision "
+                               "tower: every image of the batch, in order. Any size; it is resized to the vision "
+                               "tower's multiple as Qwen does. RGB only: drop an alpha channel first.",
+                }),
+            },
         }
 
     RETURN_TYPES = ("METACANVAS_PLAN",)
@@ -51,7 +59,8 @@ class MetaCanvasPlan:
                        "positive (or negative) input.",)
     FUNCTION = "plan"
     CATEGORY = "MetaCanvas"
-    DESCRIPTION = ("Runs the MLLM planner once over the prompt and the canvas tokens. The text connector turns its "
+    DESCRIPTION = ("Runs the MLLM planner once over the prompt (and the optional images, which it sees first) and the "
+                   "canvas tokens. The text connector turns its "
                    "text states into the backbone's conditioning; the canvas connector turns its canvas states into a "
                    "spatial plan that is added to the backbone's latents while sampling. The empty-prompt plan is "
                    "attached too, so Sample Image needs no negative.")
@@ -62,10 +71,13 @@ class MetaCanvasPlan:
             return f"{PLAN_CANVAS}: prompt is empty: describe the image, e.g. '{EXAMPLE_PROMPT}'"
         return True
 
-    def plan(self, planner, connector, prompt: str, canvas_only: bool = False):
+    def plan(self, planner, connector, prompt: str, canvas_only: bool = False, image: torch.Tensor | None = None):
         text = _clean(prompt)
         if not text:
             raise node_error(PLAN_CANVAS, f"prompt is empty: describe the image, e.g. '{EXAMPLE_PROMPT}'")
+        if image is not None and (image.ndim != 4 or image.shape[0] == 0):
+            raise node_error(PLAN_CANVAS, f"image is an empty or malformed batch {tuple(image.shape)}: connect an "
+                                          "IMAGE output with at least one image, or leave the input unconnected")
         with reported_as(PLAN_CANVAS):
             if canvas_only:
                 connector.require_canvas(
@@ -76,7 +88,12 @@ class MetaCanvasPlan:
             load_for_use(planner)
             loaded = connector.on(planner.device, torch.float32)
             text_prompts = [""] if canvas_only else None
-            plan = make_plan(planner, loaded, [text], text_prompts=text_prompts, with_unconditional=True)
+            from metacanvas_core.visual_inputs import rgb_uint8
+
+            visuals = None if image is None else [[rgb_uint8(im, f"image {j + 1} of the batch")
+                                                   for j, im in enumerate(image)]]
+            plan = make_plan(planner, loaded, [text], text_prompts=text_prompts, with_unconditional=True,
+                             visuals=visuals)
         return (plan,)
 
 
@@ -91,11 +108,13 @@ class MetaCanvasPreviewCanvas:
 
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("canvas",)
-    OUTPUT_TOOLTIPS = ("The encoded canvas as a picture (3 principal components as RGB, one image per sample).",)
+    OUTPUT_TOOLTIPS = ("The encoded canvas as a picture (3 principal components as RGB, one image per sample, its "
+                       "keyframes side by side for video weights).",)
     FUNCTION = "preview"
     CATEGORY = "MetaCanvas"
     DESCRIPTION = ("Makes the plan visible: the encoded canvas of each sample, reduced to three principal components "
-                   "shown as RGB. Regions the planner treats alike get the same colour. An untrained canvas is grey.")
+                   "shown as RGB, keyframes side by side left to right. Regions the planner treats alike get the same "
+                   "colour. An untrained canvas is grey.")
 
     def preview(self, plan):
         from metacanvas_core.preview import canvas_to_rgb

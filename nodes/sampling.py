@@ -157,7 +157,7 @@ def preview_image(bb, latents: torch.Tensor) -> Image.Image:
     if latents.shape[-2] * latents.shape[-1] * scale * scale <= VAE_PREVIEW_PIXELS:
         rgb = latents_to_images(bb, latents)[0]
     else:
-        x = latents[0, :3].float()
+        x = latents[0, :3].float().reshape(-1, *latents.shape[-2:])  # a one-frame clip (C, 1, h, w) too
         lo = x.amin(dim=(1, 2), keepdim=True)
         hi = x.amax(dim=(1, 2), keepdim=True)
         x = (x - lo) / (hi - lo).clamp_min(1e-6)

@@ -10,9 +10,13 @@ from safetensors import SafetensorError
 
 from ..errors import MetaCanvasError
 from .base import BackboneAdapter, read_model_index
+from .flux import FluxKontextBackbone
 from .sana import SanaBackbone
+from .wan import WanBackbone
 
-ADAPTERS: dict[str, type[BackboneAdapter]] = {a.transformer_class: a for a in (SanaBackbone,)}
+ADAPTERS: dict[str, type[BackboneAdapter]] = {
+    a.transformer_class: a for a in (SanaBackbone, WanBackbone, FluxKontextBackbone)
+}
 
 
 def load_backbone(
@@ -38,4 +42,4 @@ def load_backbone(
         ) from e
 
 
-__all__ = ["ADAPTERS", "BackboneAdapter", "SanaBackbone", "load_backbone"]
+__all__ = ["ADAPTERS", "BackboneAdapter", "FluxKontextBackbone", "SanaBackbone", "WanBackbone", "load_backbone"]

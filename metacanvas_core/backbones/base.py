@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -38,11 +39,58 @@ def load_scheduler(folder: Path):
     return cls.from_pretrained(folder / "scheduler")
 
 
+@dataclass(frozen=True)
+class Conditioning:
+    """What a generation is conditioned on besides the plan, as scaled latents of the backbone's VAE.
+
+    The sampling loop never looks inside: it hands this to the adapter, which knows how each part enters its model
+    (and refuses parts it cannot take). Every tensor has batch 1 (shared) or the sample batch. A new kind of
+    conditioning is a new field here plus adapter code, never a change to the loop: e.g. FLUX Kontext's reference
+    latents (the adapter appends their tokens in `predict`; the canvas hook only sees the generated grid), or a
+    video edit's source latents and mask (the Wan adapter concatenates them along channels in `predict`).
+    """
+
+    # (B, C, f, h, w): clean latent frames that open the clip and stay clean through sampling (image-to-video)
+    first_frames: torch.Tensor | None = None
+    # (B, C, h, w): the source image to edit, whose clean latent tokens the DiT sees beside the generated ones
+    # (FLUX.1-Kontext); not part of the generated grid, so it never gets the canvas
+    reference: torch.Tensor | None = None
+
+    @property
+    def clean_frames(self) -> int:
+        """Leading latent frames of the sample that are given, not generated: they never get the canvas."""
+        return 0 if self.first_frames is None else self.first_frames.shape[2]
+
+    def given(self) -> list[str]:
+        """Names of the parts present."""
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+    def batched(self, n: int) -> "Conditioning":
+        """Every tensor repeated to batch `n` (CFG doubles the batch; one start image may serve several samples)."""
+        def rep(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None or t.shape[0] == n:
+                return t
+            if n % t.shape[0]:
+                raise MetaCanvasError(f"conditioning for a batch of {t.shape[0]} cannot serve a batch of {n}")
+            return t.repeat_interleave(n // t.shape[0], dim=0)
+
+        return replace(self, **{f.name: rep(getattr(self, f.name)) for f in fields(self)})
+
+
+NO_CONDITIONING = Conditioning()
+# What each Conditioning field is, and which backbone takes it, for the error when a backbone cannot.
+CONDITIONING_NAMES: dict[str, tuple[str, str]] = {
+    "first_frames": ("start image", "Wan 2.2 for image-to-video"),
+    "reference": ("source image to edit", "FLUX.1-Kontext for image editing"),
+}
+
+
 class BackboneAdapter(ABC):
     """One diffusion backbone of one architecture, loaded from a diffusers folder."""
 
     architecture: ClassVar[str]
     transformer_class: ClassVar[str]
+    conditioning_parts: ClassVar[tuple[str, ...]] = ()  # the Conditioning fields this backbone takes
 
     def __init__(self, transformer: nn.Module, vae: nn.Module, scheduler, name: str) -> None:
         self.transformer = transformer.eval().requires_grad_(False)
@@ -82,17 +130,71 @@ class BackboneAdapter(ABC):
 
     @abstractmethod
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, 3, H, W) in [-1, 1] -> scaled latents."""
+        """Images (B, 3, H, W) in [-1, 1] -> scaled latents (video backbones: (B, C, 1, h, w); they also take
+        clips (B, 3, F, H, W))."""
 
     @abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Scaled latents -> images (B, 3, H, W) in [-1, 1]."""
+        """Scaled latents -> images (B, 3, H, W) in [-1, 1] (video backbones: clips (B, 3, F, H, W))."""
 
     @abstractmethod
     def predict(
-        self, latents: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
+        self, latents: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
+        conditioning: Conditioning = NO_CONDITIONING,
     ) -> torch.Tensor:
-        """The DiT's flow prediction for latents at `timestep` (B,) in [0, 1000]."""
+        """The DiT's flow prediction for latents whose generated part is at `timestep` (B,) in [0, 1000] (the
+        scheduler's float32 values).
+
+        The adapter builds the model's own timestep argument (e.g. per token) and feeds `conditioning` the way its
+        model takes it; `latents` already went through `condition`.
+        """
+
+    # -- conditioning: adapters name the parts they take, check them and feed them to their model ----------------
+
+    def check_conditioning(self, conditioning: Conditioning, latent_shape: tuple[int, ...]) -> None:
+        """Refuse conditioning this backbone cannot take; adapters extend this to check that theirs fits latents
+        of `latent_shape`."""
+        for part in conditioning.given():
+            if part not in self.conditioning_parts:
+                what, who = CONDITIONING_NAMES.get(part, (part, "another backbone"))
+                raise MetaCanvasError(
+                    f"the {self.architecture} backbone {self.name!r} takes no {what}: remove it, or load a backbone "
+                    f"that does ({who})"
+                )
+
+    def condition(self, latents: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
+        """The latents as the model sees them (and as sampling returns them): e.g. with clean first frames."""
+        return latents
+
+    def set_timesteps(self, scheduler, steps: int, latent_shape: tuple[int, ...]) -> None:
+        """Set `scheduler` to `steps` steps for latents of `latent_shape` (some backbones shift the noise levels
+        by the image's token count)."""
+        scheduler.set_timesteps(steps, device=self.device)
+
+    # -- where the canvas enters: the patch embedding's output, per frame ------------------------------------------
+
+    def patch_frames(self, patch_output: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """The patch embedding's output as (B, frames, rows * cols, D) tokens of the generated grid.
+
+        Default: token-major output (B, N, D) whose first frames * rows * cols tokens are the grid.
+        """
+        frames, rows, cols = grid
+        n = frames * rows * cols
+        return patch_output[:, :n].reshape(patch_output.shape[0], frames, rows * cols, patch_output.shape[-1])
+
+    def with_patch_frames(self, patch_output: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """`patch_output` with its grid tokens replaced by `frames` (B, F, rows * cols, D); the inverse of
+        `patch_frames`. Tokens beyond the grid (e.g. reference tokens) pass through untouched."""
+        tokens = frames.reshape(frames.shape[0], -1, frames.shape[-1])
+        if tokens.shape[1] == patch_output.shape[1]:
+            return tokens
+        return torch.cat([tokens, patch_output[:, tokens.shape[1]:]], 1)
+
+    def canvas_timestep(self, model_timestep: torch.Tensor, batch: int) -> torch.Tensor:
+        """(B,) noise level of the generated tokens, from the timestep argument the model was called with."""
+        return model_timestep.expand(batch) if model_timestep.ndim == 0 else model_timestep
+
+    # -- sizes -------------------------------------------------------------------------------------------------
 
     def check_size(self, width: int, height: int) -> None:
         step = self.pixels_per_token
@@ -106,13 +208,24 @@ class BackboneAdapter(ABC):
                 f"width and height must be positive multiples of {step} (VAE compression x patch size); use {fix}"
             )
 
+    def latent_frames(self, frames: int) -> int:
+        """Latent (= token) frames for `frames` output frames. Image backbones make exactly one frame."""
+        if frames != 1:
+            raise MetaCanvasError(
+                f"the {self.architecture} backbone {self.name!r} makes images, not clips (frames {frames}): use "
+                "frames 1, or load a video backbone (Wan 2.2)"
+            )
+        return 1
+
     def token_grid(self, width: int, height: int, frames: int = 1) -> tuple[int, int, int]:
         """(frames, rows, cols) of DiT tokens for an output of this size."""
         self.check_size(width, height)
-        return frames, height // self.pixels_per_token, width // self.pixels_per_token
+        return self.latent_frames(frames), height // self.pixels_per_token, width // self.pixels_per_token
 
-    def latent_shape(self, batch: int, width: int, height: int) -> tuple[int, ...]:
+    def latent_shape(self, batch: int, width: int, height: int, frames: int = 1) -> tuple[int, ...]:
+        """(B, C, h, w) for images; video adapters add the frame axis (B, C, F, h, w)."""
         self.check_size(width, height)
+        self.latent_frames(frames)
         f = self.pixels_per_token // self.patch_size
         return batch, self.latent_channels, height // f, width // f
 

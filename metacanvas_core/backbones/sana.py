@@ -9,7 +9,7 @@ from diffusers import AutoencoderDC, SanaTransformer2DModel
 from diffusers.utils import is_accelerate_available
 from torch import nn
 
-from .base import BackboneAdapter, load_scheduler
+from .base import NO_CONDITIONING, BackboneAdapter, Conditioning, load_scheduler
 
 
 class SanaBackbone(BackboneAdapter):
@@ -57,11 +57,11 @@ class SanaBackbone(BackboneAdapter):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
 
-    def predict(self, latents, timestep, text, text_mask):
+    def predict(self, latents, timestep, text, text_mask, conditioning: Conditioning = NO_CONDITIONING):
         return self.transformer(
             latents.to(self.dtype),
             encoder_hidden_states=text.to(self.dtype),
             encoder_attention_mask=text_mask,
-            timestep=timestep,
+            timestep=timestep.to(self.dtype),  # as SanaPipeline passes it
             return_dict=False,
         )[0]

@@ -21,7 +21,7 @@ from .base import Sample, Task
 IMAGE_TOKENS = (IMAGE_SIZE // 8) ** 2  # patch 4, merge 2
 
 
-def _example(rng: np.random.Generator) -> tuple[str, str, np.ndarray | None]:
+def example(rng: np.random.Generator) -> tuple[str, str, np.ndarray | None]:
     """(question, answer, image or None)."""
     scene = shapes.sample_scene(rng)
     objs = scene.objects
@@ -44,6 +44,31 @@ def _example(rng: np.random.Generator) -> tuple[str, str, np.ndarray | None]:
     return "", scene.caption if rng.random() < 0.5 else shapes.describe(objs), None
 
 
+def build_batch(tok, proc, examples: list[tuple[str, str, np.ndarray | None]], device="cpu") -> dict:
+    """(question, answer, image) examples -> the model's inputs; labels only on the answers (and <eos>)."""
+    ids = tok.convert_tokens_to_ids
+    vs, ve, pad_img, eos = ids("<|vision_start|>"), ids("<|vision_end|>"), ids("<|image_pad|>"), tok.eos_token_id
+    seqs, labels, types, images = [], [], [], []
+    for question, answer, image in examples:
+        prefix = tok(question, add_special_tokens=False)["input_ids"] if question else []
+        if image is not None:
+            prefix = [vs] + [pad_img] * IMAGE_TOKENS + [ve] + prefix
+            images.append(image)
+        target = tok(answer, add_special_tokens=False)["input_ids"] + [eos]
+        seqs.append(prefix + target)
+        labels.append([-100] * len(prefix) + target)
+        types.append([1 if t == pad_img else 0 for t in prefix + target])
+    n = max(len(s) for s in seqs)
+    pad = lambda rows, v: torch.tensor([r + [v] * (n - len(r)) for r in rows], device=device)  # noqa: E731
+    out = {"input_ids": pad(seqs, tok.pad_token_id), "labels": pad(labels, -100),
+           "mm_token_type_ids": pad(types, 0), "attention_mask": pad([[1] * len(s) for s in seqs], 0)}
+    if images:
+        vis = proc(images=images, return_tensors="pt")
+        out["pixel_values"] = vis["pixel_values"].to(device)
+        out["image_grid_thw"] = vis["image_grid_thw"].to(device)
+    return out
+
+
 class PlannerPretraining(Task):
     name = "planner"
 
@@ -63,33 +88,12 @@ class PlannerPretraining(Task):
         return [{"params": [p for p in self.model.parameters() if p.requires_grad]}]
 
     def sample(self, rng: np.random.Generator, step: int, index: int) -> Sample:
-        question, answer, image = _example(rng)
+        question, answer, image = example(rng)
         return Sample({"question": question, "answer": answer, "image": image})
 
     def batch(self, samples: list[Sample]) -> dict:
-        tok = self.tok
-        ids = tok.convert_tokens_to_ids
-        vs, ve, pad_img, eos = ids("<|vision_start|>"), ids("<|vision_end|>"), ids("<|image_pad|>"), tok.eos_token_id
-        seqs, labels, types, images = [], [], [], []
-        for s in samples:
-            question, answer, image = s.data["question"], s.data["answer"], s.data["image"]
-            prefix = tok(question, add_special_tokens=False)["input_ids"] if question else []
-            if image is not None:
-                prefix = [vs] + [pad_img] * IMAGE_TOKENS + [ve] + prefix
-                images.append(image)
-            target = tok(answer, add_special_tokens=False)["input_ids"] + [eos]
-            seqs.append(prefix + target)
-            labels.append([-100] * len(prefix) + target)
-            types.append([1 if t == pad_img else 0 for t in prefix + target])
-        n = max(len(s) for s in seqs)
-        pad = lambda rows, v: torch.tensor([r + [v] * (n - len(r)) for r in rows], device=self.device)  # noqa: E731
-        out = {"input_ids": pad(seqs, tok.pad_token_id), "labels": pad(labels, -100),
-               "mm_token_type_ids": pad(types, 0), "attention_mask": pad([[1] * len(s) for s in seqs], 0)}
-        if images:
-            vis = self.proc(images=images, return_tensors="pt")
-            out["pixel_values"] = vis["pixel_values"].to(self.device)
-            out["image_grid_thw"] = vis["image_grid_thw"].to(self.device)
-        return out
+        return build_batch(self.tok, self.proc, [(s.data["question"], s.data["answer"], s.data["image"])
+                                                 for s in samples], self.device)
 
     def loss(self, batch: dict) -> torch.Tensor:
         """Next-token cross-entropy on the answers, averaged per sample, then over samples."""

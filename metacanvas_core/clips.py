@@ -1,0 +1,77 @@
+"""Clips in and out: fitting a start image to a clip's size, writing frames as an animated GIF or PNG frames."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import MetaCanvasError
+
+
+def start_image_pixels(image: torch.Tensor, width: int, height: int, where: str = "start image") -> torch.Tensor:
+    """One RGB image (1, H, W, 3) in [0, 1] (ComfyUI's IMAGE layout) -> (1, 3, height, width) in [-1, 1].
+
+    Another size is scaled to cover and centre-cropped like ComfyUI's WanImageToVideo (common_upscale with
+    "center", bilinear). `where` names the input in errors (a node input or a CLI flag).
+    """
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        raise MetaCanvasError(f"{where} must be an image batch (images, height, width, channels)")
+    if image.shape[0] == 0:
+        raise MetaCanvasError(f"{where} is an empty batch: give one image")
+    if image.shape[0] > 1:
+        raise MetaCanvasError(f"{where} holds {image.shape[0]} images; give one first frame (e.g. pick it with an "
+                              "Image From Batch node)")
+    if image.shape[-1] == 4:
+        raise MetaCanvasError(f"{where} has an alpha channel: give an RGB image (ComfyUI's Load Image gives RGB "
+                              "and puts the alpha in its MASK output)")
+    if image.shape[-1] != 3:
+        raise MetaCanvasError(f"{where} has {image.shape[-1]} channels: give an RGB image")
+    x = image.float()
+    if not torch.isfinite(x).all():
+        raise MetaCanvasError(f"{where} contains NaN or infinite values: check what made it")
+    if not x.any():
+        raise MetaCanvasError(f"{where} is all zeros (an empty or failed image upstream): give the first frame "
+                              "you want")
+    x = x.movedim(-1, 1).clamp(0, 1)
+    h, w = x.shape[-2:]
+    if (h, w) != (height, width):
+        # Crop the source to the target's aspect ratio around its centre (common_upscale's arithmetic), then resize.
+        old, new = w / h, width / height
+        dx = round((w - w * (new / old)) / 2) if old > new else 0
+        dy = round((h - h * (old / new)) / 2) if old < new else 0
+        x = F.interpolate(x[..., dy : h - dy, dx : w - dx], size=(height, width), mode="bilinear")
+    return x * 2 - 1
+
+
+def load_image(path: Path, where: str = "--image") -> torch.Tensor:
+    """An image file as (1, H, W, 3) in [0, 1]; alpha is refused rather than silently dropped."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, UnidentifiedImageError) as e:
+        raise MetaCanvasError(f"{where} {str(path)!r} is not a readable image ({e})") from e
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        raise MetaCanvasError(f"{where} {str(path)!r} has an alpha channel: save it as RGB (e.g. flatten it)")
+    return torch.from_numpy(np.array(img.convert("RGB"))).float().div(255)[None]
+
+
+def save_clip(frames: torch.Tensor, path: Path, fps: int = 8, upscale: int = 1) -> None:
+    """Frames (F, H, W, 3) in [0, 1] as an animated GIF (`*.gif`) or, for any other path, a folder of PNGs."""
+    from PIL import Image
+
+    arr = (frames.numpy() * 255 + 0.5).clip(0, 255).astype("uint8")
+    images = [Image.fromarray(a) for a in arr]
+    if upscale > 1:
+        images = [im.resize((im.width * upscale, im.height * upscale), Image.NEAREST) for im in images]
+    if path.suffix.lower() == ".gif":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(images):
+        im.save(path / f"frame_{i:04d}.png")

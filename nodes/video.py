@@ -1,0 +1,116 @@
+"""Sample Video: text-to-video, or image-to-video from a start image, on a video backbone (Wan 2.2) with the plan."""
+
+from __future__ import annotations
+
+import torch
+
+from .comfy import interrupt_check, load_for_use, node_error, preview_resolution, progress_bar, reported_as
+from .sampling import MAX_SEED, preview_image
+
+SAMPLE_VIDEO = "Sample Video"
+
+
+class MetaCanvasSampleVideo:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "backbone": ("METACANVAS_BACKBONE", {
+                    "tooltip": "A video backbone (a Wan 2.2 TI2V folder), injected with the same MetaCanvas weights "
+                               "that made the plan.",
+                }),
+                "positive": ("METACANVAS_PLAN", {"tooltip": "The plan of what happens in the clip, from Plan Canvas."}),
+                "seed": ("INT", {
+                    "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
+                    "tooltip": "The noise seed. The same seed gives the same clip on any device.",
+                }),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip": "Denoising steps."}),
+                "cfg": ("FLOAT", {
+                    "default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
+                    "tooltip": "Classifier-free guidance scale (Wan 2.2 uses 5). 1 turns guidance off.",
+                }),
+                "width": ("INT", {
+                    "default": 64, "min": 8, "max": 8192, "step": 8,
+                    "tooltip": "Frame width in pixels: a multiple of the backbone's pixels per token (8 for a tiny "
+                               "Wan, 32 for Wan 2.2 TI2V-5B).",
+                }),
+                "height": ("INT", {
+                    "default": 64, "min": 8, "max": 8192, "step": 8,
+                    "tooltip": "Frame height in pixels: a multiple of the backbone's pixels per token (8 for a tiny "
+                               "Wan, 32 for Wan 2.2 TI2V-5B).",
+                }),
+                "frames": ("INT", {
+                    "default": 17, "min": 1, "max": 1025, "step": 4,
+                    "tooltip": "Frames in the clip: 4k+1 (1, 5, 9, 13, 17, ...; Wan 2.2 makes 121 at 24 fps).",
+                }),
+            },
+            "optional": {
+                "negative": ("METACANVAS_PLAN", {
+                    "tooltip": "Optional plan to guide away from. Without it, guidance uses the empty-prompt plan "
+                               "that Plan Canvas attaches to the positive plan.",
+                }),
+                "start_image": ("IMAGE", {
+                    "tooltip": "Optional first frame (image-to-video): kept exactly, as Wan 2.2 TI2V does. Another "
+                               "size is scaled and centre-cropped to width x height, as ComfyUI's WanImageToVideo "
+                               "does.",
+                }),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE", "LATENT")
+    RETURN_NAMES = ("frames", "latent")
+    OUTPUT_TOOLTIPS = ("The decoded frames as one IMAGE batch (frames, height, width, RGB in 0..1): feed it to "
+                       "CreateVideo.",
+                       "The backbone's latents as {'samples': tensor (batch, channels, latent frames, h, w)}.")
+    FUNCTION = "sample"
+    CATEGORY = "MetaCanvas"
+    DESCRIPTION = ("Samples a clip from seeded noise with the backbone's own scheduler, guided by the plan (its "
+                   "keyframe canvas is interpolated to every latent frame and added frame by frame), and decodes "
+                   "it with the backbone's VAE. With a start image the first frame is that image and stays clean; "
+                   "the canvas never touches it. Shows progress with a preview of the middle frame and stops "
+                   "within one step when cancelled.")
+
+    def sample(self, backbone, positive, seed: int, steps: int, cfg: float, width: int, height: int, frames: int,
+               negative=None, start_image=None):
+        from metacanvas_core.backbones.base import Conditioning
+        from metacanvas_core.clips import start_image_pixels
+        from metacanvas_core.sampling import InjectedBackbone, latents_to_images, sample
+
+        bb, connector = backbone.backbone, backbone.connector
+        with reported_as(SAMPLE_VIDEO):
+            bb.token_grid(width, height, frames)  # size and frame count first: nothing loads for a bad request
+            load_for_use(bb)
+            conditioning = None
+            if start_image is not None:
+                pixels = start_image_pixels(start_image, width, height, "start_image").to(bb.device, bb.dtype)
+                with torch.no_grad():
+                    conditioning = Conditioning(first_frames=bb.encode(pixels))
+            placed = None if connector is None else connector.on(bb.device, bb.dtype)
+            model = InjectedBackbone(bb, placed, backbone.strength)
+            bar = progress_bar(steps)
+            latents = sample(
+                model, positive, negative, width=width, height=height, frames=frames, conditioning=conditioning,
+                steps=steps, cfg=cfg, seed=seed, callback=None if bar is None else _clip_preview(bb, bar),
+                cancel=interrupt_check(),
+            )
+            if not torch.isfinite(latents).all():
+                raise node_error(
+                    SAMPLE_VIDEO,
+                    "sampling produced NaN or infinite values: load the backbone with dtype fp32, or lower cfg",
+                )
+            images = latents_to_images(bb, latents)
+        return (images, {"samples": latents.cpu()})
+
+
+def _clip_preview(bb, bar):
+    size = preview_resolution()
+
+    def callback(step: int, total: int, latents: torch.Tensor) -> None:
+        middle = latents.shape[2] // 2  # the first frame may be the given start image: show the middle one
+        bar.update_absolute(step, total, ("JPEG", preview_image(bb, latents[:1, :, middle : middle + 1]), size))
+
+    return callback
+
+
+NODE_CLASS_MAPPINGS = {"MetaCanvasSampleVideo": MetaCanvasSampleVideo}
+NODE_DISPLAY_NAME_MAPPINGS = {"MetaCanvasSampleVideo": SAMPLE_VIDEO}

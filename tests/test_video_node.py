@@ -1,0 +1,128 @@
+"""Sample Video through its node class, on a tiny untrained Wan 2.2 folder: clips out, start image kept, bad input
+reported by the node's name."""
+
+from __future__ import annotations
+
+import importlib
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from editor_graph import PACK_NAME, load_pack
+from metacanvas_core.backbones import load_backbone
+from metacanvas_core.checkpoints import LoadedConnector
+from metacanvas_core.clips import start_image_pixels
+from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
+from metacanvas_core.plan import CanvasPlan
+from metacanvas_core.sampling import InjectedBackbone
+from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
+
+pack = load_pack()
+NODE = pack.NODE_CLASS_MAPPINGS["MetaCanvasSampleVideo"]
+FAST = dict(seed=0, steps=2, cfg=3.0, width=64, height=64, frames=9)
+
+
+def call(**inputs):
+    return getattr(NODE(), NODE.FUNCTION)(**inputs)
+
+
+def expect_error(*fragments: str):
+    pattern = "^Sample Video: " + "".join(f"(?=.*{re.escape(f)})" for f in fragments)
+    return pytest.raises(ValueError, match=re.compile(pattern, re.S))
+
+
+@pytest.fixture(scope="module")
+def wan(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("wan_node")
+    torch.manual_seed(3)
+    save_wan_pipeline_folder(folder, new_wan_dit(layers=2), new_wan_vae(base_dim=8), new_wan_scheduler())
+    bb = load_backbone(folder)
+    torch.manual_seed(0)
+    conn = MetaCanvasConnector(ConnectorConfig(32, bb.dit_dim, bb.caption_channels, canvas_grid=[3, 4, 4])).eval()
+    torch.nn.init.normal_(conn.canvas_fuser.proj.weight, std=0.1)
+    loaded = LoadedConnector(conn, "wan", "wan-node", backbone_config=bb.fingerprint())
+    with torch.no_grad():
+        canvas = conn.canvas_encoder(torch.randn(1, 48, 32))
+    text, mask = torch.randn(1, 5, bb.caption_channels), torch.ones(1, 5, dtype=torch.long)
+    empty = CanvasPlan([""], torch.randn(1, 2, bb.caption_channels), torch.ones(1, 2, dtype=torch.long),
+                       canvas * 0, "wan-node")
+    plan = CanvasPlan(["a red circle moves right"], text, mask, canvas, "wan-node", unconditional=empty)
+    return InjectedBackbone(bb).inject(loaded), plan
+
+
+def test_text_to_video_frames_latent_and_seed(wan):
+    model, plan = wan
+    frames, latent = call(backbone=model, positive=plan, **FAST)
+    assert frames.shape == (9, 64, 64, 3) and 0 <= frames.min() and frames.max() <= 1
+    assert latent["samples"].shape == (1, 16, 3, 8, 8)
+    again, _ = call(backbone=model, positive=plan, **FAST)
+    assert torch.equal(frames, again)
+    other, _ = call(backbone=model, positive=plan, **{**FAST, "seed": 1})
+    assert not torch.allclose(frames, other)
+
+
+def test_image_to_video_keeps_the_start_frame_and_resizes_like_wan_image_to_video(wan):
+    model, plan = wan
+    image = torch.rand(1, 64, 64, 3)
+    _, latent = call(backbone=model, positive=plan, start_image=image, **FAST)
+    bb = model.backbone
+    with torch.no_grad():
+        first = bb.encode(image.permute(0, 3, 1, 2) * 2 - 1)
+    assert torch.equal(latent["samples"][:, :, :1], first)
+    # A 96x128 image is centre-cropped to 96x96 (aspect of 64x64), then scaled: the outer columns are dropped.
+    wide = torch.rand(1, 96, 128, 3)
+    pixels = start_image_pixels(wide, 64, 64)
+    expected = torch.nn.functional.interpolate(wide[:, :, 16:112].permute(0, 3, 1, 2), size=(64, 64),
+                                               mode="bilinear") * 2 - 1
+    assert pixels.shape == (1, 3, 64, 64) and torch.equal(pixels, expected)
+    _, resized = call(backbone=model, positive=plan, start_image=wide, **FAST)
+    assert resized["samples"].shape == (1, 16, 3, 8, 8)
+
+
+def test_bad_video_inputs_name_the_node_and_the_fix(wan):
+    model, plan = wan
+    with expect_error("frames 8", "4k+1", "use 5 or 9"):
+        call(backbone=model, positive=plan, **{**FAST, "frames": 8})
+    with expect_error("width 60", "multiples of 8"):
+        call(backbone=model, positive=plan, **{**FAST, "width": 60})
+    bad = {
+        "empty batch": torch.zeros(0, 64, 64, 3),
+        "alpha channel": torch.rand(1, 64, 64, 4),
+        "NaN": torch.full((1, 64, 64, 3), float("nan")),
+        "all zeros": torch.zeros(1, 64, 64, 3),
+        "holds 2 images": torch.rand(2, 64, 64, 3),
+    }
+    for fragment, image in bad.items():
+        with expect_error(fragment):
+            call(backbone=model, positive=plan, start_image=image, **FAST)
+
+
+def test_sana_backbone_is_refused_for_clips(random_sana_dir):
+    sana = InjectedBackbone(load_backbone(random_sana_dir))
+    plan = CanvasPlan(["x"], torch.randn(1, 3, sana.backbone.caption_channels), torch.ones(1, 3, dtype=torch.long),
+                      None, "x")
+    with expect_error("makes images, not clips"):
+        call(backbone=sana, positive=plan, **{**FAST, "width": 32, "height": 32})
+
+
+def test_live_preview_shows_the_middle_frame(wan):
+    video = importlib.import_module(f"{PACK_NAME}.nodes.video")
+    sampling = importlib.import_module(f"{PACK_NAME}.nodes.sampling")
+    bb = wan[0].backbone
+    shown = []
+
+    class Bar:
+        def update_absolute(self, step, total, preview):
+            shown.append((step, total, preview[0], np.asarray(preview[1])))
+
+    latents = torch.randn(1, 16, 3, 8, 8)
+    video._clip_preview(bb, Bar())(2, 5, latents)
+    (step, total, kind, pixels), = shown
+    assert (step, total, kind, pixels.shape) == (2, 5, "JPEG", (256, 256, 3))  # a 64x64 frame, enlarged
+    middle = np.asarray(sampling.preview_image(bb, latents[:, :, 1:2]))
+    assert np.array_equal(pixels, middle)
+    assert not np.array_equal(middle, np.asarray(sampling.preview_image(bb, latents[:, :, :1])))
+    big = sampling.preview_image(bb, torch.randn(1, 16, 1, 40, 40))  # too large to decode: latent channels as RGB
+    assert big.size == (240, 240)
