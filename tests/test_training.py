@@ -287,3 +287,27 @@ def test_cost_counts_the_real_models_on_the_meta_device(tmp_path, capsys):
         assert 0 < full["fuser_share_per_dit_call_pct"] < 10
     assert cli(["cost", "--configs", str(tmp_path)]) == 2
     assert "reference-configs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["flux", "wan"])
+def test_the_same_task_trains_on_the_other_backbone_adapters(tmp_path, kind):
+    """No backbone-specific code in the trainer or the task: tiny FLUX.1-Kontext and Wan 2.2 folders (as images, one
+    frame) train with a DiT LoRA on their attention/FFN projections, and the weights fit their backbone."""
+    torch.manual_seed(0)
+    if kind == "flux":
+        from metacanvas_core.world import tiny_flux as tiny
+
+        tiny.save_flux_kontext_folder(tmp_path / kind, tiny.new_flux_dit(), tiny.new_flux_vae(), tiny.new_flux_scheduler())
+    else:
+        from metacanvas_core.world import tiny_wan as tiny
+
+        tiny.save_wan_pipeline_folder(tmp_path / kind, tiny.new_wan_dit(), tiny.new_wan_vae(),
+                                      tiny.new_wan_scheduler())
+    assert train("t2i", "--stage", "metacanvas", "--planner", PLANNER, "--base", tmp_path / kind, "--resolution", "64",
+                 "--out", tmp_path / "run", "--steps", "2", "--batch", "2", "--dit-lora-rank", "2") == 0
+    backbone, weights = load_backbone(tmp_path / kind), load_connector(tmp_path / "run" / "metacanvas_t2i.safetensors")
+    weights.check_backbone(backbone)
+    base = backbone.transformer.state_dict()
+    assert weights.dit_state.keys() == base.keys()
+    moved = [k for k in base if not torch.equal(weights.dit_state[k], base[k])]
+    assert moved and all(".attn" in k or ".ff" in k or "proj_mlp" in k for k in moved)  # only LoRA targets moved

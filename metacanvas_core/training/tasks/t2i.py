@@ -264,7 +264,7 @@ class TextToImage(Task):
     def loss(self, batch: dict) -> torch.Tensor:
         z, noise, t = batch["z"], batch["noise"], batch["t"]
         text = self._text(batch["text_states"], batch["dropout_seeds"])
-        tt = t[:, None, None, None]
+        tt = t.view(-1, *[1] * (z.ndim - 1))  # images (B, C, h, w) or one-frame clips (B, C, 1, h, w)
         zt = (1 - tt) * z + tt * noise
         if self.conn.use_canvas:
             conn = self.conn
