@@ -297,7 +297,8 @@ def test_the_same_task_trains_on_the_other_backbone_adapters(tmp_path, kind):
     if kind == "flux":
         from metacanvas_core.world import tiny_flux as tiny
 
-        tiny.save_flux_kontext_folder(tmp_path / kind, tiny.new_flux_dit(), tiny.new_flux_vae(), tiny.new_flux_scheduler())
+        tiny.save_flux_kontext_folder(tmp_path / kind, tiny.new_flux_dit(), tiny.new_flux_vae(),
+                                      tiny.new_flux_scheduler())
     else:
         from metacanvas_core.world import tiny_wan as tiny
 
