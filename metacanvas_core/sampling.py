@@ -7,7 +7,6 @@ loaded backbone serves injected and plain branches of a graph alike.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -18,7 +17,9 @@ from .backbones.base import BackboneAdapter
 from .checkpoints import LoadedConnector
 from .errors import MetaCanvasError
 from .injection import canvas_injected
+from .limits import BATCH, CFG, HEIGHT, SEED, STEPS, STRENGTH, WIDTH
 from .plan import CanvasPlan
+from .schedulers import prepared
 
 ProgressCallback = Callable[[int, int, torch.Tensor], None]
 
@@ -35,7 +36,7 @@ class InjectedBackbone:
 
     def inject(self, loaded: LoadedConnector, strength: float = 1.0) -> "InjectedBackbone":
         loaded.check_backbone(self.backbone, where="Inject into Backbone: connector")
-        return InjectedBackbone(self.backbone, loaded, float(strength))
+        return InjectedBackbone(self.backbone, loaded, STRENGTH.check(strength))
 
     @contextmanager
     def applied(self, plan: CanvasPlan, grid: tuple[int, int, int]) -> Iterator[None]:
@@ -137,9 +138,9 @@ def sample(
     """
     negative = negative if negative is not None else positive.unconditional
     bb = model.backbone
-    bb.check_size(width, height)
-    if steps < 1:
-        raise MetaCanvasError(f"steps must be at least 1, got {steps}")
+    steps, cfg, batch = STEPS.check(steps), CFG.check(cfg), BATCH.check(batch)
+    seed = [SEED.check(s) for s in seed] if isinstance(seed, (list, tuple)) else SEED.check(seed)
+    bb.check_size(WIDTH.check(width), HEIGHT.check(height))
     if model.connector is not None and positive.connector_name != model.connector.name:
         raise MetaCanvasError(
             f"the plan was made with connector {positive.connector_name!r} but the backbone is injected with "
@@ -165,9 +166,7 @@ def sample(
     use_cfg = negative is not None and cfg != 1.0
     plan = _cfg_plan(positive, _batched(negative, batch)) if use_cfg else positive
     grid = bb.token_grid(width, height)
-    # Schedulers keep per-run state; never share one between runs.
-    scheduler = copy.deepcopy(scheduler if scheduler is not None else bb.scheduler)
-    scheduler.set_timesteps(steps, device=bb.device)
+    scheduler = prepared(scheduler if scheduler is not None else bb.scheduler, steps, bb.device)
     # Flow matching starts from pure noise (sigma 1); DPM-style schedulers may scale it.
     latents = initial_noise(bb.latent_shape(batch, width, height), seed).to(bb.device)
     latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
