@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .builtin import PLANNER, T2I_METHODS
 from .errors import MetaCanvasError
-from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, SAMPLERS
+from .limits import CFG, HEIGHT, PROMPTS, REPEATS, SEED, SHIFT, STEPS, STRENGTH, UPSCALE, WIDTH, Limit
+from .schedulers import DEFAULT_SAMPLER, SAMPLERS
 
 
 def _pipeline(args):
@@ -121,20 +122,36 @@ def cmd_table(args) -> None:
                   f"connector FLOPs per step: {100 * r['connector_flops_share']:.1f}% of the DiT's")
 
 
+def _limited(limit: Limit):
+    """An argparse type for a flag with the nodes' limits: out-of-range, NaN or inf is a usage error (exit 2)."""
+
+    def parse(text: str):
+        try:
+            return limit.parse(text)
+        except MetaCanvasError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = limit.name  # what argparse calls the type in its own messages
+    return parse
+
+
 def _common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool = False) -> None:
     p.add_argument("--method", choices=sorted(T2I_METHODS), default="metacanvas",
                    help="which built-in weights: metacanvas (canvas planning) or a global-conditioning baseline")
     p.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
     p.add_argument("--backbone", type=Path, help="diffusers SanaPipeline folder (default: built-in tiny SANA)")
     p.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: built-in for --method)")
-    p.add_argument("--steps", type=int, default=steps, help="denoising steps")
-    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--steps", type=_limited(STEPS), default=steps, help="denoising steps (1-1000)")
+    p.add_argument("--cfg", type=_limited(CFG), default=CFG.default,
+                   help="classifier-free guidance scale (0-30; 1 = off)")
     if sampling_options:
-        p.add_argument("--strength", type=float, default=1.0, help="canvas strength (0 = no canvas)")
+        p.add_argument("--strength", type=_limited(STRENGTH), default=STRENGTH.default,
+                       help="canvas strength (0-2; 0 = no canvas)")
         p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
                        help="the backbone folder's own scheduler, or flow-matching euler / dpmpp_2m")
-        p.add_argument("--shift", type=float, default=DEFAULT_SHIFT,
-                       help="flow shift of --sampler euler or dpmpp_2m (1 = none; more steps at high noise above)")
+        p.add_argument("--shift", type=_limited(SHIFT), default=SHIFT.default,
+                       help="flow shift of --sampler euler or dpmpp_2m (0.01-100; 1 = none; more steps at high "
+                            "noise above)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 
@@ -146,19 +163,21 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--prompt", required=True, help="e.g. 'a red circle at top left and a blue square at bottom right'")
     g.add_argument("--out", type=Path, required=True, help="PNG to write")
     g.add_argument("--negative-prompt", default="", help="the unconditional plan's prompt (default empty)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--width", type=int, default=32)
-    g.add_argument("--height", type=int, default=32)
+    g.add_argument("--seed", type=_limited(SEED), default=0, help="noise seed (0 to 2**64-1)")
+    g.add_argument("--width", type=_limited(WIDTH), default=WIDTH.default, help="pixels (4-8192)")
+    g.add_argument("--height", type=_limited(HEIGHT), default=HEIGHT.default, help="pixels (4-8192)")
     g.add_argument("--empty-text", action="store_true", help="give the DiT no text: the canvas alone steers")
-    g.add_argument("--upscale", type=int, default=8, help="nearest-neighbour upscale of the saved PNG for viewing")
+    g.add_argument("--upscale", type=_limited(UPSCALE), default=UPSCALE.default,
+                   help="nearest-neighbour upscale of the saved PNG for viewing (1-64)")
     g.add_argument("--canvas-preview", type=Path, help="also write the plan (PCA of the canvas) as PNG")
     _common(g, sampling_options=True)
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score held-out benchmark prompts with the shapes-world detector")
     e.add_argument("--task", choices=("t2i",), default="t2i")
-    e.add_argument("--n", type=int, default=200, help="number of benchmark prompts (of --split)")
-    e.add_argument("--seeds", type=int, nargs="+", default=[0], help="one full pass per seed")
+    e.add_argument("--n", type=_limited(PROMPTS), default=PROMPTS.default,
+                   help="number of benchmark prompts (of --split)")
+    e.add_argument("--seeds", type=_limited(SEED), nargs="+", default=[0], help="one full pass per seed")
     e.add_argument("--canvas-only", action="store_true", help="empty text to the DiT; only the canvas steers")
     e.add_argument("--split", choices=("heldout", "train"), default="heldout",
                    help="heldout: combinations never trained on (the benchmark); train: seen ones, to measure "
@@ -171,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
 
     b = sub.add_parser("bench", help="time plain vs MetaCanvas sampling side by side in one run")
     b.add_argument("--prompt", default="a red circle at top left and a blue square at bottom right")
-    b.add_argument("--width", type=int, default=32)
-    b.add_argument("--height", type=int, default=32)
-    b.add_argument("--repeats", type=int, default=11, help="timed runs of each, after one warm-up (median)")
+    b.add_argument("--width", type=_limited(WIDTH), default=WIDTH.default, help="pixels (4-8192)")
+    b.add_argument("--height", type=_limited(HEIGHT), default=HEIGHT.default, help="pixels (4-8192)")
+    b.add_argument("--repeats", type=_limited(REPEATS), default=REPEATS.default,
+                   help="timed runs of each, after one warm-up (median)")
     b.add_argument("--json", type=Path, help="write the figures here")
     _common(b)
     b.set_defaults(func=cmd_bench)

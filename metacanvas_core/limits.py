@@ -61,3 +61,11 @@ BATCH = Limit("batch_size", int, 1, 64, 1)
 UPSCALE = Limit("upscale", int, 1, 64, 8)
 PROMPTS = Limit("n", int, 1, 100_000, 200)
 REPEATS = Limit("repeats", int, 1, 10_000, 11)
+
+BY_NAME = {limit.name: limit for limit in (STEPS, CFG, STRENGTH, SHIFT, SEED, WIDTH, HEIGHT, BATCH)}
+
+
+def checked(**values) -> None:
+    """Check named inputs at once, e.g. `checked(steps=steps, cfg=cfg)`: before anything is loaded or allocated."""
+    for name, value in values.items():
+        BY_NAME[name].check(value)
