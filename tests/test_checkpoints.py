@@ -190,3 +190,22 @@ def test_shipped_weights_record_their_training_size():
 
     for path in builtin_connectors().values():
         assert load_connector(path).trained_sizes == [[IMAGE_SIZE, IMAGE_SIZE]]
+
+
+def test_backbone_loader_reads_safetensors_only(tmp_path, backbone, random_sana_dir):
+    """Issue 15, point 7: a folder with diffusion_pytorch_model.bin loaded through pickle, with only a log line."""
+    import shutil
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(random_sana_dir, folder)
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    torch.save(backbone.transformer.state_dict(), weights.with_suffix(".bin"))
+    weights.unlink()
+    with pytest.raises(MetaCanvasError, match=r"transformer/ holds only pickle weights \(diffusion_pytorch_model.bin\)"
+                       r".*safetensors only"):
+        load_backbone(folder)
+    from metacanvas_core.backbones import ADAPTERS
+
+    # the adapter itself refuses pickle too (no silent fallback when both kinds or variants are present)
+    with pytest.raises(OSError, match="safetensors"):
+        ADAPTERS["SanaTransformer2DModel"].from_folder(folder, torch.float32, "cpu")
