@@ -6,10 +6,11 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .builtin import PLANNER, T2I_METHODS
-from .errors import MetaCanvasError
+from .errors import MetaCanvasError, MetaCanvasWarning
 from .limits import CFG, HEIGHT, PROMPTS, REPEATS, SEED, SHIFT, STEPS, STRENGTH, UPSCALE, WIDTH, Limit
 from .schedulers import DEFAULT_SAMPLER, SAMPLERS
 
@@ -221,12 +222,28 @@ def main(argv: list[str] | None = None) -> int:
 
         {"planner": planner, "vae": vae, "backbone": backbone}[args.what].main(args.rest)
         return 0
-    try:
-        args.func(args)
-    except MetaCanvasError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", MetaCanvasWarning)  # every run's notice, not only the first of a session
+        warnings.showwarning = _show_warning
+        try:
+            args.func(args)
+        except MetaCanvasError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:  # an output path that cannot be written, a full disk
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     return 0
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, MetaCanvasWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .connectors import ConnectorConfig, MetaCanvasConnector
-from .errors import MetaCanvasError
+from .errors import MetaCanvasError, MetaCanvasWarning
 
 FORMAT = "metacanvas"
 FORMAT_VERSION = 1
@@ -93,6 +94,20 @@ class LoadedConnector:
                 f"({detail}): load the backbone these weights were trained with"
             )
 
+    def warn_if_untrained(self, width: int, height: int, frames: int = 1) -> None:
+        """A MetaCanvasWarning when this size is far from every size the weights were trained at (files that do not
+        record them: nothing). The canvas and the DiT only ever saw those token grids; far off, the plan tends to
+        come out as scattered fragments rather than fail."""
+        if not self.trained_sizes or any(_near(s, width, height, frames) for s in self.trained_sizes):
+            return
+        trained = ", ".join("x".join(map(str, s)) for s in self.trained_sizes)
+        size = f"{width}x{height}" + (f"x{frames}" if frames > 1 else "")
+        warnings.warn(
+            f"MetaCanvas weights {self.name!r} were trained at {trained} (width x height), and {size} is far from "
+            "that (another pixel count or aspect ratio): expect scattered fragments instead of the plan. Sample at a "
+            "trained size, or train at this one", MetaCanvasWarning, stacklevel=3,
+        )
+
     def check_planner(self, planner, where: str = "connector") -> None:
         if planner.hidden_size != self.config.planner_hidden:
             raise MetaCanvasError(
@@ -134,6 +149,14 @@ def save_connector(
         meta["trained_sizes"] = json.dumps(_sizes(trained_sizes, MetaCanvasError))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
+
+
+def _near(trained: list[int], width: int, height: int, frames: int) -> bool:
+    """Within 2x the trained pixel count, 1.5x its aspect ratio and (video) 2x its frames."""
+    tw, th, *tf = trained
+    area, aspect = (width * height) / (tw * th), (width / height) / (tw / th)
+    frames_ok = not tf or 0.5 <= frames / tf[0] <= 2
+    return 0.5 <= area <= 2 and 1 / 1.5 <= aspect <= 1.5 and frames_ok
 
 
 class _Invalid(Exception):

@@ -18,6 +18,7 @@ from .checkpoints import LoadedConnector
 from .errors import MetaCanvasError
 from .injection import canvas_injected
 from .limits import BATCH, CFG, HEIGHT, SEED, STEPS, STRENGTH, WIDTH
+from .memory import check_fits, guarded
 from .plan import CanvasPlan
 from .schedulers import prepared
 
@@ -164,14 +165,18 @@ def sample(
         )
     positive = _batched(positive, batch)
     use_cfg = negative is not None and cfg != 1.0
+    check_fits(bb, width=width, height=height, batch=batch, guided=use_cfg)  # before anything is allocated
+    if model.connector is not None:
+        model.connector.warn_if_untrained(width, height)
     plan = _cfg_plan(positive, _batched(negative, batch)) if use_cfg else positive
     grid = bb.token_grid(width, height)
     scheduler = prepared(scheduler if scheduler is not None else bb.scheduler, steps, bb.device)
-    # Flow matching starts from pure noise (sigma 1); DPM-style schedulers may scale it.
-    latents = initial_noise(bb.latent_shape(batch, width, height), seed).to(bb.device)
-    latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
     text, mask = plan.text.to(bb.device, bb.dtype), plan.text_mask.to(bb.device)
-    with torch.no_grad(), model.applied(plan, grid):
+
+    def denoise() -> torch.Tensor:  # a function of its own, so an out-of-memory error frees all it allocated
+        # Flow matching starts from pure noise (sigma 1); DPM-style schedulers may scale it.
+        latents = initial_noise(bb.latent_shape(batch, width, height), seed).to(bb.device)
+        latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
         for i, t in enumerate(scheduler.timesteps):
             if cancel is not None and cancel():
                 raise SamplingCancelled(f"sampling cancelled at step {i} of {steps}")
@@ -184,11 +189,21 @@ def sample(
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
             if callback is not None:
                 callback(i + 1, steps, latents)
-    return latents
+        return latents
+
+    with torch.no_grad(), model.applied(plan, grid):
+        return guarded(denoise, f"width {width}, height {height}, batch_size {batch} while sampling")
 
 
 def latents_to_images(backbone: BackboneAdapter, latents: torch.Tensor) -> torch.Tensor:
     """Decode to ComfyUI's IMAGE layout: (B, H, W, 3) float in [0, 1]."""
-    with torch.no_grad():
-        pixels = backbone.decode(latents.to(backbone.device)).float()
-    return ((pixels.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()
+    scale = backbone.pixels_per_token // backbone.patch_size
+    batch, height, width = latents.shape[0], latents.shape[-2] * scale, latents.shape[-1] * scale
+    check_fits(backbone, width=width, height=height, batch=batch, stage="decoding")
+
+    def decode() -> torch.Tensor:
+        with torch.no_grad():
+            pixels = backbone.decode(latents.to(backbone.device)).float()
+        return ((pixels.clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu()
+
+    return guarded(decode, f"width {width}, height {height}, batch_size {batch} while decoding")

@@ -8,9 +8,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from metacanvas_core.limits import BATCH, CFG, HEIGHT, SEED, SHIFT, STEPS, STRENGTH, WIDTH, checked
+from metacanvas_core.memory import estimate
 from metacanvas_core.schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, SAMPLERS, make_scheduler
 
-from .comfy import interrupt_check, load_for_use, node_error, preview_resolution, progress_bar, reported_as
+from .comfy import (
+    interrupt_check, load_for_use, node_error, notices_shown, preview_resolution, progress_bar, reported_as,
+)
 
 INJECT = "Inject into Backbone"
 SAMPLE_IMAGE = "Sample Image"
@@ -117,11 +120,12 @@ class MetaCanvasSampleImage:
         from metacanvas_core.sampling import InjectedBackbone, latents_to_images, sample
 
         bb, connector = backbone.backbone, backbone.connector
-        with reported_as(SAMPLE_IMAGE):
+        with reported_as(SAMPLE_IMAGE), notices_shown(SAMPLE_IMAGE):
             checked(seed=seed, steps=steps, cfg=cfg, width=width, height=height, batch_size=batch_size, shift=shift)
             bb.check_size(width, height)
             scheduler = make_scheduler(bb.scheduler, sampler, shift)
-            load_for_use(bb)
+            # Inside ComfyUI: let it unload other models until the run fits (our own check follows in sample()).
+            load_for_use(bb, memory_required=estimate(bb, width=width, height=height, batch=batch_size).of("sampling"))
             placed = None if connector is None else connector.on(bb.device, bb.dtype)
             model = InjectedBackbone(bb, placed, backbone.strength)
             bar = progress_bar(steps)
