@@ -133,6 +133,7 @@ def _limited(limit: Limit):
             raise argparse.ArgumentTypeError(str(e)) from None
 
     parse.__name__ = limit.name  # what argparse calls the type in its own messages
+    parse.limit = limit  # for the tests that try every flag at its limits
     return parse
 
 
