@@ -57,10 +57,9 @@ SEED = Limit("seed", int, 0, 2**64 - 1, 0)
 WIDTH = Limit("width", int, 4, 8192, 32)
 HEIGHT = Limit("height", int, 4, 8192, 32)
 BATCH = Limit("batch_size", int, 1, 64, 1)
-# Command-line only: the PNG's view enlargement, benchmark prompts, timed repeats.
+# Command-line only: the PNG's view enlargement, benchmark prompts (bench checks its --repeats itself).
 UPSCALE = Limit("upscale", int, 1, 64, 8)
 PROMPTS = Limit("n", int, 1, 100_000, 200)
-REPEATS = Limit("repeats", int, 1, 10_000, 11)
 
 BY_NAME = {limit.name: limit for limit in (STEPS, CFG, STRENGTH, SHIFT, SEED, WIDTH, HEIGHT, BATCH)}
 

@@ -18,8 +18,8 @@ DEFAULT_SHIFT = SHIFT.default  # released SANA's flow shift
 
 
 def make_scheduler(folder_scheduler, sampler: str = DEFAULT_SAMPLER, shift: float = DEFAULT_SHIFT):
-    """A fresh scheduler for one run (schedulers keep per-run state). `shift` (limits.SHIFT) moves steps towards high noise
-    as sigma' = shift * sigma / (1 + (shift - 1) * sigma); the backbone default keeps the folder's own."""
+    """A fresh scheduler for one run (schedulers keep per-run state). `shift` (limits.SHIFT) moves steps towards
+    high noise as sigma' = shift * sigma / (1 + (shift - 1) * sigma); the backbone default keeps the folder's own."""
     shift = SHIFT.check(shift)  # checked even where ignored: a NaN in a saved graph is a mistake either way
     if sampler == DEFAULT_SAMPLER:
         return copy.deepcopy(folder_scheduler)
