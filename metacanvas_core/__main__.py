@@ -137,6 +137,27 @@ def _limited(limit: Limit):
     return parse
 
 
+def _device(text: str) -> str:
+    """A torch device this machine has (a usage error otherwise, not a traceback from deep inside a loader)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device ({e}); e.g. cpu or cuda") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    count = torch.cuda.device_count() if device.type == "cuda" else 1
+    if not available.get(device.type, False) or (device.index or 0) >= count:
+        raise argparse.ArgumentTypeError(f"device {text!r} is not available on this machine; use cpu")
+    return text
+
+
+def _png(text: str) -> Path:
+    if Path(text).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text!r} must be a .png file name")
+    return Path(text)
+
+
 def _common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool = False) -> None:
     p.add_argument("--method", choices=sorted(T2I_METHODS), default="metacanvas",
                    help="which built-in weights: metacanvas (canvas planning) or a global-conditioning baseline")
@@ -154,7 +175,7 @@ def _common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool 
         p.add_argument("--shift", type=_limited(SHIFT), default=SHIFT.default,
                        help="flow shift of --sampler euler or dpmpp_2m (0.01-100; 1 = none; more steps at high "
                             "noise above)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cpu or cuda")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
 
     g = sub.add_parser("generate", help="text-to-image from a prompt, written as PNG")
     g.add_argument("--prompt", required=True, help="e.g. 'a red circle at top left and a blue square at bottom right'")
-    g.add_argument("--out", type=Path, required=True, help="PNG to write")
+    g.add_argument("--out", type=_png, required=True, help="PNG to write")
     g.add_argument("--negative-prompt", default="", help="the unconditional plan's prompt (default empty)")
     g.add_argument("--seed", type=_limited(SEED), default=0, help="noise seed (0 to 2**64-1)")
     g.add_argument("--width", type=_limited(WIDTH), default=WIDTH.default, help="pixels (4-8192)")
@@ -171,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--empty-text", action="store_true", help="give the DiT no text: the canvas alone steers")
     g.add_argument("--upscale", type=_limited(UPSCALE), default=UPSCALE.default,
                    help="nearest-neighbour upscale of the saved PNG for viewing (1-64)")
-    g.add_argument("--canvas-preview", type=Path, help="also write the plan (PCA of the canvas) as PNG")
+    g.add_argument("--canvas-preview", type=_png, help="also write the plan (PCA of the canvas) as PNG")
     _common(g, sampling_options=True)
     g.set_defaults(func=cmd_generate)
 

@@ -12,6 +12,7 @@ from .backbones import load_backbone
 from .builtin import PLANNER, T2I_METHODS
 from .checkpoints import load_connector
 from .errors import MetaCanvasError
+from .limits import checked
 from .plan import CanvasPlan, make_plan
 from .planner import Planner
 from .sampling import InjectedBackbone, ProgressCallback, latents_to_images, sample
@@ -74,6 +75,7 @@ class MetaCanvasPipeline:
         texts = text_prompt
         if texts is not None:
             texts = [texts] * len(prompts) if isinstance(texts, str) else list(texts)
+        checked(steps=steps, cfg=cfg, width=width, height=height, batch_size=len(prompts))  # before planning
         self.model.backbone.check_size(width, height)
         scheduler = make_scheduler(self.model.backbone.scheduler, sampler, shift)
         positive = self.plan(prompts, texts)

@@ -237,6 +237,27 @@ def test_cli_generate_at_the_limits_and_the_issue_values(tmp_path, capsys):
     assert not (tmp_path / "bad.png").exists()
 
 
+PATH_AND_TEXT_TRIES = [
+    ("--device", ""), ("--device", "nonsense"), ("--device", "cuda:99"), ("--out", ""), ("--out", "picture"),
+    ("--canvas-preview", "DIR"), ("--planner", ""), ("--planner", "/nonexistent"), ("--backbone", "/nonexistent"),
+    ("--weights", "/nonexistent.safetensors"), ("--weights", ""), ("--prompt", ""), ("--prompt", "a zebra"),
+    ("--negative-prompt", "red " * 600), ("--method", ""), ("--sampler", "heun"),
+]
+
+
+@pytest.mark.parametrize(("flag", "value"), PATH_AND_TEXT_TRIES)
+def test_bad_text_and_path_flags_are_errors_not_tracebacks(flag, value, tmp_path, capsys):
+    value = str(tmp_path) if value == "DIR" else value
+    argv = ["generate", "--prompt", PROMPT, "--out", str(tmp_path / "x.png"), "--steps", "1", f"{flag}={value}"]
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse's usage error
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and "error: " in err and "Traceback" not in err, err
+    assert not (tmp_path / "x.png").exists()
+
+
 def test_cli_refuses_a_size_that_cannot_fit(tmp_path, capsys, monkeypatch):
     from metacanvas_core import memory
 
