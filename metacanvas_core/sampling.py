@@ -139,7 +139,7 @@ def sample(
     """
     negative = negative if negative is not None else positive.unconditional
     bb = model.backbone
-    steps, cfg, batch = STEPS.check(steps), CFG.check(cfg), BATCH.check(batch)
+    steps, cfg, batch, _ = STEPS.check(steps), CFG.check(cfg), BATCH.check(batch), STRENGTH.check(model.strength)
     seed = [SEED.check(s) for s in seed] if isinstance(seed, (list, tuple)) else SEED.check(seed)
     bb.check_size(WIDTH.check(width), HEIGHT.check(height))
     if model.connector is not None and positive.connector_name != model.connector.name:

@@ -8,9 +8,9 @@ import importlib
 import math
 import sys
 import types
+import warnings
 
 import pytest
-import torch
 
 from editor_graph import PACK_NAME, load_pack
 
@@ -284,8 +284,6 @@ def test_far_sizes_warn_near_ones_do_not(sockets):
     for w, h in ((128, 128), (32, 64), (8, 8)):
         with pytest.warns(MetaCanvasWarning, match=rf"trained at 32x32 .* {w}x{h} is far from that"):
             connector.warn_if_untrained(w, h)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error", MetaCanvasWarning)
         for w, h in ((32, 32), (40, 32), (32, 44), (36, 36)):
