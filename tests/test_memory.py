@@ -142,3 +142,25 @@ def test_out_of_memory_releases_and_names_the_inputs(tiny, monkeypatch):
     monkeypatch.setattr(tiny, "predict", other)  # not memory: passes through untouched
     with pytest.raises(RuntimeError, match="cannot be multiplied"):
         sample(InjectedBackbone(tiny), _plan(tiny), width=32, height=16, steps=1, cfg=1.0)
+
+
+def test_sample_image_node_refuses_the_issue_run_at_once(monkeypatch):
+    """The issue's run (8192 x 8192, batch 64, inside the widget limits) filled 17 GB over a minute and failed with
+    a raw allocator error; now Sample Image refuses it before sampling, naming the inputs and a size that fits."""
+    import importlib
+
+    from editor_graph import PACK_NAME, load_pack
+
+    nodes = load_pack().NODE_CLASS_MAPPINGS
+    comfy_glue = importlib.import_module(f"{PACK_NAME}.nodes.comfy")
+    monkeypatch.setattr(memory, "free_bytes", free(16 * GB))
+    call = lambda key, **kw: getattr(nodes[key](), nodes[key].FUNCTION)(**kw)[0]  # noqa: E731
+    planner = call("MetaCanvasPlannerLoader", planner="built-in tiny: planner", dtype="auto", device="auto")
+    backbone = call("MetaCanvasBackboneLoader", backbone="built-in tiny: sana_t2i", dtype="auto", device="auto")
+    connector = call("MetaCanvasConnectorLoader", weights="built-in tiny: metacanvas_t2i")
+    plan = call("MetaCanvasPlan", planner=planner, connector=connector, prompt="a red circle", canvas_only=False)
+    model = call("MetaCanvasInject", backbone=backbone, connector=connector, strength=1.0)
+    with pytest.raises(comfy_glue.NodeError, match=r"^Sample Image: width 8192, height 8192, batch_size 64 need "
+                                                   r"about .* but the cpu has 16.0 GB free: use width \d+ and height"):
+        nodes["MetaCanvasSampleImage"]().sample(model, plan, seed=0, steps=20, cfg=3.0, width=8192, height=8192,
+                                                batch_size=64)
