@@ -198,6 +198,7 @@ def test_lora_and_full_dit_train_export_and_load_in_canvas_connector(tmp_path, m
         (4, 2, .5, 4)
     assert (r["timestep_sampling"], r["text_only_dropout_on"], r["resolution"]) == \
         ("logit-normal", "position", [32, 32])
+    assert mc.trained_sizes == [[32, 32]]
     # Canvas Connector (the node) loads the exported file from models/metacanvas; generate --weights samples with it.
     sys.path.insert(0, str(ROOT / "tests"))
     from editor_graph import PACK_NAME, load_pack

@@ -296,14 +296,15 @@ class TextToImage(Task):
         name = self.args.export_name or {"global": "global_base_t2i", "metacanvas": "metacanvas_t2i",
                                          "global-continue": "global_t2i"}[self.args.stage]
         path = out / (name if name.endswith(".safetensors") else name + ".safetensors")
+        sizes = [[self.res, self.res]]  # sampling far from the trained size warns
         if self.args.stage != "global":
-            save_connector(path, conn, self.bb, dit_state=dit, recipe=recipe)
+            save_connector(path, conn, self.bb, dit_state=dit, recipe=recipe, trained_sizes=sizes)
             return [path]
         from ...world.tiny_models import save_sana_pipeline_folder
 
         self.bb.transformer.load_state_dict(dit)
         folder = out / "backbone"
         save_sana_pipeline_folder(folder, self.bb.transformer.eval(), self.bb.vae.float(), self.bb.scheduler)
-        save_connector(path, conn, self.bb, dit_state=None, recipe=recipe)
+        save_connector(path, conn, self.bb, dit_state=None, recipe=recipe, trained_sizes=sizes)
         return [folder, path]
 
