@@ -6,11 +6,13 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .builtin import EDIT_METHODS, PLANNER, T2I_METHODS, builtin_edit
-from .errors import MetaCanvasError
-from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, SAMPLERS
+from .errors import MetaCanvasError, MetaCanvasWarning
+from .limits import CFG, FPS, FRAMES, HEIGHT, PROMPTS, SEED, SHIFT, STEPS, STRENGTH, UPSCALE, WIDTH, Limit
+from .schedulers import DEFAULT_SAMPLER, SAMPLERS
 
 
 VIDEO_TASKS = ("t2v", "i2v")
@@ -78,8 +80,8 @@ def cmd_generate(args) -> None:
                               "and both need it")
     if video and args.canvas_preview:
         raise MetaCanvasError("--canvas-preview is for --task t2i; use the Preview Canvas node for keyframes")
-    if args.fps < 1:
-        raise MetaCanvasError(f"--fps must be at least 1, got {args.fps}")
+    if not video and args.out.suffix.lower() != ".png":
+        raise MetaCanvasError(f"--out {str(args.out)!r} must be a .png file name for --task {args.task}")
     size, upscale = (64, 4) if video else (32, 8)
     args.width, args.height = args.width or size, args.height or size
     args.upscale = upscale if args.upscale is None else args.upscale
@@ -225,6 +227,41 @@ def cmd_table(args) -> None:
                   f"connector FLOPs per step: {100 * r['connector_flops_share']:.1f}% of the DiT's")
 
 
+def _limited(limit: Limit):
+    """An argparse type for a flag with the nodes' limits: out-of-range, NaN or inf is a usage error (exit 2)."""
+
+    def parse(text: str):
+        try:
+            return limit.parse(text)
+        except MetaCanvasError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = limit.name  # what argparse calls the type in its own messages
+    parse.limit = limit  # for the tests that try every flag at its limits
+    return parse
+
+
+def _device(text: str) -> str:
+    """A torch device this machine has (a usage error otherwise, not a traceback from deep inside a loader)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device ({e}); e.g. cpu or cuda") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    count = torch.cuda.device_count() if device.type == "cuda" else 1
+    if not available.get(device.type, False) or (device.index or 0) >= count:
+        raise argparse.ArgumentTypeError(f"device {text!r} is not available on this machine; use cpu")
+    return text
+
+
+def _png(text: str) -> Path:
+    if Path(text).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text!r} must be a .png file name")
+    return Path(text)
+
+
 def _common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool = False) -> None:
     p.add_argument("--method", choices=sorted(T2I_METHODS), default="metacanvas",
                    help="which built-in weights: metacanvas (canvas planning) or a global-conditioning baseline")
@@ -232,15 +269,18 @@ def _common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool 
     p.add_argument("--backbone", type=Path, help="diffusers pipeline folder: SANA, Wan 2.2 or FLUX.1-Kontext "
                                                  "(default: the built-in tiny one of the task)")
     p.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: built-in for --method)")
-    p.add_argument("--steps", type=int, default=steps, help="denoising steps")
-    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--steps", type=_limited(STEPS), default=steps, help="denoising steps (1-1000)")
+    p.add_argument("--cfg", type=_limited(CFG), default=CFG.default,
+                   help="classifier-free guidance scale (0-30; 1 = off)")
     if sampling_options:
-        p.add_argument("--strength", type=float, default=1.0, help="canvas strength (0 = no canvas)")
+        p.add_argument("--strength", type=_limited(STRENGTH), default=STRENGTH.default,
+                       help="canvas strength (0-2; 0 = no canvas)")
         p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
                        help="the backbone folder's own scheduler, or flow-matching euler / dpmpp_2m")
-        p.add_argument("--shift", type=float, default=DEFAULT_SHIFT,
-                       help="flow shift of --sampler euler or dpmpp_2m (1 = none; more steps at high noise above)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+        p.add_argument("--shift", type=_limited(SHIFT), default=SHIFT.default,
+                       help="flow shift of --sampler euler or dpmpp_2m (0.01-100; 1 = none; more steps at high "
+                            "noise above)")
+    p.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cpu or cuda")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,24 +296,26 @@ def main(argv: list[str] | None = None) -> int:
                    help="PNG to write (t2i); for clips a .gif, or any other path for a folder of PNG frames")
     g.add_argument("--image", type=Path, help="start frame for --task i2v, the image to edit for --task edit (RGB; "
                                               "other sizes are scaled to cover the output and centre-cropped)")
-    g.add_argument("--frames", type=int, default=17, help="clip length, 4k+1 frames (t2v, i2v)")
-    g.add_argument("--fps", type=int, default=8, help="frame rate of a written .gif")
+    g.add_argument("--frames", type=_limited(FRAMES), default=FRAMES.default,
+                   help="clip length, 4k+1 frames (t2v, i2v)")
+    g.add_argument("--fps", type=_limited(FPS), default=FPS.default, help="frame rate of a written .gif (1-120)")
     g.add_argument("--negative-prompt", default="", help="the unconditional plan's prompt (default empty)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--width", type=int, help="pixels (default 32 for t2i, 64 for clips)")
-    g.add_argument("--height", type=int, help="pixels (default 32 for t2i, 64 for clips)")
+    g.add_argument("--seed", type=_limited(SEED), default=0, help="noise seed (0 to 2**64-1)")
+    g.add_argument("--width", type=_limited(WIDTH), help="pixels (4-8192; default 32 for t2i, 64 for clips)")
+    g.add_argument("--height", type=_limited(HEIGHT), help="pixels (4-8192; default 32 for t2i, 64 for clips)")
     g.add_argument("--empty-text", action="store_true", help="give the DiT no text: the canvas alone steers")
-    g.add_argument("--upscale", type=int, help="nearest-neighbour upscale of what is written, for viewing (default 8 "
-                   "for t2i, 4 for clips)")
-    g.add_argument("--canvas-preview", type=Path, help="also write the plan (PCA of the canvas) as PNG")
+    g.add_argument("--upscale", type=_limited(UPSCALE), help="nearest-neighbour upscale of what is written, for "
+                   "viewing (1-64; default 8 for t2i, 4 for clips)")
+    g.add_argument("--canvas-preview", type=_png, help="also write the plan (PCA of the canvas) as PNG")
     _common(g, sampling_options=True)
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score held-out benchmark prompts with the shapes-world detector")
     e.add_argument("--task", choices=("t2i", *TASK_EVALUATIONS), default="t2i",
                    help="t2i: the text-to-image benchmark; edit: held-out edits of the edit world (FLUX.1-Kontext)")
-    e.add_argument("--n", type=int, default=200, help="number of benchmark prompts (of --split)")
-    e.add_argument("--seeds", type=int, nargs="+", default=[0], help="one full pass per seed")
+    e.add_argument("--n", type=_limited(PROMPTS), default=PROMPTS.default,
+                   help="number of benchmark prompts (of --split)")
+    e.add_argument("--seeds", type=_limited(SEED), nargs="+", default=[0], help="one full pass per seed")
     e.add_argument("--canvas-only", action="store_true", help="empty text to the DiT; only the canvas steers")
     e.add_argument("--split", choices=("heldout", "train"), default="heldout",
                    help="heldout: combinations never trained on (the benchmark); train: seen ones, to measure "
@@ -290,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--prompt", help=f"default: '{T2I_BENCH_PROMPT}' (t2i), the first held-out benchmark edit's "
                                     "instruction (edit)")
     b.add_argument("--image", type=Path, help="--task edit: the image to edit (default: that edit's source)")
-    b.add_argument("--width", type=int, default=32)
-    b.add_argument("--height", type=int, default=32)
+    b.add_argument("--width", type=_limited(WIDTH), default=WIDTH.default, help="pixels (4-8192)")
+    b.add_argument("--height", type=_limited(HEIGHT), default=HEIGHT.default, help="pixels (4-8192)")
     b.add_argument("--repeats", type=int, default=11, help="timed runs of each, after one warm-up (median)")
     b.add_argument("--json", type=Path, help="write the figures here")
     _common(b)
@@ -320,12 +362,28 @@ def main(argv: list[str] | None = None) -> int:
 
         {"planner": planner, "vae": vae, "backbone": backbone}[args.what].main(args.rest)
         return 0
-    try:
-        args.func(args)
-    except MetaCanvasError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", MetaCanvasWarning)  # every run's notice, not only the first of a session
+        warnings.showwarning = _show_warning
+        try:
+            args.func(args)
+        except MetaCanvasError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:  # an output path that cannot be written, a full disk
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     return 0
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, MetaCanvasWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 if __name__ == "__main__":

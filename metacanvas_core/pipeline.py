@@ -16,6 +16,7 @@ from .checkpoints import load_connector
 from .clips import start_image_pixels
 from .editing import require_source, source_conditioning, source_visuals
 from .errors import MetaCanvasError
+from .limits import checked
 from .plan import CanvasPlan, make_plan
 from .planner import Planner
 from .sampling import InjectedBackbone, ProgressCallback, latents_to_images, sample
@@ -81,6 +82,7 @@ class MetaCanvasPipeline:
         texts = text_prompt
         if texts is not None:
             texts = [texts] * len(prompts) if isinstance(texts, str) else list(texts)
+        checked(steps=steps, cfg=cfg, width=width, height=height, batch_size=len(prompts))  # before planning
         bb = self.model.backbone
         bb.token_grid(width, height, frames)
         scheduler = make_scheduler(bb.scheduler, sampler, shift)
