@@ -3,7 +3,6 @@ is fitted to the output size, and bad sources, missing sources and wrong backbon
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
