@@ -9,20 +9,47 @@ import time
 import warnings
 from pathlib import Path
 
-from .builtin import PLANNER, T2I_METHODS
+from .builtin import EDIT_METHODS, PLANNER, T2I_METHODS, builtin_edit
 from .errors import MetaCanvasError, MetaCanvasWarning
 from .limits import CFG, FPS, FRAMES, HEIGHT, PROMPTS, SEED, SHIFT, STEPS, STRENGTH, UPSCALE, WIDTH, Limit
 from .schedulers import DEFAULT_SAMPLER, SAMPLERS
 
 
 VIDEO_TASKS = ("t2v", "i2v")
+EDIT = "edit"
+T2I_BENCH_PROMPT = "a red circle at top left and a blue square at bottom right"
+
+
+def torch_image(pixels):
+    """uint8 (H, W, 3) -> (1, H, W, 3) float in [0, 1] (ComfyUI's IMAGE)."""
+    import torch
+
+    return torch.from_numpy(pixels).float().div(255)[None]
+
+
+def _edit_models(args) -> tuple:
+    """--backbone/--weights, or the built-in edit ones of --method; a clear error while none ship."""
+    if args.backbone is not None and args.weights is not None:
+        return args.backbone, args.weights
+    if args.method not in EDIT_METHODS:
+        raise MetaCanvasError(f"--task edit: --method {args.method} has no edit weights; use one of "
+                              f"{sorted(EDIT_METHODS)}, or give --backbone and --weights")
+    shipped = builtin_edit(args.method)
+    if shipped is None:
+        raise MetaCanvasError(
+            "--task edit: no built-in edit weights ship yet (metacanvas_core/assets/tiny/flux_edit/ and "
+            f"{EDIT_METHODS[args.method][1].name}): give --backbone (a FLUX.1-Kontext diffusers folder) and "
+            "--weights (MetaCanvas edit weights for it), or train them with scripts/train_edit.sh"
+        )
+    return args.backbone or shipped[0], args.weights or shipped[1]
 
 
 def _pipeline(args):
     from .pipeline import MetaCanvasPipeline
 
-    backbone, weights = T2I_METHODS[args.method]
-    if getattr(args, "task", "t2i") in VIDEO_TASKS:
+    task = getattr(args, "task", "t2i")
+    backbone, weights = _edit_models(args) if task == EDIT else T2I_METHODS[args.method]
+    if task in VIDEO_TASKS:
         if args.backbone is None or args.weights is None:
             raise MetaCanvasError(
                 f"--task {args.task} needs --backbone (a Wan 2.2 diffusers folder) and --weights (MetaCanvas weights "
@@ -48,21 +75,23 @@ def _save_png(images, path: Path, upscale: int) -> None:
 def cmd_generate(args) -> None:
     t0 = time.perf_counter()
     video = args.task in VIDEO_TASKS
-    if (args.image is not None) != (args.task == "i2v"):
-        raise MetaCanvasError("--image (the start frame) goes with --task i2v, and --task i2v needs it")
+    if (args.image is not None) != (args.task in ("i2v", EDIT)):
+        raise MetaCanvasError("--image goes with --task i2v (the start frame) or --task edit (the image to edit), "
+                              "and both need it")
     if video and args.canvas_preview:
         raise MetaCanvasError("--canvas-preview is for --task t2i; use the Preview Canvas node for keyframes")
     if not video and args.out.suffix.lower() != ".png":
-        raise MetaCanvasError(f"--out {str(args.out)!r} must be a .png file name for --task t2i")
+        raise MetaCanvasError(f"--out {str(args.out)!r} must be a .png file name for --task {args.task}")
     size, upscale = (64, 4) if video else (32, 8)
     args.width, args.height = args.width or size, args.height or size
     args.upscale = upscale if args.upscale is None else args.upscale
     frames = args.frames if video else 1
-    start = None
+    start = source = None
     if args.image is not None:
         from .clips import load_image
 
-        start = load_image(args.image, "--image")
+        image = load_image(args.image, "--image")
+        start, source = (image, None) if args.task == "i2v" else (None, image)
     pipe = _pipeline(args)
     if args.empty_text:  # only the canvas would steer
         pipe.model.connector.require_canvas(
@@ -70,7 +99,7 @@ def cmd_generate(args) -> None:
         )
     result = pipe(
         args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height, frames=frames,
-        start_image=start, steps=args.steps, cfg=args.cfg, seed=args.seed,
+        start_image=start, source_image=source, steps=args.steps, cfg=args.cfg, seed=args.seed,
         text_prompt="" if args.empty_text else None, sampler=args.sampler, shift=args.shift,
     )
     if video:
@@ -97,9 +126,34 @@ def _emit(result: dict, path: Path | None) -> None:
     print(text)
 
 
+def _evaluate_edit(args) -> dict:
+    from .evaluation_edit import evaluate_edit
+
+    if args.vae_round_trip or args.canvas_only:
+        raise MetaCanvasError("evaluate --task edit: --vae-round-trip and --canvas-only are --task t2i options")
+    return evaluate_edit(_pipeline(args), n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
+                         split=args.split, sampler=args.sampler, shift=args.shift)
+
+
+def _edit_table(results: list[dict]) -> str:
+    from .evaluation_edit import markdown_edit_table
+
+    return markdown_edit_table(results)
+
+
+# Tasks with a benchmark of their own: task -> (run it from the parsed flags, Markdown table of its results).
+# Text-to-image is the default path below.
+TASK_EVALUATIONS = {EDIT: (_evaluate_edit, _edit_table)}
+
+
 def cmd_evaluate(args) -> None:
     from .evaluation import evaluate_t2i, evaluate_vae_round_trip
 
+    if args.task in TASK_EVALUATIONS:
+        result = TASK_EVALUATIONS[args.task][0](args)
+        result.update(task=args.task, method=args.method)
+        _emit(result, args.json)
+        return
     if args.vae_round_trip:
         from .backbones import load_backbone
 
@@ -118,11 +172,23 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .bench import bench_t2i
+    from .bench import bench_edit, bench_t2i
 
-    result = bench_t2i(_pipeline(args), args.prompt, width=args.width, height=args.height, steps=args.steps,
-                       cfg=args.cfg, repeats=args.repeats)
+    kw = dict(width=args.width, height=args.height, steps=args.steps, cfg=args.cfg, repeats=args.repeats)
+    if args.task == EDIT:
+        from .clips import load_image
+        from .world.edits import edit_benchmark, render_pair
+
+        edit = edit_benchmark(1)[0]  # default: the first held-out benchmark edit
+        source = load_image(args.image, "--image") if args.image else \
+            torch_image(render_pair(edit, args.width)[0])
+        result = bench_edit(_pipeline(args), args.prompt or edit.instruction, source, **kw)
+    else:
+        if args.image is not None:
+            raise MetaCanvasError("bench: --image (the source to edit) goes with --task edit")
+        result = bench_t2i(_pipeline(args), args.prompt or T2I_BENCH_PROMPT, **kw)
     _emit(result, args.json)
+
 
 
 def cmd_probe(args) -> None:
@@ -143,14 +209,20 @@ def cmd_table(args) -> None:
     if missing:
         raise MetaCanvasError(f"table: no such result file {', '.join(missing)}; write one with `evaluate --json`")
     results = [json.loads(p.read_text()) for p in args.files]
-    evals = [r for r in results if "scores" in r]
-    print(markdown_table(evals))
+    for task, (_, table) in TASK_EVALUATIONS.items():
+        own = [r for r in results if r.get("task") == task and "scores" in r]
+        if own:
+            print(table(own) + "\n")
+    evals = [r for r in results if "scores" in r and r.get("task") not in TASK_EVALUATIONS]
+    if evals or not results:
+        print(markdown_table(evals))
     if any("failures" in r for r in evals):
         print("\nWhy images fail (% of each category's prompts):\n")
         print(markdown_failures([r for r in evals if "failures" in r]))
     for r in results:
         if "ratio" in r:
-            print(f"\nsampling time MetaCanvas / plain backbone: {r['ratio']:.2f}x ({r['steps']} steps, "
+            plain = "plain Kontext (editing)" if r.get("task") == EDIT else "plain backbone"
+            print(f"\nsampling time MetaCanvas / {plain}: {r['ratio']:.2f}x ({r['steps']} steps, "
                   f"{r['width']}x{r['height']}, cfg {r['cfg']}); planner once: {1000 * r['planner_once_s']:.0f} ms; "
                   f"connector FLOPs per step: {100 * r['connector_flops_share']:.1f}% of the DiT's")
 
@@ -194,7 +266,8 @@ def _common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool 
     p.add_argument("--method", choices=sorted(T2I_METHODS), default="metacanvas",
                    help="which built-in weights: metacanvas (canvas planning) or a global-conditioning baseline")
     p.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
-    p.add_argument("--backbone", type=Path, help="diffusers SanaPipeline folder (default: built-in tiny SANA)")
+    p.add_argument("--backbone", type=Path, help="diffusers pipeline folder: SANA, Wan 2.2 or FLUX.1-Kontext "
+                                                 "(default: the built-in tiny one of the task)")
     p.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: built-in for --method)")
     p.add_argument("--steps", type=_limited(STEPS), default=steps, help="denoising steps (1-1000)")
     p.add_argument("--cfg", type=_limited(CFG), default=CFG.default,
@@ -215,12 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="text-to-image (PNG) or text/image-to-video (GIF or PNG frames) from a prompt")
-    g.add_argument("--task", choices=("t2i", *VIDEO_TASKS), default="t2i",
-                   help="t2i; t2v or i2v (with --image) on a Wan 2.2 --backbone with --weights for it")
+    g.add_argument("--task", choices=("t2i", *VIDEO_TASKS, EDIT), default="t2i",
+                   help="t2i; t2v or i2v (with --image) on a Wan 2.2 --backbone with --weights for it; edit (with "
+                        "--image) on FLUX.1-Kontext: the built-in edit weights, or --backbone and --weights")
     g.add_argument("--prompt", required=True, help="e.g. 'a red circle at top left and a blue square at bottom right'")
     g.add_argument("--out", type=Path, required=True,
                    help="PNG to write (t2i); for clips a .gif, or any other path for a folder of PNG frames")
-    g.add_argument("--image", type=Path, help="start frame for --task i2v (RGB; other sizes are scaled and cropped)")
+    g.add_argument("--image", type=Path, help="start frame for --task i2v, the image to edit for --task edit (RGB; "
+                                              "other sizes are scaled to cover the output and centre-cropped)")
     g.add_argument("--frames", type=_limited(FRAMES), default=FRAMES.default,
                    help="clip length, 4k+1 frames (t2v, i2v)")
     g.add_argument("--fps", type=_limited(FPS), default=FPS.default, help="frame rate of a written .gif (1-120)")
@@ -236,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score held-out benchmark prompts with the shapes-world detector")
-    e.add_argument("--task", choices=("t2i",), default="t2i")
+    e.add_argument("--task", choices=("t2i", *TASK_EVALUATIONS), default="t2i",
+                   help="t2i: the text-to-image benchmark; edit: held-out edits of the edit world (FLUX.1-Kontext)")
     e.add_argument("--n", type=_limited(PROMPTS), default=PROMPTS.default,
                    help="number of benchmark prompts (of --split)")
     e.add_argument("--seeds", type=_limited(SEED), nargs="+", default=[0], help="one full pass per seed")
@@ -251,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="time plain vs MetaCanvas sampling side by side in one run")
-    b.add_argument("--prompt", default="a red circle at top left and a blue square at bottom right")
+    b.add_argument("--task", choices=("t2i", EDIT), default="t2i",
+                   help="t2i, or edit: plain Kontext sampling vs Kontext with the canvas, on --image")
+    b.add_argument("--prompt", help=f"default: '{T2I_BENCH_PROMPT}' (t2i), the first held-out benchmark edit's "
+                                    "instruction (edit)")
+    b.add_argument("--image", type=Path, help="--task edit: the image to edit (default: that edit's source)")
     b.add_argument("--width", type=_limited(WIDTH), default=WIDTH.default, help="pixels (4-8192)")
     b.add_argument("--height", type=_limited(HEIGHT), default=HEIGHT.default, help="pixels (4-8192)")
     b.add_argument("--repeats", type=int, default=11, help="timed runs of each, after one warm-up (median)")

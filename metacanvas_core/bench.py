@@ -1,4 +1,5 @@
-"""Side-by-side cost of MetaCanvas: sampling with the plain backbone vs with the canvas injected, in one run."""
+"""Side-by-side cost of MetaCanvas: sampling with the plain backbone vs with the canvas injected, in one run
+(text-to-image, and editing: plain Kontext sampling vs Kontext with the canvas)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .backbones.base import Conditioning
 from .errors import MetaCanvasError
 from .pipeline import MetaCanvasPipeline
 from .sampling import InjectedBackbone, sample
@@ -30,14 +32,36 @@ def bench_t2i(
     """
     if repeats < 1:
         raise MetaCanvasError(f"--repeats must be at least 1 (timed runs of each), got {repeats}")
-    model = pipe.model
-    # Same DiT weights, strength 0: no canvas hook at all, so the difference is the canvas alone.
-    plain = InjectedBackbone(model.backbone, model.connector, 0.0)
     t0 = time.perf_counter()
     positive = pipe.plan([prompt])
     planner_s = time.perf_counter() - t0
-    negative = pipe.plan([""])
-    kw = dict(width=width, height=height, steps=steps, cfg=cfg, seed=0)
+    return _bench(pipe, positive, pipe.plan([""]), planner_s, None, width, height, steps, cfg, repeats)
+
+
+def bench_edit(
+    pipe: MetaCanvasPipeline, prompt: str, source: torch.Tensor, *, width: int, height: int, steps: int, cfg: float,
+    repeats: int = 5,
+) -> dict:
+    """`bench_t2i` for an edit: plain Kontext sampling (the source image as reference) vs the same with the canvas.
+    The planner's time includes seeing the source image; the reference's VAE encoding is done once, outside."""
+    from .editing import source_conditioning, source_visuals
+
+    if repeats < 1:
+        raise MetaCanvasError(f"--repeats must be at least 1 (timed runs of each), got {repeats}")
+    conditioning = source_conditioning(pipe.model.backbone, source, width, height, "--image")
+    t0 = time.perf_counter()
+    positive = pipe.plan([prompt], visuals=source_visuals(source, 1, "--image"))
+    planner_s = time.perf_counter() - t0
+    result = _bench(pipe, positive, pipe.plan([""]), planner_s, conditioning, width, height, steps, cfg, repeats)
+    return {"task": "edit", **result}
+
+
+def _bench(pipe: MetaCanvasPipeline, positive, negative, planner_s: float, conditioning: Conditioning | None,
+           width: int, height: int, steps: int, cfg: float, repeats: int) -> dict:
+    model = pipe.model
+    # Same DiT weights, strength 0: no canvas hook at all, so the difference is the canvas alone.
+    plain = InjectedBackbone(model.backbone, model.connector, 0.0)
+    kw = dict(width=width, height=height, steps=steps, cfg=cfg, seed=0, conditioning=conditioning)
     timings: dict[str, list[float]] = {"plain": [], "metacanvas": []}
     for round_ in range(repeats + 1):
         for name, m in (("plain", plain), ("metacanvas", model)):
@@ -51,9 +75,10 @@ def bench_t2i(
     grid = bb.token_grid(width, height)
     x = torch.zeros(bb.latent_shape(1, width, height))
     t = torch.full((1,), 500.0)
+    extra = () if conditioning is None else (conditioning,)
     def step_flops(m: InjectedBackbone) -> int:
         with torch.no_grad(), m.applied(positive, grid):
-            return _count_flops(lambda: bb.predict(x, t, positive.text, positive.text_mask))
+            return _count_flops(lambda: bb.predict(x, t, positive.text, positive.text_mask, *extra))
 
     dit_flops, mc_flops = step_flops(plain), step_flops(model)
     conn = model.connector.connector

@@ -1,5 +1,5 @@
-"""Text-to-image and text/image-to-video with canvas planning, end to end: plan once, sample, decode.
-Orchestration only."""
+"""Text-to-image, text/image-to-video and image editing with canvas planning, end to end: plan once, sample,
+decode. Orchestration only."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .backbones.base import Conditioning
 from .builtin import PLANNER, T2I_METHODS
 from .checkpoints import load_connector
 from .clips import start_image_pixels
+from .editing import require_source, source_conditioning, source_visuals
 from .errors import MetaCanvasError
 from .limits import checked
 from .plan import CanvasPlan, make_plan
@@ -52,8 +53,8 @@ class MetaCanvasPipeline:
         backbone, weights = T2I_METHODS[method]
         return cls.from_pretrained(PLANNER, backbone, weights, device=device)
 
-    def plan(self, prompts: list[str], text_prompts: list[str] | None = None) -> CanvasPlan:
-        return make_plan(self.planner, self.model.connector, prompts, text_prompts)
+    def plan(self, prompts: list[str], text_prompts: list[str] | None = None, visuals=None) -> CanvasPlan:
+        return make_plan(self.planner, self.model.connector, prompts, text_prompts, visuals=visuals)
 
     def __call__(
         self,
@@ -64,6 +65,7 @@ class MetaCanvasPipeline:
         height: int = 32,
         frames: int = 1,
         start_image: torch.Tensor | None = None,
+        source_image: torch.Tensor | None = None,
         steps: int = 20,
         cfg: float = 3.0,
         seed: int | list[int] = 0,
@@ -84,12 +86,19 @@ class MetaCanvasPipeline:
         bb = self.model.backbone
         bb.token_grid(width, height, frames)
         scheduler = make_scheduler(bb.scheduler, sampler, shift)
-        conditioning = None
+        conditioning, visuals = None, None
         if start_image is not None:  # (1, H, W, 3) in [0, 1]: the clip's first frame (image-to-video)
             pixels = start_image_pixels(start_image, width, height).to(bb.device, bb.dtype)
             with torch.no_grad():
                 conditioning = Conditioning(first_frames=bb.encode(pixels))
-        positive = self.plan(prompts, texts)
+        require_source(self.model.connector, source_image is not None, "source_image",
+                       "give the image to edit (FLUX.1-Kontext reference), or load text-to-image weights")
+        if source_image is not None:  # (1 or B, H, W, 3) in [0, 1]: the image to edit, seen by planner and DiT
+            if conditioning is not None:
+                raise MetaCanvasError("give a start image (image-to-video) or a source image (editing), not both")
+            conditioning = source_conditioning(bb, source_image, width, height, "source_image")
+            visuals = source_visuals(source_image, len(prompts), "source_image")
+        positive = self.plan(prompts, texts, visuals)
         negative = self.plan([negative_prompt])  # "" is the unconditional plan caption dropout trained
         latents = sample(
             self.model, positive, negative, width=width, height=height, frames=frames, conditioning=conditioning,
