@@ -8,27 +8,37 @@ import sys
 import time
 from pathlib import Path
 
-from .builtin import PLANNER, T2I_METHODS
+from .builtin import PLANNER, T2I_METHODS, TASKS, VIDEO_TASKS, VIDEO_WEIGHTS, builtin_methods
 from .errors import MetaCanvasError
 from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, SAMPLERS
 
+METHODS = sorted({*T2I_METHODS, *VIDEO_WEIGHTS})
 
-VIDEO_TASKS = ("t2v", "i2v")
+
+def _builtin(args) -> tuple:
+    """The built-in (backbone folder, weights) of --method for --task, where the flags leave one to fill."""
+    task = getattr(args, "task", "t2i")
+    if args.backbone is not None and args.weights is not None:
+        return args.backbone, args.weights
+    methods = builtin_methods(task)
+    if not methods:
+        raise MetaCanvasError(
+            f"--task {task} needs --backbone (a Wan 2.2 diffusers folder) and --weights (MetaCanvas weights "
+            "trained for it): no built-in video weights ship yet"
+        )
+    if args.method not in methods:
+        raise MetaCanvasError(f"--method {args.method} has no built-in weights for --task {task}; choose one of "
+                              f"{', '.join(sorted(methods))}, or pass --backbone and --weights")
+    backbone, weights = methods[args.method]
+    return args.backbone or backbone, args.weights or weights
 
 
 def _pipeline(args):
     from .pipeline import MetaCanvasPipeline
 
-    backbone, weights = T2I_METHODS[args.method]
-    if getattr(args, "task", "t2i") in VIDEO_TASKS:
-        if args.backbone is None or args.weights is None:
-            raise MetaCanvasError(
-                f"--task {args.task} needs --backbone (a Wan 2.2 diffusers folder) and --weights (MetaCanvas weights "
-                "trained for it): no built-in video weights ship yet"
-            )
+    backbone, weights = _builtin(args)
     return MetaCanvasPipeline.from_pretrained(
-        args.planner or PLANNER, args.backbone or backbone, args.weights or weights,
-        strength=getattr(args, "strength", 1.0), device=args.device,
+        args.planner or PLANNER, backbone, weights, strength=getattr(args, "strength", 1.0), device=args.device,
     )
 
 
@@ -96,7 +106,7 @@ def _emit(result: dict, path: Path | None) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluation import evaluate_t2i, evaluate_vae_round_trip
+    from .evaluation import evaluate, evaluate_vae_round_trip
 
     if args.vae_round_trip:
         from .backbones import load_backbone
@@ -104,22 +114,33 @@ def cmd_evaluate(args) -> None:
         if args.canvas_only:
             raise MetaCanvasError(
                 "evaluate: --vae-round-trip scores true renders (no DiT, no canvas); drop --canvas-only")
-        backbone = load_backbone(args.backbone or T2I_METHODS[args.method][0], device=args.device)
-        result = evaluate_vae_round_trip(backbone, n=args.n, seeds=tuple(args.seeds), split=args.split)
+        backbone = args.backbone or _builtin(args)[0]
+        result = evaluate_vae_round_trip(load_backbone(backbone, device=args.device), args.task, n=args.n,
+                                         seeds=tuple(args.seeds), split=args.split)
         result.update(task=args.task, method="true renders, VAE round trip")
         _emit(result, args.json)
         return
-    result = evaluate_t2i(_pipeline(args), n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
-                          canvas_only=args.canvas_only, split=args.split, sampler=args.sampler, shift=args.shift)
+    result = evaluate(_pipeline(args), args.task, n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
+                      canvas_only=args.canvas_only, split=args.split, sampler=args.sampler, shift=args.shift)
     result.update(task=args.task, method=args.method)
     _emit(result, args.json)
 
 
 def cmd_bench(args) -> None:
-    from .bench import bench_t2i
+    from .bench import bench
+    from .checkpoints import load_connector
 
-    result = bench_t2i(_pipeline(args), args.prompt, width=args.width, height=args.height, steps=args.steps,
-                       cfg=args.cfg, repeats=args.repeats)
+    video = args.task in VIDEO_TASKS
+    size = 64 if video else 32
+    compare = list(args.compare or [])
+    if args.compare is None and video and args.weights is None:  # the built-in keyframe ablation, when shipped
+        k1 = builtin_methods(args.task).get("metacanvas-k1")
+        compare = [k1[1]] if k1 and args.method != "metacanvas-k1" else []
+    pipe = _pipeline(args)
+    result = bench(pipe, args.prompt, width=args.width or size, height=args.height or size,
+                   frames=args.frames if video else 1, steps=args.steps, cfg=args.cfg, repeats=args.repeats,
+                   compare={Path(w).stem: load_connector(w) for w in compare})
+    result.update(task=args.task, method=args.method)
     _emit(result, args.json)
 
 
@@ -135,29 +156,39 @@ def cmd_probe(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from .evaluation import markdown_failures, markdown_table
+    from .evaluation import markdown_clip_table, markdown_failures, markdown_table
 
     missing = [str(p) for p in args.files if not p.is_file()]
     if missing:
         raise MetaCanvasError(f"table: no such result file {', '.join(missing)}; write one with `evaluate --json`")
     results = [json.loads(p.read_text()) for p in args.files]
-    evals = [r for r in results if "scores" in r]
-    print(markdown_table(evals))
+    evals = [r for r in results if "scores" in r and r.get("task", "t2i") == "t2i"]
+    clips = [r for r in results if "scores" in r and r.get("task", "t2i") in VIDEO_TASKS]
+    if evals:
+        print(markdown_table(evals))
     if any("failures" in r for r in evals):
         print("\nWhy images fail (% of each category's prompts):\n")
         print(markdown_failures([r for r in evals if "failures" in r]))
+    if clips:
+        print(("\n" if evals else "") + markdown_clip_table(clips))
     for r in results:
         if "ratio" in r:
+            size = f"{r['width']}x{r['height']}" + (f"x{r['frames']} frames" if r.get("frames", 1) > 1 else "")
             print(f"\nsampling time MetaCanvas / plain backbone: {r['ratio']:.2f}x ({r['steps']} steps, "
-                  f"{r['width']}x{r['height']}, cfg {r['cfg']}); planner once: {1000 * r['planner_once_s']:.0f} ms; "
+                  f"{size}, cfg {r['cfg']}); planner once: {1000 * r['planner_once_s']:.0f} ms; "
                   f"connector FLOPs per step: {100 * r['connector_flops_share']:.1f}% of the DiT's")
+            for name, c in r.get("compare", {}).items():
+                print(f"sampling time {r['keyframes']} keyframes / {c['keyframes']} ({name}): "
+                      f"{c['metacanvas_vs_this']:.2f}x")
 
 
 def _common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool = False) -> None:
-    p.add_argument("--method", choices=sorted(T2I_METHODS), default="metacanvas",
-                   help="which built-in weights: metacanvas (canvas planning) or a global-conditioning baseline")
+    p.add_argument("--method", choices=METHODS, default="metacanvas",
+                   help="which built-in weights: metacanvas (canvas planning), a global-conditioning baseline, or "
+                        "(video) metacanvas-k1, one canvas broadcast over time")
     p.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
-    p.add_argument("--backbone", type=Path, help="diffusers SanaPipeline folder (default: built-in tiny SANA)")
+    p.add_argument("--backbone", type=Path, help="diffusers pipeline folder: SANA for t2i, Wan 2.2 for t2v/i2v "
+                   "(default: the built-in tiny one of --method)")
     p.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: built-in for --method)")
     p.add_argument("--steps", type=int, default=steps, help="denoising steps")
     p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off)")
@@ -195,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score held-out benchmark prompts with the shapes-world detector")
-    e.add_argument("--task", choices=("t2i",), default="t2i")
+    e.add_argument("--task", choices=TASKS, default="t2i",
+                   help="t2i: the image benchmark; t2v / i2v: the clip benchmark (i2v starts from each clip's true "
+                        "first frame and also reports its PSNR after the VAE round trip)")
     e.add_argument("--n", type=int, default=200, help="number of benchmark prompts (of --split)")
     e.add_argument("--seeds", type=int, nargs="+", default=[0], help="one full pass per seed")
     e.add_argument("--canvas-only", action="store_true", help="empty text to the DiT; only the canvas steers")
@@ -209,9 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="time plain vs MetaCanvas sampling side by side in one run")
+    b.add_argument("--task", choices=TASKS, default="t2i", help="t2i times images; t2v / i2v time clips")
     b.add_argument("--prompt", default="a red circle at top left and a blue square at bottom right")
-    b.add_argument("--width", type=int, default=32)
-    b.add_argument("--height", type=int, default=32)
+    b.add_argument("--width", type=int, help="pixels (default 32 for t2i, 64 for clips)")
+    b.add_argument("--height", type=int, help="pixels (default 32 for t2i, 64 for clips)")
+    b.add_argument("--frames", type=int, default=17, help="clip length, 4k+1 frames (t2v, i2v)")
+    b.add_argument("--compare", type=Path, nargs="*",
+                   help="other MetaCanvas weights for the same backbone, timed in the same rounds (default for "
+                        "t2v/i2v: the built-in 1-keyframe weights, when shipped)")
     b.add_argument("--repeats", type=int, default=11, help="timed runs of each, after one warm-up (median)")
     b.add_argument("--json", type=Path, help="write the figures here")
     _common(b)

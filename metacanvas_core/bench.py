@@ -1,4 +1,6 @@
-"""Side-by-side cost of MetaCanvas: sampling with the plain backbone vs with the canvas injected, in one run."""
+"""Side-by-side cost of MetaCanvas: sampling with the plain backbone vs with the canvas injected, in one run, for
+images and clips alike; optionally other MetaCanvas weights for the same backbone (e.g. a 1-keyframe canvas against
+the 3-keyframe one) timed in the same rounds."""
 
 from __future__ import annotations
 
@@ -8,8 +10,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .checkpoints import LoadedConnector
 from .errors import MetaCanvasError
 from .pipeline import MetaCanvasPipeline
+from .plan import CanvasPlan, make_plan
 from .sampling import InjectedBackbone, sample
 
 
@@ -19,48 +23,59 @@ def _count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def bench_t2i(
-    pipe: MetaCanvasPipeline, prompt: str, *, width: int, height: int, steps: int, cfg: float, repeats: int = 5
+def bench(
+    pipe: MetaCanvasPipeline, prompt: str, *, width: int, height: int, frames: int = 1, steps: int, cfg: float,
+    repeats: int = 5, compare: dict[str, LoadedConnector] | None = None,
 ) -> dict:
-    """Median wall time of the same sampling run with and without the canvas (same plan, seed, steps, CFG).
+    """Median wall time of the same sampling run with and without the canvas (same plan, seed, steps, CFG), and
+    with each of the `compare` weights (name -> weights for the same backbone).
 
-    Runs alternate so that machine noise hits both alike, after one untimed pair that pays the one-off costs
+    Runs alternate so that machine noise hits all alike, after one untimed round that pays the one-off costs
     (allocator, kernel and scheduler set-up) which would otherwise land on whichever runs first. The planner and
     part (a) of the canvas connector run once per generation; their time is reported on its own.
     """
     if repeats < 1:
         raise MetaCanvasError(f"--repeats must be at least 1 (timed runs of each), got {repeats}")
     model = pipe.model
-    # Same DiT weights, strength 0: no canvas hook at all, so the difference is the canvas alone.
-    plain = InjectedBackbone(model.backbone, model.connector, 0.0)
+    bb = model.backbone
+    bb.token_grid(width, height, frames)  # a bad size or frame count fails before anything runs
     t0 = time.perf_counter()
     positive = pipe.plan([prompt])
     planner_s = time.perf_counter() - t0
-    negative = pipe.plan([""])
-    kw = dict(width=width, height=height, steps=steps, cfg=cfg, seed=0)
-    timings: dict[str, list[float]] = {"plain": [], "metacanvas": []}
+    # Same DiT weights, strength 0: no canvas hook at all, so the difference is the canvas alone.
+    runs: dict[str, tuple[InjectedBackbone, CanvasPlan, CanvasPlan]] = {
+        "plain": (InjectedBackbone(bb, model.connector, 0.0), positive, pipe.plan([""])),
+        "metacanvas": (model, positive, pipe.plan([""])),
+    }
+    for name, loaded in (compare or {}).items():
+        other = InjectedBackbone(bb).inject(loaded.on(bb.device, bb.dtype), model.strength)
+        runs[name] = (other, make_plan(pipe.planner, loaded, [prompt]), make_plan(pipe.planner, loaded, [""]))
+    kw = dict(width=width, height=height, frames=frames, steps=steps, cfg=cfg, seed=0)
+    timings: dict[str, list[float]] = {name: [] for name in runs}
     for round_ in range(repeats + 1):
-        for name, m in (("plain", plain), ("metacanvas", model)):
+        for name, (m, pos, neg) in runs.items():
             t0 = time.perf_counter()
-            sample(m, positive, negative, **kw)
+            sample(m, pos, neg, **kw)
             if round_:  # round 0 is the warm-up
                 timings[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in timings.items()}
 
-    bb = model.backbone
-    grid = bb.token_grid(width, height)
-    x = torch.zeros(bb.latent_shape(1, width, height))
-    t = torch.full((1,), 500.0)
-    def step_flops(m: InjectedBackbone) -> int:
-        with torch.no_grad(), m.applied(positive, grid):
-            return _count_flops(lambda: bb.predict(x, t, positive.text, positive.text_mask))
+    grid = bb.token_grid(width, height, frames)
+    x = torch.zeros(bb.latent_shape(1, width, height, frames), device=bb.device, dtype=bb.dtype)
+    t = torch.full((1,), 500.0, device=bb.device)
 
-    dit_flops, mc_flops = step_flops(plain), step_flops(model)
+    def step_flops(m: InjectedBackbone, plan: CanvasPlan) -> int:
+        text, mask = plan.text.to(bb.device, bb.dtype), plan.text_mask.to(bb.device)
+        with torch.no_grad(), m.applied(plan, grid):
+            return _count_flops(lambda: bb.predict(x, t, text, mask))
+
+    dit_flops, mc_flops = step_flops(*runs["plain"][:2]), step_flops(*runs["metacanvas"][:2])
     conn = model.connector.connector
     count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
-    return {
-        "width": width, "height": height, "steps": steps, "cfg": cfg, "repeats": repeats,
+    result = {
+        "width": width, "height": height, "frames": frames, "steps": steps, "cfg": cfg, "repeats": repeats,
         "threads": torch.get_num_threads(),
+        "keyframes": conn.config.grid.frames,
         "plain_sampling_s": round(med["plain"], 4),
         "metacanvas_sampling_s": round(med["metacanvas"], 4),
         "ratio": round(med["metacanvas"] / med["plain"], 3),
@@ -76,3 +91,15 @@ def bench_t2i(
         "connector_flops_per_step": mc_flops - dit_flops,
         "connector_flops_share": round((mc_flops - dit_flops) / dit_flops, 4),
     }
+    if compare:
+        # Sampling time per step, each against the main weights' (e.g. 1 keyframe vs 3: the canvas's cost per step).
+        result["compare"] = {
+            name: {
+                "keyframes": loaded.connector.config.grid.frames,
+                "sampling_s": round(med[name], 4),
+                "metacanvas_vs_this": round(med["metacanvas"] / med[name], 3),
+                "connector_flops_per_step": step_flops(*runs[name][:2]) - dit_flops,
+            }
+            for name, loaded in compare.items()
+        }
+    return result

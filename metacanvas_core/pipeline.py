@@ -51,8 +51,8 @@ class MetaCanvasPipeline:
         backbone, weights = T2I_METHODS[method]
         return cls.from_pretrained(PLANNER, backbone, weights, device=device)
 
-    def plan(self, prompts: list[str], text_prompts: list[str] | None = None) -> CanvasPlan:
-        return make_plan(self.planner, self.model.connector, prompts, text_prompts)
+    def plan(self, prompts: list[str], text_prompts: list[str] | None = None, visuals=None) -> CanvasPlan:
+        return make_plan(self.planner, self.model.connector, prompts, text_prompts, visuals=visuals)
 
     def __call__(
         self,
@@ -82,12 +82,18 @@ class MetaCanvasPipeline:
         bb = self.model.backbone
         bb.token_grid(width, height, frames)
         scheduler = make_scheduler(bb.scheduler, sampler, shift)
-        conditioning = None
-        if start_image is not None:  # (1, H, W, 3) in [0, 1]: the clip's first frame (image-to-video)
-            pixels = start_image_pixels(start_image, width, height).to(bb.device, bb.dtype)
+        conditioning, visuals = None, None
+        if start_image is not None:  # (1 or B, H, W, 3) in [0, 1]: the clips' first frames (image-to-video)
+            several = start_image.ndim == 4 and start_image.shape[0] == len(prompts) > 1
+            images = start_image.split(1) if several else [start_image]
+            fitted = [start_image_pixels(im, width, height) for im in images]
+            pixels = torch.cat(fitted).to(bb.device, bb.dtype)
             with torch.no_grad():
                 conditioning = Conditioning(first_frames=bb.encode(pixels))
-        positive = self.plan(prompts, texts)
+            # The planner sees each prompt's start image, so the plan knows what is where (as Plan Canvas's image).
+            shown = [((p[0].movedim(0, -1) + 1) / 2).clamp(0, 1) for p in fitted]
+            visuals = [[shown[i if several else 0]] for i in range(len(prompts))]
+        positive = self.plan(prompts, texts, visuals)
         negative = self.plan([negative_prompt])  # "" is the unconditional plan caption dropout trained
         latents = sample(
             self.model, positive, negative, width=width, height=height, frames=frames, conditioning=conditioning,
