@@ -29,8 +29,10 @@ def _calls(monkeypatch) -> list[dict]:
 
 
 def test_video_entries_appear_only_where_the_video_weights_are(builtin_video, tmp_path, monkeypatch):
-    from editor_graph import load_pack  # noqa: F401  (the pack's nodes import as in ComfyUI)
-    from nodes.comfy import backbone_choices, connector_choices
+    from editor_graph import load_pack
+
+    comfy = load_pack().nodes.comfy  # the pack as ComfyUI imports it
+    backbone_choices, connector_choices = comfy.backbone_choices, comfy.connector_choices
 
     assert set(builtin.video_methods()) == {"metacanvas", "metacanvas-k1", "global"}
     assert builtin.builtin_methods("i2v") == builtin.video_methods()
