@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
 
     g = sub.add_parser("generate", help="text-to-image (PNG) or text/image-to-video (GIF or PNG frames) from a prompt")
     g.add_argument("--task", choices=("t2i", *VIDEO_TASKS), default="t2i",
-                   help="t2i; t2v or i2v (with --image) on a Wan 2.2 --backbone with --weights for it")
+                   help="t2i; t2v or i2v (with --image) on the built-in tiny Wan weights of --method (when "
+                        "shipped), or a Wan 2.2 --backbone with --weights for it")
     g.add_argument("--prompt", required=True, help="e.g. 'a red circle at top left and a blue square at bottom right'")
     g.add_argument("--out", type=Path, required=True,
                    help="PNG to write (t2i); for clips a .gif, or any other path for a folder of PNG frames")
