@@ -6,11 +6,13 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from .builtin import PLANNER, T2I_METHODS, TASKS, VIDEO_TASKS, VIDEO_WEIGHTS, builtin_methods
-from .errors import MetaCanvasError
-from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, SAMPLERS
+from .errors import MetaCanvasError, MetaCanvasWarning
+from .limits import CFG, FPS, FRAMES, HEIGHT, PROMPTS, SEED, SHIFT, STEPS, STRENGTH, UPSCALE, WIDTH, Limit
+from .schedulers import DEFAULT_SAMPLER, SAMPLERS
 
 METHODS = sorted({*T2I_METHODS, *VIDEO_WEIGHTS})
 
@@ -60,8 +62,8 @@ def cmd_generate(args) -> None:
         raise MetaCanvasError("--image (the start frame) goes with --task i2v, and --task i2v needs it")
     if video and args.canvas_preview:
         raise MetaCanvasError("--canvas-preview is for --task t2i; use the Preview Canvas node for keyframes")
-    if args.fps < 1:
-        raise MetaCanvasError(f"--fps must be at least 1, got {args.fps}")
+    if not video and args.out.suffix.lower() != ".png":
+        raise MetaCanvasError(f"--out {str(args.out)!r} must be a .png file name for --task t2i")
     size, upscale = (64, 4) if video else (32, 8)
     args.width, args.height = args.width or size, args.height or size
     args.upscale = upscale if args.upscale is None else args.upscale
@@ -182,6 +184,41 @@ def cmd_table(args) -> None:
                       f"{c['metacanvas_vs_this']:.2f}x")
 
 
+def _limited(limit: Limit):
+    """An argparse type for a flag with the nodes' limits: out-of-range, NaN or inf is a usage error (exit 2)."""
+
+    def parse(text: str):
+        try:
+            return limit.parse(text)
+        except MetaCanvasError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = limit.name  # what argparse calls the type in its own messages
+    parse.limit = limit  # for the tests that try every flag at its limits
+    return parse
+
+
+def _device(text: str) -> str:
+    """A torch device this machine has (a usage error otherwise, not a traceback from deep inside a loader)."""
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device ({e}); e.g. cpu or cuda") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    count = torch.cuda.device_count() if device.type == "cuda" else 1
+    if not available.get(device.type, False) or (device.index or 0) >= count:
+        raise argparse.ArgumentTypeError(f"device {text!r} is not available on this machine; use cpu")
+    return text
+
+
+def _png(text: str) -> Path:
+    if Path(text).suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text!r} must be a .png file name")
+    return Path(text)
+
+
 def _common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool = False) -> None:
     p.add_argument("--method", choices=METHODS, default="metacanvas",
                    help="which built-in weights: metacanvas (canvas planning), a global-conditioning baseline, or "
@@ -190,15 +227,18 @@ def _common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool 
     p.add_argument("--backbone", type=Path, help="diffusers pipeline folder: SANA for t2i, Wan 2.2 for t2v/i2v "
                    "(default: the built-in tiny one of --method)")
     p.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: built-in for --method)")
-    p.add_argument("--steps", type=int, default=steps, help="denoising steps")
-    p.add_argument("--cfg", type=float, default=3.0, help="classifier-free guidance scale (1 = off)")
+    p.add_argument("--steps", type=_limited(STEPS), default=steps, help="denoising steps (1-1000)")
+    p.add_argument("--cfg", type=_limited(CFG), default=CFG.default,
+                   help="classifier-free guidance scale (0-30; 1 = off)")
     if sampling_options:
-        p.add_argument("--strength", type=float, default=1.0, help="canvas strength (0 = no canvas)")
+        p.add_argument("--strength", type=_limited(STRENGTH), default=STRENGTH.default,
+                       help="canvas strength (0-2; 0 = no canvas)")
         p.add_argument("--sampler", choices=SAMPLERS, default=DEFAULT_SAMPLER,
                        help="the backbone folder's own scheduler, or flow-matching euler / dpmpp_2m")
-        p.add_argument("--shift", type=float, default=DEFAULT_SHIFT,
-                       help="flow shift of --sampler euler or dpmpp_2m (1 = none; more steps at high noise above)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+        p.add_argument("--shift", type=_limited(SHIFT), default=SHIFT.default,
+                       help="flow shift of --sampler euler or dpmpp_2m (0.01-100; 1 = none; more steps at high "
+                            "noise above)")
+    p.add_argument("--device", type=_device, default="cpu", help="torch device, e.g. cpu or cuda")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,16 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--out", type=Path, required=True,
                    help="PNG to write (t2i); for clips a .gif, or any other path for a folder of PNG frames")
     g.add_argument("--image", type=Path, help="start frame for --task i2v (RGB; other sizes are scaled and cropped)")
-    g.add_argument("--frames", type=int, default=17, help="clip length, 4k+1 frames (t2v, i2v)")
-    g.add_argument("--fps", type=int, default=8, help="frame rate of a written .gif")
+    g.add_argument("--frames", type=_limited(FRAMES), default=FRAMES.default,
+                   help="clip length, 4k+1 frames (t2v, i2v)")
+    g.add_argument("--fps", type=_limited(FPS), default=FPS.default, help="frame rate of a written .gif (1-120)")
     g.add_argument("--negative-prompt", default="", help="the unconditional plan's prompt (default empty)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--width", type=int, help="pixels (default 32 for t2i, 64 for clips)")
-    g.add_argument("--height", type=int, help="pixels (default 32 for t2i, 64 for clips)")
+    g.add_argument("--seed", type=_limited(SEED), default=0, help="noise seed (0 to 2**64-1)")
+    g.add_argument("--width", type=_limited(WIDTH), help="pixels (4-8192; default 32 for t2i, 64 for clips)")
+    g.add_argument("--height", type=_limited(HEIGHT), help="pixels (4-8192; default 32 for t2i, 64 for clips)")
     g.add_argument("--empty-text", action="store_true", help="give the DiT no text: the canvas alone steers")
-    g.add_argument("--upscale", type=int, help="nearest-neighbour upscale of what is written, for viewing (default 8 "
-                   "for t2i, 4 for clips)")
-    g.add_argument("--canvas-preview", type=Path, help="also write the plan (PCA of the canvas) as PNG")
+    g.add_argument("--upscale", type=_limited(UPSCALE), help="nearest-neighbour upscale of what is written, for "
+                   "viewing (1-64; default 8 for t2i, 4 for clips)")
+    g.add_argument("--canvas-preview", type=_png, help="also write the plan (PCA of the canvas) as PNG")
     _common(g, sampling_options=True)
     g.set_defaults(func=cmd_generate)
 
@@ -230,8 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--task", choices=TASKS, default="t2i",
                    help="t2i: the image benchmark; t2v / i2v: the clip benchmark (i2v starts from each clip's true "
                         "first frame and also reports its PSNR after the VAE round trip)")
-    e.add_argument("--n", type=int, default=200, help="number of benchmark prompts (of --split)")
-    e.add_argument("--seeds", type=int, nargs="+", default=[0], help="one full pass per seed")
+    e.add_argument("--n", type=_limited(PROMPTS), default=PROMPTS.default,
+                   help="number of benchmark prompts (of --split)")
+    e.add_argument("--seeds", type=_limited(SEED), nargs="+", default=[0], help="one full pass per seed")
     e.add_argument("--canvas-only", action="store_true", help="empty text to the DiT; only the canvas steers")
     e.add_argument("--split", choices=("heldout", "train"), default="heldout",
                    help="heldout: combinations never trained on (the benchmark); train: seen ones, to measure "
@@ -245,9 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("bench", help="time plain vs MetaCanvas sampling side by side in one run")
     b.add_argument("--task", choices=TASKS, default="t2i", help="t2i times images; t2v / i2v time clips")
     b.add_argument("--prompt", default="a red circle at top left and a blue square at bottom right")
-    b.add_argument("--width", type=int, help="pixels (default 32 for t2i, 64 for clips)")
-    b.add_argument("--height", type=int, help="pixels (default 32 for t2i, 64 for clips)")
-    b.add_argument("--frames", type=int, default=17, help="clip length, 4k+1 frames (t2v, i2v)")
+    b.add_argument("--width", type=_limited(WIDTH), help="pixels (4-8192; default 32 for t2i, 64 for clips)")
+    b.add_argument("--height", type=_limited(HEIGHT), help="pixels (4-8192; default 32 for t2i, 64 for clips)")
+    b.add_argument("--frames", type=_limited(FRAMES), default=FRAMES.default, help="clip length, 4k+1 frames (t2v, "
+                   "i2v)")
     b.add_argument("--compare", type=Path, nargs="*",
                    help="other MetaCanvas weights for the same backbone, timed in the same rounds (default for "
                         "t2v/i2v: the built-in 1-keyframe weights, when shipped)")
@@ -279,12 +322,28 @@ def main(argv: list[str] | None = None) -> int:
 
         {"planner": planner, "vae": vae, "backbone": backbone}[args.what].main(args.rest)
         return 0
-    try:
-        args.func(args)
-    except MetaCanvasError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", MetaCanvasWarning)  # every run's notice, not only the first of a session
+        warnings.showwarning = _show_warning
+        try:
+            args.func(args)
+        except MetaCanvasError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:  # an output path that cannot be written, a full disk
+            print(f"error: {err}", file=sys.stderr)
+            return 1
     return 0
+
+
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if issubclass(category, MetaCanvasWarning):
+        print(f"warning: {message}", file=sys.stderr)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
 
 
 if __name__ == "__main__":

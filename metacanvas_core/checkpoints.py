@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
 from .connectors import ConnectorConfig, MetaCanvasConnector
-from .errors import MetaCanvasError
+from .errors import MetaCanvasError, MetaCanvasWarning
 
 FORMAT = "metacanvas"
 FORMAT_VERSION = 1
@@ -35,6 +36,7 @@ class LoadedConnector:
     dit_state: dict[str, torch.Tensor] = field(default_factory=dict)
     recipe: dict = field(default_factory=dict)
     backbone_config: dict = field(default_factory=dict)
+    trained_sizes: list[list[int]] = field(default_factory=list)  # [width, height(, frames)]; [] = not recorded
     _placed: dict = field(default_factory=dict, repr=False, compare=False)
 
     def on(self, device: torch.device | str, dtype: torch.dtype) -> "LoadedConnector":
@@ -81,6 +83,9 @@ class LoadedConnector:
             )
         have = backbone.fingerprint()
         diff = {k: (v, have[k]) for k, v in self.backbone_config.items() if k in have and have[k] != v}
+        own = backbone.transformer.state_dict()
+        diff.update({f"tensor {k}": (tuple(v.shape), tuple(own[k].shape)) for k, v in self.dit_state.items()
+                     if k in own and own[k].shape != v.shape})
         if diff:
             detail = ", ".join(f"{k}: trained with {a!r}, this backbone has {b!r}"
                                for k, (a, b) in sorted(diff.items()))
@@ -88,6 +93,20 @@ class LoadedConnector:
                 f"{where} {self.name!r} was trained on another {self.backbone_architecture} DiT than {backbone.name!r} "
                 f"({detail}): load the backbone these weights were trained with"
             )
+
+    def warn_if_untrained(self, width: int, height: int, frames: int = 1) -> None:
+        """A MetaCanvasWarning when this size is far from every size the weights were trained at (files that do not
+        record them: nothing). The canvas and the DiT only ever saw those token grids; far off, the plan tends to
+        come out as scattered fragments rather than fail."""
+        if not self.trained_sizes or any(_near(s, width, height, frames) for s in self.trained_sizes):
+            return
+        trained = ", ".join("x".join(map(str, s)) for s in self.trained_sizes)
+        size = f"{width}x{height}" + (f"x{frames}" if frames > 1 else "")
+        warnings.warn(
+            f"MetaCanvas weights {self.name!r} were trained at {trained} (width x height), and {size} is far from "
+            "that (another pixel count or aspect ratio): expect scattered fragments instead of the plan. Sample at a "
+            "trained size, or train at this one", MetaCanvasWarning, stacklevel=3,
+        )
 
     def check_planner(self, planner, where: str = "connector") -> None:
         if planner.hidden_size != self.config.planner_hidden:
@@ -105,8 +124,12 @@ def save_connector(
     backbone,
     dit_state: dict[str, torch.Tensor] | None = None,
     recipe: dict | None = None,
+    trained_sizes: list[list[int]] | None = None,
 ) -> None:
-    """Write `connector` (and the DiT weights trained with it) for `backbone`, a BackboneAdapter."""
+    """Write `connector` (and the DiT weights trained with it) for `backbone`, a BackboneAdapter.
+
+    `trained_sizes`: the output sizes the weights were trained at, each [width, height] (video: [width, height,
+    frames]); sampling far from all of them warns (the plan and the DiT only saw those token grids)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in connector.state_dict().items()}
     for k, v in (dit_state or {}).items():
         tensors[DIT_PREFIX + k] = v.detach().contiguous().cpu()
@@ -122,11 +145,26 @@ def save_connector(
         "connector_config": json.dumps(connector.config.to_dict()),
         "training_recipe": json.dumps(recipe or {}),
     }
+    if trained_sizes:
+        meta["trained_sizes"] = json.dumps(_sizes(trained_sizes, MetaCanvasError))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)
 
 
+def _near(trained: list[int], width: int, height: int, frames: int) -> bool:
+    """Within 2x the trained pixel count, 1.5x its aspect ratio and (video) 2x its frames."""
+    tw, th, *tf = trained
+    area, aspect = (width * height) / (tw * th), (width / height) / (tw / th)
+    frames_ok = not tf or 0.5 <= frames / tf[0] <= 2
+    return 0.5 <= area <= 2 and 1 / 1.5 <= aspect <= 1.5 and frames_ok
+
+
+class _Invalid(Exception):
+    """What is wrong with a file's metadata or tensors; `load_connector` words it for the user."""
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
+    """The raw metadata of a MetaCanvas weights file (checked to be one, of a version this pack reads)."""
     path = Path(path)
     if not path.is_file():
         raise MetaCanvasError(f"MetaCanvas weights {str(path)!r} not found: pick a .safetensors file that exists")
@@ -141,26 +179,88 @@ def read_metadata(path: str | Path) -> dict[str, str]:
             f"{path.name!r} is a safetensors file but not MetaCanvas weights (no 'format: metacanvas' metadata); "
             "a LoRA or model checkpoint goes to its own loader"
         )
-    if int(meta.get("format_version", "0")) > FORMAT_VERSION:
-        raise MetaCanvasError(f"{path.name!r} has format version {meta['format_version']}; update this node pack")
+    version = meta.get("format_version")
+    if version is None or not version.isdigit() or int(version) < 1:
+        raise _invalid(path, "format_version is missing" if version is None else f"format_version {version!r} is "
+                       "not a positive whole number")
+    if int(version) > FORMAT_VERSION:
+        raise MetaCanvasError(f"{path.name!r} has format version {version}; update this node pack")
     return meta
+
+
+def _invalid(path: Path, what: str) -> MetaCanvasError:
+    return MetaCanvasError(f"{path.name!r}: this file is not valid MetaCanvas weights: {what}; re-download or "
+                           "re-train it")
+
+
+def _json(meta: dict[str, str], key: str, kind: type, default=None):
+    if key not in meta:
+        if default is None:
+            raise _Invalid(f"the metadata has no {key}")
+        return default
+    try:
+        value = json.loads(meta[key])
+    except json.JSONDecodeError as e:
+        raise _Invalid(f"{key} is not valid JSON ({e})") from None
+    if not isinstance(value, kind):
+        raise _Invalid(f"{key} is a JSON {type(value).__name__}, not a {kind.__name__}")
+    return value
+
+
+def _sizes(sizes, error: type[Exception]) -> list[list[int]]:
+    """`sizes` as a list of [width, height(, frames)] of positive whole numbers, else `error`."""
+    ok = isinstance(sizes, (list, tuple)) and all(
+        isinstance(s, (list, tuple)) and len(s) in (2, 3)
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in s) for s in sizes)
+    if not ok:
+        raise error(f"trained_sizes must be a list of [width, height] or [width, height, frames], got {sizes!r}")
+    return [list(s) for s in sizes]
+
+
+def _connector(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> MetaCanvasConnector:
+    """The connector the metadata describes, holding `tensors` (shapes and names must match exactly)."""
+    raw = _json(meta, "connector_config", dict)
+    known = {f.name for f in dataclasses.fields(ConnectorConfig)}
+    if set(raw) - known:
+        raise _Invalid(f"connector_config has unknown keys {sorted(set(raw) - known)}")
+    try:
+        connector = MetaCanvasConnector(ConnectorConfig(**raw))
+    except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as e:
+        raise _Invalid(f"connector_config {raw} does not describe a connector ({e})") from None
+    expected = connector.state_dict()
+    missing, unexpected = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise _Invalid(f"its tensors do not match connector_config: missing {missing[:5]}, unexpected "
+                       f"{unexpected[:5]}")
+    wrong = [f"{k} {tuple(v.shape)} (the config needs {tuple(expected[k].shape)})"
+             for k, v in tensors.items() if v.shape != expected[k].shape]
+    if wrong:
+        raise _Invalid(f"tensor shapes do not match connector_config: {', '.join(wrong[:3])}")
+    connector.load_state_dict(tensors)
+    return connector
 
 
 def load_connector(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
 ) -> LoadedConnector:
+    """Load MetaCanvas weights. Every malformed file (metadata or tensors) is refused with one message that says
+    what is wrong, never a raw KeyError/JSON/shape error from deep inside."""
     path = Path(path)
     meta = read_metadata(path)
-    cfg = ConnectorConfig(**json.loads(meta["connector_config"]))
-    tensors = load_file(str(path), device="cpu")
-    dit_state = {k[len(DIT_PREFIX):]: v for k, v in tensors.items() if k.startswith(DIT_PREFIX)}
-    own = {k: v for k, v in tensors.items() if not k.startswith(DIT_PREFIX)}
-    connector = MetaCanvasConnector(cfg)
-    missing, unexpected = connector.load_state_dict(own, strict=False)
-    if missing or unexpected:
-        raise MetaCanvasError(f"{path.name!r} is corrupted or incomplete: missing {missing}, unexpected {unexpected}")
+    try:
+        tensors = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as e:
+        raise _invalid(path, f"its tensors cannot be read ({e})") from e
+    try:
+        architecture = meta.get("backbone_architecture", "")
+        if not architecture:
+            raise _Invalid("the metadata has no backbone_architecture")
+        dit_state = {k[len(DIT_PREFIX):]: v for k, v in tensors.items() if k.startswith(DIT_PREFIX)}
+        connector = _connector(meta, {k: v for k, v in tensors.items() if not k.startswith(DIT_PREFIX)})
+        recipe = _json(meta, "training_recipe", dict, {})
+        backbone_config = _json(meta, "backbone_config", dict, {})
+        sizes = _sizes(_json(meta, "trained_sizes", list, []), _Invalid)
+    except _Invalid as e:
+        raise _invalid(path, str(e)) from None
     connector.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    return LoadedConnector(
-        connector, meta["backbone_architecture"], path.stem, dit_state,
-        json.loads(meta.get("training_recipe", "{}")), json.loads(meta.get("backbone_config", "{}")),
-    )
+    return LoadedConnector(connector, architecture, path.stem, dit_state, recipe, backbone_config, sizes)

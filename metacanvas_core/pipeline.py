@@ -15,6 +15,7 @@ from .builtin import PLANNER, T2I_METHODS
 from .checkpoints import load_connector
 from .clips import start_image_pixels
 from .errors import MetaCanvasError
+from .limits import checked
 from .plan import CanvasPlan, make_plan
 from .planner import Planner
 from .sampling import InjectedBackbone, ProgressCallback, latents_to_images, sample
@@ -79,6 +80,7 @@ class MetaCanvasPipeline:
         texts = text_prompt
         if texts is not None:
             texts = [texts] * len(prompts) if isinstance(texts, str) else list(texts)
+        checked(steps=steps, cfg=cfg, width=width, height=height, batch_size=len(prompts))  # before planning
         bb = self.model.backbone
         bb.token_grid(width, height, frames)
         scheduler = make_scheduler(bb.scheduler, sampler, shift)

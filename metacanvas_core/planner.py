@@ -101,6 +101,33 @@ class Planner:
                     )
         return [seq + [self.eos_id] for seq in ids]
 
+    @property
+    def max_positions(self) -> int:
+        cfg = self.model.config
+        return getattr(cfg, "text_config", cfg).max_position_embeddings
+
+    def max_prompt_tokens(self, grid: CanvasGrid | None = None) -> int:
+        """How many prompt tokens (end-of-sequence included) fit before the canvas on `grid` runs out of positions.
+
+        M-RoPE numbers a canvas like an image: after the text, every axis counts on from the text's length, so the
+        canvas needs max(frames, rows, cols) positions, not one per token."""
+        span = 0 if grid is None else int(canvas_position_ids(0, grid).max()) + 1
+        return self.max_positions - span
+
+    def _check_length(self, ids: list[list[int]], grid: CanvasGrid | None) -> None:
+        """Refuse, rather than cut, a prompt past the planner's context. Text encoders of CLIP lineage truncate
+        silently, but here the prompt *is* the layout: a cut plan drops whatever the cut part asked for (the last
+        objects, their places) and draws something unrelated, with nothing on screen to say why."""
+        limit = self.max_prompt_tokens(grid)
+        for seq in ids:
+            if len(seq) > limit:
+                canvas = f" minus {self.max_positions - limit} for the canvas" if grid is not None else ""
+                raise MetaCanvasError(
+                    f"prompt is {len(seq)} tokens long (end-of-sequence included), but planner {self.name!r} reads "
+                    f"at most {limit} ({self.max_positions} positions{canvas}): shorten the prompt; it is not cut, "
+                    "since a cut plan silently leaves out what the rest asked for"
+                )
+
     def encode(
         self,
         prompts: list[str],
@@ -128,8 +155,9 @@ class Planner:
         if visuals is not None and any(len(v) for v in visuals):
             seen = prepare_visuals(self.image_processor, self.model.config, visuals)
             ids = [p + seq for p, seq in zip(seen.prefixes, ids)]
-        b, text_len = len(ids), max(len(s) for s in ids)
         k = 0 if canvas_tokens is None else canvas_tokens.shape[0]
+        self._check_length(ids, grid if k else None)
+        b, text_len = len(ids), max(len(s) for s in ids)
         dev = self.device
         input_ids = torch.full((b, text_len), self.pad_id, dtype=torch.long, device=dev)
         mask = torch.zeros(b, text_len + k, dtype=torch.long, device=dev)

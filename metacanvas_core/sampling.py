@@ -10,7 +10,6 @@ loaded backbone serves injected and plain branches of a graph alike.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -21,7 +20,10 @@ from .backbones.base import NO_CONDITIONING, BackboneAdapter, Conditioning
 from .checkpoints import LoadedConnector
 from .errors import MetaCanvasError
 from .injection import canvas_injected
+from .limits import BATCH, CFG, HEIGHT, SEED, STEPS, STRENGTH, WIDTH
+from .memory import check_fits, guarded
 from .plan import CanvasPlan
+from .schedulers import prepared
 
 ProgressCallback = Callable[[int, int, torch.Tensor], None]
 
@@ -38,7 +40,7 @@ class InjectedBackbone:
 
     def inject(self, loaded: LoadedConnector, strength: float = 1.0) -> "InjectedBackbone":
         loaded.check_backbone(self.backbone, where="Inject into Backbone: connector")
-        return InjectedBackbone(self.backbone, loaded, float(strength))
+        return InjectedBackbone(self.backbone, loaded, STRENGTH.check(strength))
 
     @contextmanager
     def applied(self, plan: CanvasPlan, grid: tuple[int, int, int], clean_frames: int = 0) -> Iterator[None]:
@@ -151,9 +153,9 @@ def sample(
     """
     negative = negative if negative is not None else positive.unconditional
     bb = model.backbone
-    bb.check_size(width, height)
-    if steps < 1:
-        raise MetaCanvasError(f"steps must be at least 1, got {steps}")
+    steps, cfg, batch, _ = STEPS.check(steps), CFG.check(cfg), BATCH.check(batch), STRENGTH.check(model.strength)
+    seed = [SEED.check(s) for s in seed] if isinstance(seed, (list, tuple)) else SEED.check(seed)
+    bb.check_size(WIDTH.check(width), HEIGHT.check(height))
     if model.connector is not None and positive.connector_name != model.connector.name:
         raise MetaCanvasError(
             f"the plan was made with connector {positive.connector_name!r} but the backbone is injected with "
@@ -177,6 +179,9 @@ def sample(
         )
     positive = _batched(positive, batch)
     use_cfg = negative is not None and cfg != 1.0
+    check_fits(bb, width=width, height=height, batch=batch, frames=frames, guided=use_cfg)  # before allocating
+    if model.connector is not None:
+        model.connector.warn_if_untrained(width, height)
     plan = _cfg_plan(positive, _batched(negative, batch)) if use_cfg else positive
     grid = bb.token_grid(width, height, frames)
     shape = bb.latent_shape(batch, width, height, frames)
@@ -184,14 +189,14 @@ def sample(
     bb.check_conditioning(conditioning, shape)
     conditioning = conditioning.batched(batch)
     model_conditioning = conditioning.batched(2 * batch) if use_cfg else conditioning
-    # Schedulers keep per-run state; never share one between runs.
-    scheduler = copy.deepcopy(scheduler if scheduler is not None else bb.scheduler)
-    bb.set_timesteps(scheduler, steps, shape)
-    # Flow matching starts from pure noise (sigma 1); DPM-style schedulers may scale it.
-    latents = initial_noise(shape, seed).to(bb.device)
-    latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
+    scheduler = prepared(scheduler if scheduler is not None else bb.scheduler, steps,
+                         lambda s: bb.set_timesteps(s, steps, shape))
     text, mask = plan.text.to(bb.device, bb.dtype), plan.text_mask.to(bb.device)
-    with torch.no_grad(), model.applied(plan, grid, conditioning.clean_frames):
+
+    def denoise() -> torch.Tensor:  # a function of its own, so an out-of-memory error frees all it allocated
+        # Flow matching starts from pure noise (sigma 1); DPM-style schedulers may scale it.
+        latents = initial_noise(shape, seed).to(bb.device)
+        latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)
         for i, t in enumerate(scheduler.timesteps):
             if cancel is not None and cancel():
                 raise SamplingCancelled(f"sampling cancelled at step {i} of {steps}")
@@ -205,13 +210,29 @@ def sample(
             latents = scheduler.step(v, t, latents, return_dict=False)[0]
             if callback is not None:
                 callback(i + 1, steps, bb.condition(latents, conditioning))
-    return bb.condition(latents, conditioning)
+        return bb.condition(latents, conditioning)
+
+    with torch.no_grad(), model.applied(plan, grid, conditioning.clean_frames):
+        return guarded(denoise, f"{_size(width, height, batch, frames)} while sampling")
 
 
 def latents_to_images(backbone: BackboneAdapter, latents: torch.Tensor) -> torch.Tensor:
     """Decode to ComfyUI's IMAGE layout: (B, H, W, 3) float in [0, 1]; a clip's frames follow one another in the
     batch ((B * F, H, W, 3), sample by sample)."""
-    with torch.no_grad():
-        pixels = backbone.decode(latents.to(backbone.device)).float()  # (B, 3, [F,] H, W)
-    images = ((pixels.clamp(-1, 1) + 1) / 2).movedim(1, -1)
-    return images.reshape(-1, *images.shape[-3:]).cpu()
+    scale = backbone.pixels_per_token // backbone.patch_size
+    batch, height, width = latents.shape[0], latents.shape[-2] * scale, latents.shape[-1] * scale
+    frames = backbone.output_frames(latents.shape[2]) if latents.ndim == 5 else 1
+    check_fits(backbone, width=width, height=height, batch=batch, frames=frames, stage="decoding")
+
+    def decode() -> torch.Tensor:
+        with torch.no_grad():
+            pixels = backbone.decode(latents.to(backbone.device)).float()  # (B, 3, [F,] H, W)
+        images = ((pixels.clamp(-1, 1) + 1) / 2).movedim(1, -1)
+        return images.reshape(-1, *images.shape[-3:]).cpu()
+
+    return guarded(decode, f"{_size(width, height, batch, frames)} while decoding")
+
+
+def _size(width: int, height: int, batch: int, frames: int) -> str:
+    """The inputs an out-of-memory error names."""
+    return f"width {width}, height {height}, batch_size {batch}" + (f", frames {frames}" if frames > 1 else "")

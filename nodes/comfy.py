@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import torch
 
 from metacanvas_core.builtin import BUILTIN_NAME, PLANNER, builtin_backbones, builtin_connectors
-from metacanvas_core.errors import MetaCanvasError
+from metacanvas_core.errors import MetaCanvasError, MetaCanvasWarning
 
 LLM_FOLDER = "LLM"  # ComfyUI/models/LLM: Qwen2.5-VL planner folders
 DIFFUSERS_FOLDER = "diffusers"  # ComfyUI/models/diffusers: diffusers pipeline folders (ComfyUI's own name)
@@ -44,6 +45,40 @@ def reported_as(node: str) -> Iterator[None]:
         yield
     except MetaCanvasError as e:
         raise node_error(node, str(e)) from e
+
+
+@contextlib.contextmanager
+def notices_shown(node: str) -> Iterator[None]:
+    """Show the library's MetaCanvasWarnings raised inside as they happen: on the console always, and as the
+    running node's text in the editor inside ComfyUI. Every time, not once per session as Python's default would."""
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, MetaCanvasWarning):
+            show_text(node, str(message))
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", MetaCanvasWarning)
+        warnings.showwarning = show
+        yield
+
+
+def show_text(node: str, text: str) -> None:
+    """A notice for the user: the console, and inside ComfyUI the text area of the node that is running
+    (PromptServer.send_progress_text, as ComfyUI's own Get Image Size node does)."""
+    print(f"[MetaCanvas] {node}: warning: {text}")
+    if not in_comfyui():
+        return
+    try:
+        from comfy_execution.utils import get_executing_context  # noqa: PLC0415  (ComfyUI only)
+        from server import PromptServer  # noqa: PLC0415  (ComfyUI only)
+    except ImportError:  # an older ComfyUI: the console line has to do
+        return
+    context = get_executing_context()
+    if context is not None and getattr(PromptServer, "instance", None) is not None:
+        PromptServer.instance.send_progress_text(f"{node}: {text}", context.node_id)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -220,14 +255,15 @@ def patcher_of(owner: object):
     return _patchers.get(owner)
 
 
-def load_for_use(*owners: object) -> None:
-    """Before running `owners`' modules: let ComfyUI make room and move them to their load device."""
+def load_for_use(*owners: object, memory_required: int = 0) -> None:
+    """Before running `owners`' modules: let ComfyUI make room (for them and `memory_required` bytes of the run's
+    own tensors) and move them to their load device."""
     patchers = [p for p in (patcher_of(o) for o in owners) if p is not None]
     mm = _model_management()
     if mm is None or not patchers:
         return
     # Full loads: our modules are not built from comfy.ops, so they cannot run partially offloaded.
-    mm.load_models_gpu(patchers, force_full_load=True)
+    mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
 
 
 def initial_device(load: torch.device) -> torch.device:

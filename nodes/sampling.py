@@ -7,14 +7,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from metacanvas_core.limits import BATCH, CFG, HEIGHT, SEED, SHIFT, STEPS, STRENGTH, WIDTH, checked
+from metacanvas_core.memory import estimate
 from metacanvas_core.schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, SAMPLERS, make_scheduler
 
-from .comfy import interrupt_check, load_for_use, node_error, preview_resolution, progress_bar, reported_as
+from .comfy import (
+    interrupt_check, load_for_use, node_error, notices_shown, preview_resolution, progress_bar, reported_as,
+)
 
 INJECT = "Inject into Backbone"
 SAMPLE_IMAGE = "Sample Image"
 
-MAX_SEED = 0xFFFFFFFFFFFFFFFF
 VAE_PREVIEW_PIXELS = 256 * 256  # decode previews with the real VAE up to this size; above, a cheap approximation
 
 
@@ -27,11 +30,11 @@ class MetaCanvasInject:
                 "connector": ("METACANVAS_CONNECTOR", {
                     "tooltip": "The MetaCanvas weights from Canvas Connector: the same ones Plan Canvas uses.",
                 }),
-                "strength": ("FLOAT", {
-                    "default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
-                    "tooltip": "How strongly the canvas steers the backbone: 0 turns the canvas off (text "
-                               "conditioning only), 1 is what the weights were trained with.",
-                }),
+                "strength": ("FLOAT", STRENGTH.widget(
+                    step=0.05,
+                    tooltip="How strongly the canvas steers the backbone: 0 turns the canvas off (text "
+                            "conditioning only), 1 is what the weights were trained with.",
+                )),
             }
         }
 
@@ -59,41 +62,40 @@ class MetaCanvasSampleImage:
                     "tooltip": "The backbone, injected with the same MetaCanvas weights that made the plan.",
                 }),
                 "positive": ("METACANVAS_PLAN", {"tooltip": "The plan of what to draw, from Plan Canvas."}),
-                "seed": ("INT", {
-                    "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                    "tooltip": "The noise seed. The same seed gives the same image on any device.",
-                }),
-                "steps": ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip": "Denoising steps."}),
-                "cfg": ("FLOAT", {
-                    "default": 3.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                    "tooltip": "Classifier-free guidance scale: how far to push from the negative (or empty) plan "
-                               "towards the positive one. 1 turns guidance off.",
-                }),
-                "width": ("INT", {
-                    "default": 32, "min": 4, "max": 8192, "step": 4,
-                    "tooltip": "Image width in pixels: a multiple of the backbone's pixels per token (4 for the "
-                               "built-in tiny SANA, 32 for SANA 1.5/1.6).",
-                }),
-                "height": ("INT", {
-                    "default": 32, "min": 4, "max": 8192, "step": 4,
-                    "tooltip": "Image height in pixels: a multiple of the backbone's pixels per token (4 for the "
-                               "built-in tiny SANA, 32 for SANA 1.5/1.6).",
-                }),
-                "batch_size": ("INT", {
-                    "default": 1, "min": 1, "max": 64,
-                    "tooltip": "Images per run; one seed draws the noise of the whole batch.",
-                }),
+                "seed": ("INT", SEED.widget(
+                    control_after_generate=True,
+                    tooltip="The noise seed. The same seed gives the same image on any device.",
+                )),
+                "steps": ("INT", STEPS.widget(tooltip="Denoising steps.")),
+                "cfg": ("FLOAT", CFG.widget(
+                    step=0.1, round=0.01,
+                    tooltip="Classifier-free guidance scale: how far to push from the negative (or empty) plan "
+                            "towards the positive one. 1 turns guidance off.",
+                )),
+                "width": ("INT", WIDTH.widget(
+                    step=4,
+                    tooltip="Image width in pixels: a multiple of the backbone's pixels per token (4 for the "
+                            "built-in tiny SANA, 32 for SANA 1.5/1.6).",
+                )),
+                "height": ("INT", HEIGHT.widget(
+                    step=4,
+                    tooltip="Image height in pixels: a multiple of the backbone's pixels per token (4 for the "
+                            "built-in tiny SANA, 32 for SANA 1.5/1.6).",
+                )),
+                "batch_size": ("INT", BATCH.widget(
+                    tooltip="Images per run; one seed draws the noise of the whole batch.",
+                )),
                 "sampler": (list(SAMPLERS), {
                     "default": DEFAULT_SAMPLER,
                     "tooltip": "How to integrate: the backbone folder's own scheduler (flow DPM-Solver++ 2M, shift 3 "
                                "for released SANA and the built-in tiny SANA), or flow-matching euler or dpmpp_2m "
                                "at the shift below, whatever scheduler the folder ships.",
                 }),
-                "shift": ("FLOAT", {
-                    "default": DEFAULT_SHIFT, "min": 0.01, "max": 100.0, "step": 0.1, "round": 0.01,
-                    "tooltip": "Flow shift of euler / dpmpp_2m (ignored by 'backbone default'): above 1 spends more "
-                               "steps at high noise, where layout forms. Released SANA uses 3.",
-                }),
+                "shift": ("FLOAT", SHIFT.widget(
+                    step=0.1, round=0.01,
+                    tooltip="Flow shift of euler / dpmpp_2m (ignored by 'backbone default'): above 1 spends more "
+                            "steps at high noise, where layout forms. Released SANA uses 3.",
+                )),
             },
             "optional": {
                 "negative": ("METACANVAS_PLAN", {
@@ -118,10 +120,12 @@ class MetaCanvasSampleImage:
         from metacanvas_core.sampling import InjectedBackbone, latents_to_images, sample
 
         bb, connector = backbone.backbone, backbone.connector
-        with reported_as(SAMPLE_IMAGE):
+        with reported_as(SAMPLE_IMAGE), notices_shown(SAMPLE_IMAGE):
+            checked(seed=seed, steps=steps, cfg=cfg, width=width, height=height, batch_size=batch_size, shift=shift)
             bb.check_size(width, height)
             scheduler = make_scheduler(bb.scheduler, sampler, shift)
-            load_for_use(bb)
+            # Inside ComfyUI: let it unload other models until the run fits (our own check follows in sample()).
+            load_for_use(bb, memory_required=estimate(bb, width=width, height=height, batch=batch_size).of("sampling"))
             placed = None if connector is None else connector.on(bb.device, bb.dtype)
             model = InjectedBackbone(bb, placed, backbone.strength)
             bar = progress_bar(steps)

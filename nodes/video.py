@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from .comfy import interrupt_check, load_for_use, node_error, preview_resolution, progress_bar, reported_as
-from .sampling import MAX_SEED, preview_image
+from .comfy import (
+    interrupt_check, load_for_use, node_error, notices_shown, preview_resolution, progress_bar, reported_as,
+)
+from metacanvas_core.limits import CFG, FRAMES, HEIGHT, SEED, STEPS, WIDTH, checked
+
+from .sampling import preview_image
 
 SAMPLE_VIDEO = "Sample Video"
 
@@ -20,29 +24,29 @@ class MetaCanvasSampleVideo:
                                "that made the plan.",
                 }),
                 "positive": ("METACANVAS_PLAN", {"tooltip": "The plan of what happens in the clip, from Plan Canvas."}),
-                "seed": ("INT", {
-                    "default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
-                    "tooltip": "The noise seed. The same seed gives the same clip on any device.",
-                }),
-                "steps": ("INT", {"default": 20, "min": 1, "max": 1000, "tooltip": "Denoising steps."}),
-                "cfg": ("FLOAT", {
-                    "default": 5.0, "min": 0.0, "max": 30.0, "step": 0.1, "round": 0.01,
-                    "tooltip": "Classifier-free guidance scale (Wan 2.2 uses 5). 1 turns guidance off.",
-                }),
-                "width": ("INT", {
-                    "default": 64, "min": 8, "max": 8192, "step": 8,
-                    "tooltip": "Frame width in pixels: a multiple of the backbone's pixels per token (8 for a tiny "
-                               "Wan, 32 for Wan 2.2 TI2V-5B).",
-                }),
-                "height": ("INT", {
-                    "default": 64, "min": 8, "max": 8192, "step": 8,
-                    "tooltip": "Frame height in pixels: a multiple of the backbone's pixels per token (8 for a tiny "
-                               "Wan, 32 for Wan 2.2 TI2V-5B).",
-                }),
-                "frames": ("INT", {
-                    "default": 17, "min": 1, "max": 1025, "step": 4,
-                    "tooltip": "Frames in the clip: 4k+1 (1, 5, 9, 13, 17, ...; Wan 2.2 makes 121 at 24 fps).",
-                }),
+                "seed": ("INT", SEED.widget(
+                    control_after_generate=True,
+                    tooltip="The noise seed. The same seed gives the same clip on any device.",
+                )),
+                "steps": ("INT", STEPS.widget(tooltip="Denoising steps.")),
+                "cfg": ("FLOAT", CFG.widget(
+                    default=5.0, step=0.1, round=0.01,
+                    tooltip="Classifier-free guidance scale (Wan 2.2 uses 5). 1 turns guidance off.",
+                )),
+                "width": ("INT", WIDTH.widget(
+                    default=64, step=8,
+                    tooltip="Frame width in pixels: a multiple of the backbone's pixels per token (8 for a tiny "
+                            "Wan, 32 for Wan 2.2 TI2V-5B).",
+                )),
+                "height": ("INT", HEIGHT.widget(
+                    default=64, step=8,
+                    tooltip="Frame height in pixels: a multiple of the backbone's pixels per token (8 for a tiny "
+                            "Wan, 32 for Wan 2.2 TI2V-5B).",
+                )),
+                "frames": ("INT", FRAMES.widget(
+                    step=4,
+                    tooltip="Frames in the clip: 4k+1 (1, 5, 9, 13, 17, ...; Wan 2.2 makes 121 at 24 fps).",
+                )),
             },
             "optional": {
                 "negative": ("METACANVAS_PLAN", {
@@ -77,7 +81,8 @@ class MetaCanvasSampleVideo:
         from metacanvas_core.sampling import InjectedBackbone, latents_to_images, sample
 
         bb, connector = backbone.backbone, backbone.connector
-        with reported_as(SAMPLE_VIDEO):
+        with reported_as(SAMPLE_VIDEO), notices_shown(SAMPLE_VIDEO):
+            checked(seed=seed, steps=steps, cfg=cfg, width=width, height=height, frames=frames)
             bb.token_grid(width, height, frames)  # size and frame count first: nothing loads for a bad request
             load_for_use(bb)
             conditioning = None

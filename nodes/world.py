@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import torch
 
+from metacanvas_core.limits import Limit
+
 from .comfy import reported_as
 
 SHAPES_WORLD_SCENE = "Shapes World Scene"
+SIZE = Limit("size", int, 24, 1024, 64, " (pixels; the scene is square)")
 EXAMPLE_SCENE = "a red circle moves from left to right and a yellow square at top left"
 
 
@@ -24,11 +27,10 @@ class MetaCanvasShapesWorldScene:
                                "its own first frame. Colours red, green, blue, yellow; shapes circle, square, "
                                "triangle; cells of a 3x3 grid (top left ... bottom right, center).",
                 }),
-                "size": ("INT", {
-                    "default": 64, "min": 24, "max": 4096, "step": 8,
-                    "tooltip": "Width and height in pixels (the scene is square). The built-in video models make "
-                               "64x64 clips, the image models 32x32.",
-                }),
+                "size": ("INT", SIZE.widget(
+                    step=8, tooltip="Width and height in pixels (the scene is square). The built-in video models "
+                                    "make 64x64 clips, the image models 32x32.",
+                )),
             }
         }
 
@@ -45,7 +47,7 @@ class MetaCanvasShapesWorldScene:
         from metacanvas_core.world.scene_text import render_caption
 
         with reported_as(SHAPES_WORLD_SCENE):
-            pixels = render_caption(caption, size)
+            pixels = render_caption(caption, SIZE.check(size))
         return (torch.from_numpy(pixels).float().div(255)[None],)
 
 

@@ -1,6 +1,7 @@
 """MetaCanvas weights: safetensors + JSON metadata round trip, and clear errors for the wrong pairing."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -107,3 +108,104 @@ def test_missing_folders_give_clear_errors(tmp_path):
         load_backbone(tmp_path)
     with pytest.raises(MetaCanvasError, match="no config.json"):
         Planner.from_pretrained(tmp_path)
+
+
+def _rewrite(src, dst, meta_change=None, tensor_change=None):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(src), "pt") as f:
+        meta = dict(f.metadata())
+    tensors = load_file(str(src))
+    for k, v in (meta_change or {}).items():
+        meta.pop(k) if v is None else meta.__setitem__(k, v)
+    save_file((tensor_change or (lambda t: t))(tensors), str(dst), metadata=meta)
+    return dst
+
+
+def _config_with(key, value):
+    cfg = ConnectorConfig(128, 64, 64, [1, 8, 8]).to_dict()
+    return json.dumps({**cfg, key: value})
+
+
+MALFORMED = {
+    "format_version abc": ({"format_version": "abc"}, "format_version 'abc' is not a positive whole number"),
+    "no format_version": ({"format_version": None}, "format_version is missing"),
+    "no connector_config": ({"connector_config": None}, "no connector_config"),
+    "no backbone_architecture": ({"backbone_architecture": None}, "no backbone_architecture"),
+    "connector_config not JSON": ({"connector_config": "{planner"}, "connector_config is not valid JSON"),
+    "connector_config a list": ({"connector_config": "[1, 2]"}, "connector_config is a JSON list, not a dict"),
+    "unknown key": ({"connector_config": _config_with("colour", 3)}, "unknown keys ['colour']"),
+    "shape mismatch": ({"connector_config": _config_with("caption_channels", 48)}, "tensor shapes do not match"),
+    "recipe not JSON": ({"training_recipe": "nope"}, "training_recipe is not valid JSON"),
+    "bad trained_sizes": ({"trained_sizes": "[[32]]"}, "trained_sizes must be a list of [width, height]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_metadata_is_refused_with_one_message(tmp_path, backbone, case):
+    """Issue 15, point 3: each of these gave a raw KeyError / ValueError / JSON / size-mismatch error."""
+    good = tmp_path / "good.safetensors"
+    save_connector(good, _connector(backbone), backbone)
+    change, what = MALFORMED[case]
+    bad = _rewrite(good, tmp_path / "bad.safetensors", change)
+    with pytest.raises(MetaCanvasError, match=r"^'bad.safetensors': this file is not valid MetaCanvas weights: .*"
+                       + re.escape(what) + r".*; re-download or re-train it$"):
+        load_connector(bad)
+
+
+def test_missing_or_extra_tensors_are_refused(tmp_path, backbone):
+    good = tmp_path / "good.safetensors"
+    save_connector(good, _connector(backbone), backbone)
+    for name, change in (("missing", lambda t: {k: v for k, v in t.items() if k != "canvas_tokens"}),
+                         ("extra", lambda t: {**t, "stray": torch.zeros(1)})):
+        bad = _rewrite(good, tmp_path / f"{name}.safetensors", tensor_change=change)
+        with pytest.raises(MetaCanvasError, match="not valid MetaCanvas weights: its tensors do not match"):
+            load_connector(bad)
+
+
+def test_dit_tensors_of_other_shapes_are_named_at_inject(tmp_path, backbone):
+    dit = {k: v for k, v in backbone.transformer.state_dict().items()}
+    key = next(iter(dit))
+    path = tmp_path / "mc.safetensors"
+    save_connector(path, _connector(backbone), backbone, dit_state={key: torch.zeros(3, 3)})
+    with pytest.raises(MetaCanvasError, match=re.escape(f"tensor {key}: trained with (3, 3)")):
+        InjectedBackbone(backbone).inject(load_connector(path))
+
+
+def test_trained_sizes_round_trip_and_old_files_have_none(tmp_path, backbone):
+    path = tmp_path / "mc.safetensors"
+    save_connector(path, _connector(backbone), backbone, trained_sizes=[(32, 32), [64, 32]])
+    assert json.loads(read_metadata(path)["trained_sizes"]) == [[32, 32], [64, 32]]
+    assert load_connector(path).trained_sizes == [[32, 32], [64, 32]]
+    save_connector(path, _connector(backbone), backbone)
+    assert "trained_sizes" not in read_metadata(path) and load_connector(path).trained_sizes == []
+    with pytest.raises(MetaCanvasError, match="trained_sizes must be"):
+        save_connector(path, _connector(backbone), backbone, trained_sizes=[[32, 0]])
+
+
+def test_shipped_weights_record_their_training_size():
+    from metacanvas_core.builtin import builtin_connectors
+    from metacanvas_core.world.tiny_models import IMAGE_SIZE
+
+    for path in builtin_connectors().values():
+        assert load_connector(path).trained_sizes == [[IMAGE_SIZE, IMAGE_SIZE]]
+
+
+def test_backbone_loader_reads_safetensors_only(tmp_path, backbone, random_sana_dir):
+    """Issue 15, point 7: a folder with diffusion_pytorch_model.bin loaded through pickle, with only a log line."""
+    import shutil
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(random_sana_dir, folder)
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    torch.save(backbone.transformer.state_dict(), weights.with_suffix(".bin"))
+    weights.unlink()
+    with pytest.raises(MetaCanvasError, match=r"transformer/ holds only pickle weights \(diffusion_pytorch_model.bin\)"
+                       r".*safetensors only"):
+        load_backbone(folder)
+    from metacanvas_core.backbones import ADAPTERS
+
+    # the adapter itself refuses pickle too (no silent fallback when both kinds or variants are present)
+    with pytest.raises(OSError, match="safetensors"):
+        ADAPTERS["SanaTransformer2DModel"].from_folder(folder, torch.float32, "cpu")

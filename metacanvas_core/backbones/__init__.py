@@ -33,6 +33,7 @@ def load_backbone(
         raise MetaCanvasError(
             f"backbone {folder.name!r} has a {cls_name} transformer; MetaCanvas supports {sorted(ADAPTERS)}"
         )
+    _refuse_pickle(folder)
     try:
         return ADAPTERS[cls_name].from_folder(folder, dtype, device)
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as e:
@@ -40,6 +41,24 @@ def load_backbone(
             f"could not load the backbone from {str(folder)!r} ({e}): the folder is incomplete or corrupted; "
             "re-download or re-copy it"
         ) from e
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickle(folder: Path) -> None:
+    """Weights are read from safetensors only (adapters pass use_safetensors=True): a pickle file can run code when
+    loaded. Say so plainly when a part of the folder has nothing else, instead of "file not found"."""
+    for part in ("transformer", "vae"):
+        files = [p for p in (folder / part).glob("*") if p.is_file()]
+        if not any(p.suffix == ".safetensors" for p in files):
+            pickled = sorted(p.name for p in files if p.suffix in PICKLE_SUFFIXES)
+            if pickled:
+                raise MetaCanvasError(
+                    f"backbone {folder.name!r}: {part}/ holds only pickle weights ({', '.join(pickled[:3])}); "
+                    "MetaCanvas loads safetensors only, since pickle can run code: download the safetensors "
+                    "version of this model, or convert the weights with safetensors' own tools"
+                )
 
 
 __all__ = ["ADAPTERS", "BackboneAdapter", "FluxKontextBackbone", "SanaBackbone", "WanBackbone", "load_backbone"]

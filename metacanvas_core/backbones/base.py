@@ -222,6 +222,10 @@ class BackboneAdapter(ABC):
         self.check_size(width, height)
         return self.latent_frames(frames), height // self.pixels_per_token, width // self.pixels_per_token
 
+    def output_frames(self, latent_frames: int) -> int:
+        """Output frames that `latent_frames` decode to (the inverse of `latent_frames`)."""
+        return 1
+
     def latent_shape(self, batch: int, width: int, height: int, frames: int = 1) -> tuple[int, ...]:
         """(B, C, h, w) for images; video adapters add the frame axis (B, C, F, h, w)."""
         self.check_size(width, height)

@@ -21,9 +21,9 @@ class SanaBackbone(BackboneAdapter):
         # The pipeline's own text encoder (Gemma) is never loaded: the planner replaces it. Low-memory loading needs
         # accelerate (a training extra); without it diffusers falls back anyway, but warns on every load.
         lazy = is_accelerate_available()
-        transformer = SanaTransformer2DModel.from_pretrained(
-            folder / "transformer", torch_dtype=dtype, low_cpu_mem_usage=lazy)
-        vae = AutoencoderDC.from_pretrained(folder / "vae", torch_dtype=dtype, low_cpu_mem_usage=lazy)
+        safe = dict(torch_dtype=dtype, low_cpu_mem_usage=lazy, use_safetensors=True)  # never pickle
+        transformer = SanaTransformer2DModel.from_pretrained(folder / "transformer", **safe)
+        vae = AutoencoderDC.from_pretrained(folder / "vae", **safe)
         return cls(transformer.to(device), vae.to(device), load_scheduler(folder), folder.name)
 
     @property

@@ -118,6 +118,9 @@ class WanBackbone(BackboneAdapter):
             )
         return (frames - 1) // s + 1
 
+    def output_frames(self, latent_frames: int) -> int:
+        return (latent_frames - 1) * self.frame_stride + 1
+
     def latent_shape(self, batch: int, width: int, height: int, frames: int = 1) -> tuple[int, ...]:
         self.check_size(width, height)
         f = self.vae.config.scale_factor_spatial

@@ -24,6 +24,8 @@ FORMS = "'a red circle at top left' or 'a red circle moves from left to right', 
 def scene_objects(caption: str, where: str = "caption") -> tuple[Obj, ...]:
     """The objects a caption places, each at its (start) cell, in the caption's order. `where` names the input in
     errors."""
+    if not isinstance(caption, str):
+        raise MetaCanvasError(f"{where} must be text, got {type(caption).__name__}")
     text = " ".join(caption.lower().replace(",", " ").split())
     if not text:
         raise MetaCanvasError(f"{where} is empty: describe the scene, e.g. {FORMS}")
