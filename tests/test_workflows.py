@@ -97,9 +97,9 @@ def _check_runs(wf: dict):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_runs(path: Path):
-    if path.name in VIDEO_WORKFLOWS and set(builtin.video_methods()) != set(builtin.VIDEO_WEIGHTS):
+    if path.name in VIDEO_WORKFLOWS and "metacanvas" not in builtin.video_methods():
         pytest.skip(f"no built-in video weights ship yet ({builtin.ASSETS}/{builtin.WAN_T2V}/ and "
-                    f"{', '.join(f'{s}.safetensors' for s in builtin.VIDEO_WEIGHTS.values())}); "
+                    f"{builtin.VIDEO_WEIGHTS['metacanvas']}.safetensors, which the workflow loads); "
                     "test_video_workflows_run_on_builtin_names runs it on untrained stand-ins")
     _check_runs(load_workflow(path))
 
