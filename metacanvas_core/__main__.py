@@ -311,17 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     tb.add_argument("files", type=Path, nargs="+")
     tb.set_defaults(func=cmd_table)
 
-    t = sub.add_parser("train", help="reproduce the shipped tiny weights (see scripts/train_t2i.sh)")
-    t.add_argument("what", choices=("planner", "vae", "backbone"))
-    t.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of that trainer (--help for them)")
-    t.set_defaults(func=None)
+    from .training.cli import register as register_training
+
+    register_training(sub)
 
     args = ap.parse_args(argv)
-    if args.command == "train":
-        from .training import backbone, planner, vae
-
-        {"planner": planner, "vae": vae, "backbone": backbone}[args.what].main(args.rest)
-        return 0
     with warnings.catch_warnings():
         warnings.simplefilter("always", MetaCanvasWarning)  # every run's notice, not only the first of a session
         warnings.showwarning = _show_warning

@@ -13,7 +13,7 @@ from metacanvas_core.builtin import PLANNER
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.pipeline import MetaCanvasPipeline
 from metacanvas_core.planner import Planner
-from metacanvas_core.training.planner import IMAGE_TOKENS
+from metacanvas_core.training.tasks.planner import IMAGE_TOKENS
 from metacanvas_core.world import shapes
 
 

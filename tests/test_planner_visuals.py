@@ -8,7 +8,7 @@ from PIL import Image
 from metacanvas_core.canvas_grid import CanvasGrid
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.planner import Planner
-from metacanvas_core.training.planner import build_batch
+from metacanvas_core.training.tasks.planner import build_batch, example
 from metacanvas_core.visual_inputs import Video, prepare_visuals, video_patches
 from metacanvas_core.world import shapes
 from metacanvas_core.world.tiny_models import image_processor
@@ -46,7 +46,8 @@ def test_preprocessing_is_the_one_the_planner_was_trained_with(planner):
     again = prepare_visuals(planner.image_processor, planner.model.config, [[torch.from_numpy(img) / 255.0]])
     assert torch.equal(again.pixel_values, seen.pixel_values)
     # The planner's training batches put 16 placeholders per 32x32 image, as encode does.
-    batch = build_batch(planner.tokenizer, image_processor(), np.random.default_rng(0), 8)
+    examples = [example(np.random.default_rng([0, i])) for i in range(8)]
+    batch = build_batch(planner.tokenizer, image_processor(), examples)
     pads = (batch["input_ids"] == planner.model.config.image_token_id).sum()
     assert pads == 16 * len(batch["image_grid_thw"])
     assert seen.prefixes[0].count(planner.model.config.image_token_id) == 16

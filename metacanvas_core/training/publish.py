@@ -37,11 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", type=Path, default=Path("runs"))
     args = ap.parse_args(argv)
     r = args.runs
-    _copy_folder_half(r / "planner", ASSETS / "planner")
-    _copy_folder_half(r / "sana_t2i", ASSETS / "sana_t2i")
-    _copy_folder_half(r / "sana_t2i_posemb", ASSETS / "sana_t2i_posemb")
-    for name in ("metacanvas_t2i", "global_t2i", "global_posemb_t2i"):
-        _half_safetensors(r / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
+    # scripts/train_t2i.sh's run folders -> the built-in names
+    _copy_folder_half(r / "planner_run" / "planner", ASSETS / "planner")
+    _copy_folder_half(r / "global_run" / "backbone", ASSETS / "sana_t2i")
+    _copy_folder_half(r / "posemb_run" / "backbone", ASSETS / "sana_t2i_posemb")
+    for run, name in (("metacanvas_run", "metacanvas_t2i"), ("global_continue_run", "global_t2i"),
+                      ("posemb_run", "global_posemb_t2i")):
+        _half_safetensors(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
     total = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
     print(f"published to {ASSETS}: {total / 1e6:.1f} MB")
 

@@ -1,0 +1,83 @@
+"""The `train`, `export-dataset` and `cost` subcommands of `python -m metacanvas_core`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .tasks.base import Task
+
+# Task name -> (module, class): imported only when that task runs (accelerate and peft are the `train` extra).
+TASKS = {"t2i": ("t2i", "TextToImage"), "planner": ("planner", "PlannerPretraining"), "vae": ("vae", "VaePretraining")}
+DEFAULTS = {  # steps, batch, lr, warm-up: the shipped recipes
+    "t2i": (6000, 32, 5e-4, 200), "planner": (3000, 32, 1e-3, 200), "vae": (2000, 32, 1e-3, 100)}
+TASK_HELP = {"t2i": "text-to-image: canvas tokens, connectors and the DiT (full or LoRA) on shapes or your images",
+             "planner": "tiny world: pre-train the tiny Qwen2.5-VL planner on shapes-world questions and captions",
+             "vae": "tiny world: train the tiny AutoencoderDC on shapes-world images"}
+
+
+def task_class(name: str) -> type[Task]:
+    import importlib
+
+    module, cls = TASKS[name]
+    return getattr(importlib.import_module(f"{__package__}.tasks.{module}"), cls)
+
+
+def train_parser(name: str) -> argparse.ArgumentParser:
+    from .trainer import add_common_arguments
+
+    ap = argparse.ArgumentParser(prog=f"python -m metacanvas_core train {name}", description=TASK_HELP[name])
+    task_class(name).add_arguments(ap)
+    add_common_arguments(ap, *DEFAULTS[name])
+    return ap
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .trainer import check_arguments, train
+
+    ap = train_parser(args.task)
+    targs = ap.parse_args(args.rest)
+    check_arguments(ap, targs)
+    task_class(args.task).check_arguments(ap, targs)
+    train(task_class(args.task), targs)
+
+
+def cmd_export_dataset(args: argparse.Namespace) -> None:
+    from .data import export_shapes
+
+    where = export_shapes(args.out, args.n, args.seed, args.resolution, args.format)
+    print(f"wrote {args.n} shapes-world samples to {where}")
+
+
+def cmd_cost(args: argparse.Namespace) -> None:
+    from .cost import cost_table, markdown
+
+    rows = cost_table(args.configs, args.lora_rank)
+    print(json.dumps(rows, indent=2) if args.json else markdown(rows))
+
+
+def register(sub) -> None:
+    """Add the subcommands to `python -m metacanvas_core`'s subparsers."""
+    t = sub.add_parser("train", help="train a task on accelerate (also under `accelerate launch -m metacanvas_core`)",
+                       description="python -m metacanvas_core train TASK --help lists a task's flags")
+    t.add_argument("task", choices=sorted(TASKS), help="; ".join(f"{k}: {v}" for k, v in TASK_HELP.items()))
+    t.add_argument("rest", nargs=argparse.REMAINDER, help="the task's and trainer's flags")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("export-dataset", help="write shapes-world samples in the training data layout")
+    e.add_argument("--task", choices=("t2i",), default="t2i")
+    e.add_argument("--n", type=int, required=True)
+    e.add_argument("--out", type=Path, required=True)
+    e.add_argument("--format", choices=("folder", "tar"), default="folder",
+                   help="folder: images + metadata.jsonl (imagefolder); tar: one webdataset shard")
+    e.add_argument("--resolution", type=int, default=32)
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=cmd_export_dataset)
+
+    c = sub.add_parser("cost", help="estimated memory and time per training step of each real backbone")
+    c.add_argument("--configs", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared"
+                   / "reference-configs", help="folder of the real models' configs (../shared/reference-configs)")
+    c.add_argument("--lora-rank", type=int, default=64, help="DiT LoRA rank for the LoRA rows")
+    c.add_argument("--json", action="store_true", help="JSON instead of a Markdown table")
+    c.set_defaults(func=cmd_cost)

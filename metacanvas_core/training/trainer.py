@@ -1,0 +1,275 @@
+"""The one training loop, on accelerate: the same code in one process and under `accelerate launch` (DDP by default;
+FSDP and DeepSpeed through accelerate config files), for every task.
+
+Per optimizer step: each process draws its share of the global batch, sample by sample, from the samples' own
+generators (tasks/base.py); `accumulate` micro-batches, DDP averages the gradients, the global norm is clipped to
+`--max-grad-norm`, AdamW steps. LR: linear warm-up, constant, then optionally a linear fall to zero over the last
+`--cooldown` steps, over which an exponential average of the weights may be kept (`--ema`): it is what gets
+exported. The LR is a function of the step alone, so a resume needs no scheduler state.
+
+State every `--save-every` steps under OUT/state/step-N: accelerate's `save_state` (model weights as safetensors;
+optimizer moments through torch.save, which holds no model weights), plus the weight average as safetensors and
+the step in JSON. `--resume` continues from the latest. OUT/log.jsonl: one JSON object per logged step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import MetaCanvasError
+from .tasks.base import Task, TrainedModules, sample_rng
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+OPTIMIZERS = ("adamw", "adamw-fused", "adamw-8bit")
+
+
+def add_common_arguments(ap: argparse.ArgumentParser, steps: int, batch: int, lr: float, warmup: int) -> None:
+    g = ap.add_argument_group("trainer (every task)")
+    g.add_argument("--out", type=Path, required=True, help="run folder: state/, log.jsonl and the exported weights")
+    g.add_argument("--steps", type=int, default=steps, help="optimizer steps")
+    g.add_argument("--batch", type=int, default=batch,
+                   help="global batch per optimizer step (split over processes and accumulation micro-batches)")
+    g.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation micro-batches per step")
+    g.add_argument("--lr", type=float, default=lr)
+    g.add_argument("--warmup", type=int, default=warmup, help="linear LR warm-up steps")
+    g.add_argument("--cooldown", type=int, default=0,
+                   help="the LR falls linearly to zero over this many final steps (0 = constant to the end)")
+    g.add_argument("--ema", type=float, default=0.0,
+                   help="decay of a weight average kept over the cooldown and exported (e.g. 0.999; 0 = none)")
+    g.add_argument("--max-grad-norm", type=float, default=1.0)
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adamw",
+                   help="adamw-fused needs CUDA; adamw-8bit needs bitsandbytes")
+    g.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (the shipped recipes: 0)")
+    g.add_argument("--mixed-precision", choices=MIXED_PRECISION, default=None,
+                   help="autocast precision (default: accelerate's config / launch flag, else no)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--save-every", type=int, default=500, help="write resumable state every N steps")
+    g.add_argument("--keep-states", type=int, default=2, help="how many of the latest states to keep")
+    g.add_argument("--resume", action="store_true", help="continue from the latest state in --out, if any")
+    g.add_argument("--log-every", type=int, default=50, help="log.jsonl row every N steps (loss: their mean)")
+    g.add_argument("--report-to", choices=("tensorboard", "wandb", "all"), help="accelerate tracker as well")
+    g.add_argument("--strict", action="store_true", help="a broken data sample stops the run (default: skip it)")
+
+
+def lr_factor(step: int, steps: int, warmup: int, cooldown: int) -> float:
+    warm = min(1.0, (step + 1) / max(1, warmup))
+    cool = min(1.0, (steps - step) / cooldown) if cooldown else 1.0
+    return warm * cool
+
+
+def check_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.steps < 1 or args.batch < 1 or args.grad_accum < 1:
+        ap.error("--steps, --batch and --grad-accum must be at least 1")
+    if not 0 <= args.cooldown <= args.steps:
+        ap.error(f"--cooldown {args.cooldown} must lie in [0, --steps {args.steps}]")
+    if not 0.0 <= args.ema < 1.0:
+        ap.error(f"--ema {args.ema} must lie in [0, 1)")
+    if args.ema and not args.cooldown:
+        ap.error("--ema averages over the cooldown: give --cooldown too")
+
+
+def _optimizer(name: str, groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adamw-8bit":
+        try:
+            import bitsandbytes as bnb
+        except ImportError as e:
+            raise MetaCanvasError("--optimizer adamw-8bit needs bitsandbytes (pip install bitsandbytes); "
+                                  "or use --optimizer adamw") from e
+        return bnb.optim.AdamW8bit(groups, lr=lr, weight_decay=weight_decay)
+    if name == "adamw-fused" and not torch.cuda.is_available():
+        raise MetaCanvasError("--optimizer adamw-fused needs CUDA; use --optimizer adamw on this machine")
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay, fused=name == "adamw-fused" or None)
+
+
+def _check_tracker(name: str | None) -> None:
+    from accelerate.utils import is_tensorboard_available, is_wandb_available
+
+    for tracker, available, package in (("tensorboard", is_tensorboard_available, "tensorboard"),
+                                         ("wandb", is_wandb_available, "wandb")):
+        if name in (tracker, "all") and not available():
+            raise MetaCanvasError(f"--report-to {name} needs {package} (pip install {package}); or drop --report-to "
+                                  "(log.jsonl and the progress bar are always written)")
+
+
+def _states(out: Path) -> list[Path]:
+    return sorted((out / "state").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+class Trainer:
+    def __init__(self, task_cls: type[Task], args: argparse.Namespace) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
+
+        self.args, out = args, args.out
+        _check_tracker(args.report_to)
+        self.acc = acc = Accelerator(
+            cpu=not torch.cuda.is_available(),  # on CPU, `accelerate launch --multi_gpu` processes form a gloo group
+            mixed_precision=args.mixed_precision, gradient_accumulation_steps=args.grad_accum,
+            log_with=args.report_to, project_config=ProjectConfiguration(project_dir=str(out),
+                                                                         logging_dir=str(out / "logs")))
+        self.n = acc.num_processes
+        if args.batch % (self.n * args.grad_accum):
+            raise MetaCanvasError(
+                f"--batch {args.batch} must split evenly over {self.n} processes x --grad-accum {args.grad_accum}")
+        self.micro = args.batch // (self.n * args.grad_accum)
+        ds = acc.state.deepspeed_plugin
+        if args.ema and ds is not None and ds.zero_stage == 3:
+            raise MetaCanvasError("--ema needs whole weights in each process; ZeRO-3 shards them: use ZeRO-2 or FSDP")
+        # What the frozen models run in: the autocast precision (fp8 autocast still keeps them in bf16).
+        dtype = {"no": torch.float32, "fp16": torch.float16}.get(acc.mixed_precision, torch.bfloat16)
+        torch.manual_seed(args.seed)  # the same initial weights in every process
+        self.task = task_cls(args, acc.device, dtype)
+        self.model = TrainedModules(self.task).train()  # the frozen models the task holds stay in eval mode
+        groups = self.task.param_groups()
+        self.opt = _optimizer(args.optimizer, groups, args.lr, args.weight_decay)
+        self.model, self.opt = acc.prepare(self.model, self.opt)
+        self.params = [p for g in self.opt.param_groups for p in g["params"]]
+        self.step, self.elapsed, self.skipped, self.ema = 0, 0.0, 0, None
+        self.ema_start = args.steps - args.cooldown
+        if args.resume and _states(out):
+            self._load(_states(out)[-1])
+        if acc.is_main_process:
+            out.mkdir(parents=True, exist_ok=True)
+        if args.report_to:
+            acc.init_trackers(f"metacanvas-{task_cls.name}", config={k: str(v) for k, v in vars(args).items()})
+
+    # -- state ---------------------------------------------------------------------------------------------------
+    def _named_trained(self) -> list[tuple[str, torch.nn.Parameter]]:
+        ids = {id(p) for p in self.params}
+        return [(n, p) for n, p in self.acc.unwrap_model(self.model).named_parameters() if id(p) in ids]
+
+    def _save(self) -> None:
+        a, acc = self.args, self.acc
+        folder = a.out / "state" / f"step-{self.step:08d}"
+        acc.save_state(str(folder), safe_serialization=True)
+        if acc.is_main_process:
+            if self.ema is not None:
+                save_file({n: e.contiguous().cpu() for (n, _), e in zip(self._named_trained(), self.ema)},
+                          str(folder / "ema.safetensors"))
+            (folder / "trainer.json").write_text(json.dumps(
+                {"step": self.step, "elapsed_s": self.elapsed, "skipped": self.skipped}))
+            for old in _states(a.out)[: -a.keep_states]:
+                shutil.rmtree(old)
+        acc.wait_for_everyone()
+
+    def _load(self, folder: Path) -> None:
+        self.acc.load_state(str(folder))
+        meta = json.loads((folder / "trainer.json").read_text())
+        self.step, self.elapsed, self.skipped = meta["step"], meta["elapsed_s"], meta["skipped"]
+        if (folder / "ema.safetensors").is_file():
+            saved = load_file(str(folder / "ema.safetensors"), device=str(self.acc.device))
+            self.ema = [saved[n] for n, _ in self._named_trained()]
+        elif self.args.ema and self.step > self.ema_start:
+            self.acc.print(f"warning: {folder} has no weight average but is past its start (step {self.ema_start}); "
+                           "averaging from the current weights")
+        self.acc.print(f"resumed {folder} at step {self.step}")
+
+    def _update_ema(self) -> None:
+        if not self.args.ema or self.step < self.ema_start:
+            return
+        with torch.no_grad():
+            if self.ema is None:
+                self.ema = [p.detach().clone() for p in self.params]
+            else:
+                for e, p in zip(self.ema, self.params):
+                    e.lerp_(p, 1.0 - self.args.ema)
+
+    # -- loop ----------------------------------------------------------------------------------------------------
+    def _micro_batch(self, micro: int) -> tuple[dict, int]:
+        first = (micro * self.n + self.acc.process_index) * self.micro
+        samples = [self.task.sample(sample_rng(self.args.seed, self.step, i), self.step, i)
+                   for i in range(first, first + self.micro)]
+        return self.task.batch(samples), sum(len(s.skipped) for s in samples)
+
+    def run(self) -> list[Path]:
+        from tqdm.auto import tqdm
+
+        a, acc = self.args, self.acc
+        log = (a.out / "log.jsonl").open("a") if acc.is_main_process else None
+        bar = tqdm(total=a.steps, initial=self.step, disable=not acc.is_main_process, desc=f"train {self.task.name}")
+        window, t0, since = [], time.perf_counter(), 0
+        while self.step < a.steps:
+            lr = a.lr * lr_factor(self.step, a.steps, a.warmup, a.cooldown)
+            for g in self.opt.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            loss_sum, skipped = torch.zeros((), device=acc.device), 0
+            for micro in range(a.grad_accum):
+                batch, k = self._micro_batch(micro)
+                skipped += k
+                with acc.accumulate(self.model):
+                    loss = self.model(batch)
+                    acc.backward(loss)
+                    if acc.sync_gradients:
+                        grad_norm = acc.clip_grad_norm_(self.params, a.max_grad_norm)
+                    self.opt.step()
+                    self.opt.zero_grad(set_to_none=True)
+                loss_sum += loss.detach() / a.grad_accum
+            self._update_ema()
+            self.step += 1
+            # Every process's share is the same size, so the mean of their means is the global batch's mean loss.
+            step_loss, step_skipped = acc.reduce(loss_sum, "mean"), int(acc.reduce(
+                torch.tensor(skipped, device=acc.device), "sum"))
+            if not math.isfinite(float(step_loss)):
+                raise MetaCanvasError(f"loss became {float(step_loss)} at step {self.step}: lower --lr or check data")
+            self.skipped += step_skipped
+            window.append(float(step_loss))
+            since += a.batch
+            bar.update(1)
+            if self.step % a.log_every == 0 or self.step == a.steps:
+                dt = time.perf_counter() - t0
+                self.elapsed += dt
+                row = {"step": self.step, "loss": round(sum(window) / len(window), 6), "lr": float(f"{lr:.4g}"),
+                       "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),  # None: DeepSpeed clips
+                       "samples_per_s": round(since / dt, 2),
+                       "num_processes": self.n, "skipped": self.skipped, "elapsed_s": round(self.elapsed, 1)}
+                bar.set_postfix(loss=f"{row['loss']:.4f}", samples_per_s=row["samples_per_s"])
+                if log:
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                if a.report_to:
+                    acc.log({k: v for k, v in row.items() if k != "step"}, step=self.step)
+                window, t0, since = [], time.perf_counter(), 0
+            if self.step % a.save_every == 0 or self.step == a.steps:
+                t_save = time.perf_counter()
+                self._save()
+                t0 += time.perf_counter() - t_save  # state writing is not training time
+        bar.close()
+        if log:
+            log.close()
+        return self._export()
+
+    def _export(self) -> list[Path]:
+        acc, a = self.acc, self.args
+        if self.ema is not None:
+            with torch.no_grad():
+                for p, e in zip(self.params, self.ema):
+                    p.copy_(e)
+        state = acc.get_state_dict(self.model)  # full weights on the main process, also under FSDP / ZeRO-3
+        written = []
+        if acc.is_main_process:
+            parts = {}
+            for k, v in state.items():
+                name, _, rest = k.removeprefix("parts.").partition(".")
+                parts.setdefault(name, {})[rest] = v.detach().float().cpu()
+            recipe = {"steps": a.steps, "batch": a.batch, "lr": a.lr, "seed": a.seed, "warmup": a.warmup,
+                      "optimizer": f"{a.optimizer}, warm-up, constant, linear cooldown, clip {a.max_grad_norm}",
+                      "cooldown": a.cooldown, "ema": a.ema, "num_processes": self.n, "grad_accum": a.grad_accum,
+                      "mixed_precision": acc.mixed_precision, "wall_time_s": round(self.elapsed),
+                      **self.task.recipe()}
+            written = self.task.export(parts, a.out, recipe)
+            acc.print(f"wrote {', '.join(map(str, written))} after {self.elapsed:.0f} s")
+        acc.wait_for_everyone()
+        acc.end_training()
+        return written
+
+
+def train(task_cls: type[Task], args: argparse.Namespace) -> list[Path]:
+    return Trainer(task_cls, args).run()
