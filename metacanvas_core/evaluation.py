@@ -90,11 +90,6 @@ def evaluate(
             **bench.score(scenes, runs), "seconds": round(time.time() - t0, 1)}
 
 
-def evaluate_t2i(pipe: MetaCanvasPipeline, **kw) -> dict:
-    """The text-to-image benchmark (see `evaluate`)."""
-    return evaluate(pipe, "t2i", **kw)
-
-
 def evaluate_vae_round_trip(
     backbone: BackboneAdapter, task: str = "t2i", n: int = 200, seeds: tuple[int, ...] = (0,),
     split: str = "heldout", batch: int | None = None,
