@@ -9,16 +9,22 @@ import time
 import warnings
 from pathlib import Path
 
-from .builtin import PLANNER, T2I_METHODS, TASKS, VIDEO_TASKS, VIDEO_WEIGHTS, builtin_methods
+from .builtin import (
+    EDIT_METHODS, PLANNER, T2I_METHODS, TASKS, VIDEO_TASKS, VIDEO_WEIGHTS, builtin_edit, builtin_methods,
+)
 from .errors import MetaCanvasError, MetaCanvasWarning
 from .limits import CFG, FPS, FRAMES, HEIGHT, PROMPTS, SEED, SHIFT, STEPS, STRENGTH, UPSCALE, WIDTH, Limit
 from .schedulers import DEFAULT_SAMPLER, SAMPLERS
 
-METHODS = sorted({*T2I_METHODS, *VIDEO_WEIGHTS})
+METHODS = sorted({*T2I_METHODS, *VIDEO_WEIGHTS, *EDIT_METHODS})
+EDIT = "edit"
+T2I_BENCH_PROMPT = "a red circle at top left and a blue square at bottom right"
+VIDEO_BENCH_PROMPT = "a red circle moves from left to right and a yellow square at top left"
 
 
 def _builtin(args) -> tuple:
-    """The built-in (backbone folder, weights) of --method for --task, where the flags leave one to fill."""
+    """The built-in (backbone folder, weights) of --method for --task (t2i, t2v, i2v), where the flags leave one to
+    fill."""
     task = getattr(args, "task", "t2i")
     if args.backbone is not None and args.weights is not None:
         return args.backbone, args.weights
@@ -35,10 +41,34 @@ def _builtin(args) -> tuple:
     return args.backbone or backbone, args.weights or weights
 
 
+def torch_image(pixels):
+    """uint8 (H, W, 3) -> (1, H, W, 3) float in [0, 1] (ComfyUI's IMAGE)."""
+    import torch
+
+    return torch.from_numpy(pixels).float().div(255)[None]
+
+
+def _edit_models(args) -> tuple:
+    """--backbone/--weights, or the built-in edit ones of --method; a clear error while none ship."""
+    if args.backbone is not None and args.weights is not None:
+        return args.backbone, args.weights
+    if args.method not in EDIT_METHODS:
+        raise MetaCanvasError(f"--task edit: --method {args.method} has no edit weights; use one of "
+                              f"{sorted(EDIT_METHODS)}, or give --backbone and --weights")
+    shipped = builtin_edit(args.method)
+    if shipped is None:
+        raise MetaCanvasError(
+            "--task edit: no built-in edit weights ship yet (metacanvas_core/assets/tiny/flux_edit/ and "
+            f"{EDIT_METHODS[args.method][1].name}): give --backbone (a FLUX.1-Kontext diffusers folder) and "
+            "--weights (MetaCanvas edit weights for it), or train them with scripts/train_edit.sh"
+        )
+    return args.backbone or shipped[0], args.weights or shipped[1]
+
+
 def _pipeline(args):
     from .pipeline import MetaCanvasPipeline
 
-    backbone, weights = _builtin(args)
+    backbone, weights = _edit_models(args) if getattr(args, "task", "t2i") == EDIT else _builtin(args)
     return MetaCanvasPipeline.from_pretrained(
         args.planner or PLANNER, backbone, weights, strength=getattr(args, "strength", 1.0), device=args.device,
     )
@@ -58,21 +88,23 @@ def _save_png(images, path: Path, upscale: int) -> None:
 def cmd_generate(args) -> None:
     t0 = time.perf_counter()
     video = args.task in VIDEO_TASKS
-    if (args.image is not None) != (args.task == "i2v"):
-        raise MetaCanvasError("--image (the start frame) goes with --task i2v, and --task i2v needs it")
+    if (args.image is not None) != (args.task in ("i2v", EDIT)):
+        raise MetaCanvasError("--image goes with --task i2v (the start frame) or --task edit (the image to edit), "
+                              "and both need it")
     if video and args.canvas_preview:
         raise MetaCanvasError("--canvas-preview is for --task t2i; use the Preview Canvas node for keyframes")
     if not video and args.out.suffix.lower() != ".png":
-        raise MetaCanvasError(f"--out {str(args.out)!r} must be a .png file name for --task t2i")
+        raise MetaCanvasError(f"--out {str(args.out)!r} must be a .png file name for --task {args.task}")
     size, upscale = (64, 4) if video else (32, 8)
     args.width, args.height = args.width or size, args.height or size
     args.upscale = upscale if args.upscale is None else args.upscale
     frames = args.frames if video else 1
-    start = None
+    start = source = None
     if args.image is not None:
         from .clips import load_image
 
-        start = load_image(args.image, "--image")
+        image = load_image(args.image, "--image")
+        start, source = (image, None) if args.task == "i2v" else (None, image)
     pipe = _pipeline(args)
     if args.empty_text:  # only the canvas would steer
         pipe.model.connector.require_canvas(
@@ -80,7 +112,7 @@ def cmd_generate(args) -> None:
         )
     result = pipe(
         args.prompt, negative_prompt=args.negative_prompt, width=args.width, height=args.height, frames=frames,
-        start_image=start, steps=args.steps, cfg=args.cfg, seed=args.seed,
+        start_image=start, source_image=source, steps=args.steps, cfg=args.cfg, seed=args.seed,
         text_prompt="" if args.empty_text else None, sampler=args.sampler, shift=args.shift,
     )
     if video:
@@ -107,9 +139,34 @@ def _emit(result: dict, path: Path | None) -> None:
     print(text)
 
 
+def _evaluate_edit(args) -> dict:
+    from .evaluation_edit import evaluate_edit
+
+    if args.vae_round_trip or args.canvas_only:
+        raise MetaCanvasError("evaluate --task edit: --vae-round-trip and --canvas-only are --task t2i options")
+    return evaluate_edit(_pipeline(args), n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
+                         split=args.split, sampler=args.sampler, shift=args.shift)
+
+
+def _edit_table(results: list[dict]) -> str:
+    from .evaluation_edit import markdown_edit_table
+
+    return markdown_edit_table(results)
+
+
+# Tasks with a benchmark of their own: task -> (run it from the parsed flags, Markdown table of its results).
+# Text-to-image and video (one `evaluation.Benchmark` each) take the path below.
+TASK_EVALUATIONS = {EDIT: (_evaluate_edit, _edit_table)}
+
+
 def cmd_evaluate(args) -> None:
     from .evaluation import evaluate, evaluate_vae_round_trip
 
+    if args.task in TASK_EVALUATIONS:
+        result = TASK_EVALUATIONS[args.task][0](args)
+        result.update(task=args.task, method=args.method)
+        _emit(result, args.json)
+        return
     if args.vae_round_trip:
         from .backbones import load_backbone
 
@@ -129,21 +186,34 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .bench import bench
+    from .bench import bench, bench_edit
     from .checkpoints import load_connector
 
     video = args.task in VIDEO_TASKS
-    size = 64 if video else 32
-    compare = list(args.compare or [])
-    if args.compare is None and video and args.weights is None:  # the built-in keyframe ablation, when shipped
-        k1 = builtin_methods(args.task).get("metacanvas-k1")
-        compare = [k1[1]] if k1 and args.method != "metacanvas-k1" else []
-    pipe = _pipeline(args)
-    result = bench(pipe, args.prompt, width=args.width or size, height=args.height or size,
-                   frames=args.frames if video else 1, steps=args.steps, cfg=args.cfg, repeats=args.repeats,
-                   compare={Path(w).stem: load_connector(w) for w in compare})
-    result.update(task=args.task, method=args.method)
+    size = 64 if video else WIDTH.default
+    width, height = args.width or size, args.height or size
+    kw = dict(width=width, height=height, steps=args.steps, cfg=args.cfg, repeats=args.repeats)
+    if args.task == EDIT:
+        from .clips import load_image
+        from .world.edits import edit_benchmark, render_pair
+
+        edit = edit_benchmark(1)[0]  # default: the first held-out benchmark edit
+        source = load_image(args.image, "--image") if args.image else torch_image(render_pair(edit, width)[0])
+        result = bench_edit(_pipeline(args), args.prompt or edit.instruction, source, **kw)
+    else:
+        if args.image is not None:
+            raise MetaCanvasError("bench: --image (the source to edit) goes with --task edit")
+        compare = list(args.compare or [])
+        if args.compare is None and video and args.weights is None:  # the built-in keyframe ablation, when shipped
+            k1 = builtin_methods(args.task).get("metacanvas-k1")
+            compare = [k1[1]] if k1 and args.method != "metacanvas-k1" else []
+        pipe = _pipeline(args)
+        prompt = args.prompt or (VIDEO_BENCH_PROMPT if video else T2I_BENCH_PROMPT)
+        result = bench(pipe, prompt, frames=args.frames if video else 1,
+                       compare={Path(w).stem: load_connector(w) for w in compare}, **kw)
+        result.update(task=args.task, method=args.method)
     _emit(result, args.json)
+
 
 
 def cmd_probe(args) -> None:
@@ -164,9 +234,13 @@ def cmd_table(args) -> None:
     if missing:
         raise MetaCanvasError(f"table: no such result file {', '.join(missing)}; write one with `evaluate --json`")
     results = [json.loads(p.read_text()) for p in args.files]
+    for task, (_, table) in TASK_EVALUATIONS.items():
+        own = [r for r in results if r.get("task") == task and "scores" in r]
+        if own:
+            print(table(own) + "\n")
     evals = [r for r in results if "scores" in r and r.get("task", "t2i") == "t2i"]
-    clips = [r for r in results if "scores" in r and r.get("task", "t2i") in VIDEO_TASKS]
-    if evals:
+    clips = [r for r in results if "scores" in r and r.get("task") in VIDEO_TASKS]
+    if evals or not results:
         print(markdown_table(evals))
     if any("failures" in r for r in evals):
         print("\nWhy images fail (% of each category's prompts):\n")
@@ -175,8 +249,9 @@ def cmd_table(args) -> None:
         print(("\n" if evals else "") + markdown_clip_table(clips))
     for r in results:
         if "ratio" in r:
+            plain = "plain Kontext (editing)" if r.get("task") == EDIT else "plain backbone"
             size = f"{r['width']}x{r['height']}" + (f"x{r['frames']} frames" if r.get("frames", 1) > 1 else "")
-            print(f"\nsampling time MetaCanvas / plain backbone: {r['ratio']:.2f}x ({r['steps']} steps, "
+            print(f"\nsampling time MetaCanvas / {plain}: {r['ratio']:.2f}x ({r['steps']} steps, "
                   f"{size}, cfg {r['cfg']}); planner once: {1000 * r['planner_once_s']:.0f} ms; "
                   f"connector FLOPs per step: {100 * r['connector_flops_share']:.1f}% of the DiT's")
             for name, c in r.get("compare", {}).items():
@@ -224,8 +299,8 @@ def _common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool 
                    help="which built-in weights: metacanvas (canvas planning), a global-conditioning baseline, or "
                         "(video) metacanvas-k1, one canvas broadcast over time")
     p.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
-    p.add_argument("--backbone", type=Path, help="diffusers pipeline folder: SANA for t2i, Wan 2.2 for t2v/i2v "
-                   "(default: the built-in tiny one of --method)")
+    p.add_argument("--backbone", type=Path, help="diffusers pipeline folder: SANA, Wan 2.2 or FLUX.1-Kontext "
+                                                 "(default: the built-in tiny one of the task and --method)")
     p.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: built-in for --method)")
     p.add_argument("--steps", type=_limited(STEPS), default=steps, help="denoising steps (1-1000)")
     p.add_argument("--cfg", type=_limited(CFG), default=CFG.default,
@@ -246,13 +321,15 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="text-to-image (PNG) or text/image-to-video (GIF or PNG frames) from a prompt")
-    g.add_argument("--task", choices=("t2i", *VIDEO_TASKS), default="t2i",
-                   help="t2i; t2v or i2v (with --image) on the built-in tiny Wan weights of --method (when "
-                        "shipped), or a Wan 2.2 --backbone with --weights for it")
+    g.add_argument("--task", choices=(*TASKS, EDIT), default="t2i",
+                   help="t2i; t2v or i2v (with --image) on the built-in tiny Wan weights of --method (when shipped) "
+                        "or a Wan 2.2 --backbone with --weights for it; edit (with --image) on FLUX.1-Kontext: the "
+                        "built-in edit weights, or --backbone and --weights")
     g.add_argument("--prompt", required=True, help="e.g. 'a red circle at top left and a blue square at bottom right'")
     g.add_argument("--out", type=Path, required=True,
                    help="PNG to write (t2i); for clips a .gif, or any other path for a folder of PNG frames")
-    g.add_argument("--image", type=Path, help="start frame for --task i2v (RGB; other sizes are scaled and cropped)")
+    g.add_argument("--image", type=Path, help="start frame for --task i2v, the image to edit for --task edit (RGB; "
+                                              "other sizes are scaled to cover the output and centre-cropped)")
     g.add_argument("--frames", type=_limited(FRAMES), default=FRAMES.default,
                    help="clip length, 4k+1 frames (t2v, i2v)")
     g.add_argument("--fps", type=_limited(FPS), default=FPS.default, help="frame rate of a written .gif (1-120)")
@@ -268,9 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score held-out benchmark prompts with the shapes-world detector")
-    e.add_argument("--task", choices=TASKS, default="t2i",
-                   help="t2i: the image benchmark; t2v / i2v: the clip benchmark (i2v starts from each clip's true "
-                        "first frame and also reports its PSNR after the VAE round trip)")
+    e.add_argument("--task", choices=(*TASKS, *TASK_EVALUATIONS), default="t2i",
+                   help="t2i: the text-to-image benchmark; t2v / i2v: the clip benchmark (i2v starts from each clip's "
+                        "true first frame and also reports its PSNR after the VAE round trip); edit: held-out edits "
+                        "of the edit world (FLUX.1-Kontext)")
     e.add_argument("--n", type=_limited(PROMPTS), default=PROMPTS.default,
                    help="number of benchmark prompts (of --split)")
     e.add_argument("--seeds", type=_limited(SEED), nargs="+", default=[0], help="one full pass per seed")
@@ -285,12 +363,16 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="time plain vs MetaCanvas sampling side by side in one run")
-    b.add_argument("--task", choices=TASKS, default="t2i", help="t2i times images; t2v / i2v time clips")
-    b.add_argument("--prompt", default="a red circle at top left and a blue square at bottom right")
-    b.add_argument("--width", type=_limited(WIDTH), help="pixels (4-8192; default 32 for t2i, 64 for clips)")
-    b.add_argument("--height", type=_limited(HEIGHT), help="pixels (4-8192; default 32 for t2i, 64 for clips)")
-    b.add_argument("--frames", type=_limited(FRAMES), default=FRAMES.default, help="clip length, 4k+1 frames (t2v, "
-                   "i2v)")
+    b.add_argument("--task", choices=(*TASKS, EDIT), default="t2i",
+                   help="t2i times images; t2v / i2v time clips (and the 1-keyframe weights); edit: plain Kontext "
+                        "sampling vs Kontext with the canvas, on --image")
+    b.add_argument("--prompt", help=f"default: '{T2I_BENCH_PROMPT}' (t2i), '{VIDEO_BENCH_PROMPT}' (t2v, i2v), the "
+                                    "first held-out benchmark edit's instruction (edit)")
+    b.add_argument("--image", type=Path, help="--task edit: the image to edit (default: that edit's source)")
+    b.add_argument("--width", type=_limited(WIDTH), help="pixels (4-8192; default 32, 64 for clips)")
+    b.add_argument("--height", type=_limited(HEIGHT), help="pixels (4-8192; default 32, 64 for clips)")
+    b.add_argument("--frames", type=_limited(FRAMES), default=FRAMES.default,
+                   help="clip length, 4k+1 frames (t2v, i2v)")
     b.add_argument("--compare", type=Path, nargs="*",
                    help="other MetaCanvas weights for the same backbone, timed in the same rounds (default for "
                         "t2v/i2v: the built-in 1-keyframe weights, when shipped)")

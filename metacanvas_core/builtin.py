@@ -14,6 +14,13 @@ T2I_METHODS: dict[str, tuple[Path, Path]] = {
     "global": (SANA_T2I, ASSETS / "global_t2i.safetensors"),
     "global-posemb": (ASSETS / "sana_t2i_posemb", ASSETS / "global_posemb_t2i.safetensors"),
 }
+# name -> (FLUX.1-Kontext folder, MetaCanvas edit weights): the methods of the editing benchmark, once they ship
+# (scripts/train_edit.sh makes them).
+FLUX_EDIT = ASSETS / "flux_edit"
+EDIT_METHODS: dict[str, tuple[Path, Path]] = {
+    "metacanvas": (FLUX_EDIT, ASSETS / "metacanvas_edit.safetensors"),
+    "global": (FLUX_EDIT, ASSETS / "global_edit.safetensors"),
+}
 # The video methods (text- and image-to-video share weights): name -> weights file stem, all on the tiny Wan folder.
 WAN_T2V = "wan_t2v"
 VIDEO_WEIGHTS: dict[str, str] = {
@@ -24,6 +31,12 @@ VIDEO_WEIGHTS: dict[str, str] = {
 VIDEO_TASKS: tuple[str, ...] = ("t2v", "i2v")
 TASKS: tuple[str, ...] = ("t2i", *VIDEO_TASKS)
 BUILTIN_NAME = "built-in tiny"
+
+
+def builtin_edit(method: str) -> tuple[Path, Path] | None:
+    """The built-in edit backbone folder and weights of `method`, or None while they do not ship."""
+    backbone, weights = EDIT_METHODS[method]
+    return (backbone, weights) if (backbone / "model_index.json").is_file() and weights.is_file() else None
 
 
 def video_methods() -> dict[str, tuple[Path, Path]]:

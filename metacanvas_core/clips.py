@@ -35,15 +35,20 @@ def start_image_pixels(image: torch.Tensor, width: int, height: int, where: str 
     if not x.any():
         raise MetaCanvasError(f"{where} is all zeros (an empty or failed image upstream): give the first frame "
                               "you want")
-    x = x.movedim(-1, 1).clamp(0, 1)
+    return cover_resize(x.movedim(-1, 1).clamp(0, 1), width, height) * 2 - 1
+
+
+def cover_resize(x: torch.Tensor, width: int, height: int, antialias: bool = False) -> torch.Tensor:
+    """(B, C, H, W) scaled to cover (height, width) and centre-cropped, as ComfyUI's common_upscale with "center"
+    (bilinear; `antialias` low-pass filters a downscale, as the lanczos of ComfyUI's Kontext nodes does)."""
     h, w = x.shape[-2:]
-    if (h, w) != (height, width):
-        # Crop the source to the target's aspect ratio around its centre (common_upscale's arithmetic), then resize.
-        old, new = w / h, width / height
-        dx = round((w - w * (new / old)) / 2) if old > new else 0
-        dy = round((h - h * (old / new)) / 2) if old < new else 0
-        x = F.interpolate(x[..., dy : h - dy, dx : w - dx], size=(height, width), mode="bilinear")
-    return x * 2 - 1
+    if (h, w) == (height, width):
+        return x
+    # Crop the source to the target's aspect ratio around its centre (common_upscale's arithmetic), then resize.
+    old, new = w / h, width / height
+    dx = round((w - w * (new / old)) / 2) if old > new else 0
+    dy = round((h - h * (old / new)) / 2) if old < new else 0
+    return F.interpolate(x[..., dy : h - dy, dx : w - dx], size=(height, width), mode="bilinear", antialias=antialias)
 
 
 def load_image(path: Path, where: str = "--image") -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""Text-to-image and text/image-to-video with canvas planning, end to end: plan once, sample, decode.
-Orchestration only."""
+"""Text-to-image, text/image-to-video and image editing with canvas planning, end to end: plan once, sample,
+decode. Orchestration only."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .backbones.base import Conditioning
 from .builtin import PLANNER, T2I_METHODS
 from .checkpoints import load_connector
 from .clips import start_image_pixels
+from .editing import require_source, source_conditioning, source_visuals
 from .errors import MetaCanvasError
 from .limits import checked
 from .plan import CanvasPlan, make_plan
@@ -64,6 +65,7 @@ class MetaCanvasPipeline:
         height: int = 32,
         frames: int = 1,
         start_image: torch.Tensor | None = None,
+        source_image: torch.Tensor | None = None,
         steps: int = 20,
         cfg: float = 3.0,
         seed: int | list[int] = 0,
@@ -95,6 +97,13 @@ class MetaCanvasPipeline:
             # The planner sees each prompt's start image, so the plan knows what is where (as Plan Canvas's image).
             shown = [((p[0].movedim(0, -1) + 1) / 2).clamp(0, 1) for p in fitted]
             visuals = [[shown[i if several else 0]] for i in range(len(prompts))]
+        require_source(self.model.connector, source_image is not None, "source_image",
+                       "give the image to edit (FLUX.1-Kontext reference), or load text-to-image weights")
+        if source_image is not None:  # (1 or B, H, W, 3) in [0, 1]: the image to edit, seen by planner and DiT
+            if conditioning is not None:
+                raise MetaCanvasError("give a start image (image-to-video) or a source image (editing), not both")
+            conditioning = source_conditioning(bb, source_image, width, height, "source_image")
+            visuals = source_visuals(source_image, len(prompts), "source_image")
         positive = self.plan(prompts, texts, visuals)
         negative = self.plan([negative_prompt])  # "" is the unconditional plan caption dropout trained
         latents = sample(

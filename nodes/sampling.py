@@ -102,6 +102,12 @@ class MetaCanvasSampleImage:
                     "tooltip": "Optional plan to guide away from. Without it, guidance uses the empty-prompt plan "
                                "that Plan Canvas attaches to the positive plan.",
                 }),
+                "source_image": ("IMAGE", {
+                    "tooltip": "Image editing (FLUX.1-Kontext backbones): the image to edit, encoded with the "
+                               "backbone's VAE as Kontext's reference. Another size is scaled to cover width x "
+                               "height and centre-cropped. Connect the same image to Plan Canvas's image so the "
+                               "planner sees what it edits. One image, or one per sample. RGB only.",
+                }),
             },
         }
 
@@ -113,10 +119,13 @@ class MetaCanvasSampleImage:
     CATEGORY = "MetaCanvas"
     DESCRIPTION = ("Samples images from seeded noise with the backbone's own scheduler or the chosen sampler, "
                    "guided by the plan (CFG against the negative or the empty-prompt plan), and decodes them with "
-                   "the backbone's VAE. Shows progress with live previews and stops within one step when cancelled.")
+                   "the backbone's VAE. Shows progress with live previews and stops within one step when cancelled. "
+                   "With a source_image on a FLUX.1-Kontext backbone it edits that image.")
 
     def sample(self, backbone, positive, seed: int, steps: int, cfg: float, width: int, height: int,
-               batch_size: int = 1, sampler: str = DEFAULT_SAMPLER, shift: float = DEFAULT_SHIFT, negative=None):
+               batch_size: int = 1, sampler: str = DEFAULT_SAMPLER, shift: float = DEFAULT_SHIFT, negative=None,
+               source_image=None):
+        from metacanvas_core.editing import require_source, source_conditioning
         from metacanvas_core.sampling import InjectedBackbone, latents_to_images, sample
 
         bb, connector = backbone.backbone, backbone.connector
@@ -124,15 +133,20 @@ class MetaCanvasSampleImage:
             checked(seed=seed, steps=steps, cfg=cfg, width=width, height=height, batch_size=batch_size, shift=shift)
             bb.check_size(width, height)
             scheduler = make_scheduler(bb.scheduler, sampler, shift)
+            require_source(connector, source_image is not None, "source_image",
+                           "connect the image to edit to source_image (and to Plan Canvas's image)")
             # Inside ComfyUI: let it unload other models until the run fits (our own check follows in sample()).
             load_for_use(bb, memory_required=estimate(bb, width=width, height=height, batch=batch_size).of("sampling"))
+            conditioning = None
+            if source_image is not None:
+                conditioning = source_conditioning(bb, source_image, width, height, "source_image")
             placed = None if connector is None else connector.on(bb.device, bb.dtype)
             model = InjectedBackbone(bb, placed, backbone.strength)
             bar = progress_bar(steps)
             latents = sample(
                 model, positive, negative, width=width, height=height, steps=steps, cfg=cfg, seed=seed,
                 batch=batch_size, callback=None if bar is None else _live_preview(bb, bar), cancel=interrupt_check(),
-                scheduler=scheduler,
+                scheduler=scheduler, conditioning=conditioning,
             )
             if not torch.isfinite(latents).all():
                 raise node_error(

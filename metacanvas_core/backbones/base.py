@@ -112,16 +112,18 @@ class BackboneAdapter(ABC):
         """The module whose output is the patch-embedded noisy latents: where the canvas enters."""
 
     @property
-    @abstractmethod
-    def dit_dim(self) -> int: ...
+    def dit_dim(self) -> int:
+        """The DiT's inner width (its patch embedding's output channels)."""
+        cfg = self.transformer.config
+        return cfg.num_attention_heads * cfg.attention_head_dim
 
     @property
     @abstractmethod
     def caption_channels(self) -> int: ...
 
     @property
-    @abstractmethod
-    def latent_channels(self) -> int: ...
+    def latent_channels(self) -> int:
+        return self.transformer.config.in_channels
 
     @property
     @abstractmethod
@@ -239,7 +241,8 @@ class BackboneAdapter(ABC):
 
     def fingerprint(self) -> dict:
         """The DiT's architecture config: MetaCanvas weights record it and must meet the same again."""
-        return {k: v for k, v in self.transformer.config.items() if not k.startswith("_")}
+        config = {k: v for k, v in self.transformer.config.items() if not k.startswith("_")}
+        return json.loads(json.dumps(config))  # as stored: tuples of a freshly built model read back as lists
 
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "BackboneAdapter":
         self.transformer.to(device=device, dtype=dtype)

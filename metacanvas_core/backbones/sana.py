@@ -31,17 +31,8 @@ class SanaBackbone(BackboneAdapter):
         return self.transformer.patch_embed
 
     @property
-    def dit_dim(self) -> int:
-        cfg = self.transformer.config
-        return cfg.num_attention_heads * cfg.attention_head_dim
-
-    @property
     def caption_channels(self) -> int:
         return self.transformer.config.caption_channels
-
-    @property
-    def latent_channels(self) -> int:
-        return self.transformer.config.in_channels
 
     @property
     def patch_size(self) -> int:
