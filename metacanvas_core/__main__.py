@@ -9,15 +9,36 @@ import time
 import warnings
 from pathlib import Path
 
-from .builtin import EDIT_METHODS, PLANNER, T2I_METHODS, builtin_edit
+from .builtin import (
+    EDIT_METHODS, PLANNER, T2I_METHODS, TASKS, VIDEO_TASKS, VIDEO_WEIGHTS, builtin_edit, builtin_methods,
+)
 from .errors import MetaCanvasError, MetaCanvasWarning
 from .limits import CFG, FPS, FRAMES, HEIGHT, PROMPTS, SEED, SHIFT, STEPS, STRENGTH, UPSCALE, WIDTH, Limit
 from .schedulers import DEFAULT_SAMPLER, SAMPLERS
 
-
-VIDEO_TASKS = ("t2v", "i2v")
+METHODS = sorted({*T2I_METHODS, *VIDEO_WEIGHTS, *EDIT_METHODS})
 EDIT = "edit"
 T2I_BENCH_PROMPT = "a red circle at top left and a blue square at bottom right"
+VIDEO_BENCH_PROMPT = "a red circle moves from left to right and a yellow square at top left"
+
+
+def _builtin(args) -> tuple:
+    """The built-in (backbone folder, weights) of --method for --task (t2i, t2v, i2v), where the flags leave one to
+    fill."""
+    task = getattr(args, "task", "t2i")
+    if args.backbone is not None and args.weights is not None:
+        return args.backbone, args.weights
+    methods = builtin_methods(task)
+    if not methods:
+        raise MetaCanvasError(
+            f"--task {task} needs --backbone (a Wan 2.2 diffusers folder) and --weights (MetaCanvas weights "
+            "trained for it): no built-in video weights ship yet"
+        )
+    if args.method not in methods:
+        raise MetaCanvasError(f"--method {args.method} has no built-in weights for --task {task}; choose one of "
+                              f"{', '.join(sorted(methods))}, or pass --backbone and --weights")
+    backbone, weights = methods[args.method]
+    return args.backbone or backbone, args.weights or weights
 
 
 def torch_image(pixels):
@@ -47,17 +68,9 @@ def _edit_models(args) -> tuple:
 def _pipeline(args):
     from .pipeline import MetaCanvasPipeline
 
-    task = getattr(args, "task", "t2i")
-    backbone, weights = _edit_models(args) if task == EDIT else T2I_METHODS[args.method]
-    if task in VIDEO_TASKS:
-        if args.backbone is None or args.weights is None:
-            raise MetaCanvasError(
-                f"--task {args.task} needs --backbone (a Wan 2.2 diffusers folder) and --weights (MetaCanvas weights "
-                "trained for it): no built-in video weights ship yet"
-            )
+    backbone, weights = _edit_models(args) if getattr(args, "task", "t2i") == EDIT else _builtin(args)
     return MetaCanvasPipeline.from_pretrained(
-        args.planner or PLANNER, args.backbone or backbone, args.weights or weights,
-        strength=getattr(args, "strength", 1.0), device=args.device,
+        args.planner or PLANNER, backbone, weights, strength=getattr(args, "strength", 1.0), device=args.device,
     )
 
 
@@ -142,12 +155,12 @@ def _edit_table(results: list[dict]) -> str:
 
 
 # Tasks with a benchmark of their own: task -> (run it from the parsed flags, Markdown table of its results).
-# Text-to-image is the default path below.
+# Text-to-image and video (one `evaluation.Benchmark` each) take the path below.
 TASK_EVALUATIONS = {EDIT: (_evaluate_edit, _edit_table)}
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluation import evaluate_t2i, evaluate_vae_round_trip
+    from .evaluation import evaluate, evaluate_vae_round_trip
 
     if args.task in TASK_EVALUATIONS:
         result = TASK_EVALUATIONS[args.task][0](args)
@@ -160,33 +173,45 @@ def cmd_evaluate(args) -> None:
         if args.canvas_only:
             raise MetaCanvasError(
                 "evaluate: --vae-round-trip scores true renders (no DiT, no canvas); drop --canvas-only")
-        backbone = load_backbone(args.backbone or T2I_METHODS[args.method][0], device=args.device)
-        result = evaluate_vae_round_trip(backbone, n=args.n, seeds=tuple(args.seeds), split=args.split)
+        backbone = args.backbone or _builtin(args)[0]
+        result = evaluate_vae_round_trip(load_backbone(backbone, device=args.device), args.task, n=args.n,
+                                         seeds=tuple(args.seeds), split=args.split)
         result.update(task=args.task, method="true renders, VAE round trip")
         _emit(result, args.json)
         return
-    result = evaluate_t2i(_pipeline(args), n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
-                          canvas_only=args.canvas_only, split=args.split, sampler=args.sampler, shift=args.shift)
+    result = evaluate(_pipeline(args), args.task, n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
+                      canvas_only=args.canvas_only, split=args.split, sampler=args.sampler, shift=args.shift)
     result.update(task=args.task, method=args.method)
     _emit(result, args.json)
 
 
 def cmd_bench(args) -> None:
-    from .bench import bench_edit, bench_t2i
+    from .bench import bench, bench_edit
+    from .checkpoints import load_connector
 
-    kw = dict(width=args.width, height=args.height, steps=args.steps, cfg=args.cfg, repeats=args.repeats)
+    video = args.task in VIDEO_TASKS
+    size = 64 if video else WIDTH.default
+    width, height = args.width or size, args.height or size
+    kw = dict(width=width, height=height, steps=args.steps, cfg=args.cfg, repeats=args.repeats)
     if args.task == EDIT:
         from .clips import load_image
         from .world.edits import edit_benchmark, render_pair
 
         edit = edit_benchmark(1)[0]  # default: the first held-out benchmark edit
-        source = load_image(args.image, "--image") if args.image else \
-            torch_image(render_pair(edit, args.width)[0])
+        source = load_image(args.image, "--image") if args.image else torch_image(render_pair(edit, width)[0])
         result = bench_edit(_pipeline(args), args.prompt or edit.instruction, source, **kw)
     else:
         if args.image is not None:
             raise MetaCanvasError("bench: --image (the source to edit) goes with --task edit")
-        result = bench_t2i(_pipeline(args), args.prompt or T2I_BENCH_PROMPT, **kw)
+        compare = list(args.compare or [])
+        if args.compare is None and video and args.weights is None:  # the built-in keyframe ablation, when shipped
+            k1 = builtin_methods(args.task).get("metacanvas-k1")
+            compare = [k1[1]] if k1 and args.method != "metacanvas-k1" else []
+        pipe = _pipeline(args)
+        prompt = args.prompt or (VIDEO_BENCH_PROMPT if video else T2I_BENCH_PROMPT)
+        result = bench(pipe, prompt, frames=args.frames if video else 1,
+                       compare={Path(w).stem: load_connector(w) for w in compare}, **kw)
+        result.update(task=args.task, method=args.method)
     _emit(result, args.json)
 
 
@@ -203,7 +228,7 @@ def cmd_probe(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from .evaluation import markdown_failures, markdown_table
+    from .evaluation import markdown_clip_table, markdown_failures, markdown_table
 
     missing = [str(p) for p in args.files if not p.is_file()]
     if missing:
@@ -213,18 +238,25 @@ def cmd_table(args) -> None:
         own = [r for r in results if r.get("task") == task and "scores" in r]
         if own:
             print(table(own) + "\n")
-    evals = [r for r in results if "scores" in r and r.get("task") not in TASK_EVALUATIONS]
+    evals = [r for r in results if "scores" in r and r.get("task", "t2i") == "t2i"]
+    clips = [r for r in results if "scores" in r and r.get("task") in VIDEO_TASKS]
     if evals or not results:
         print(markdown_table(evals))
     if any("failures" in r for r in evals):
         print("\nWhy images fail (% of each category's prompts):\n")
         print(markdown_failures([r for r in evals if "failures" in r]))
+    if clips:
+        print(("\n" if evals else "") + markdown_clip_table(clips))
     for r in results:
         if "ratio" in r:
             plain = "plain Kontext (editing)" if r.get("task") == EDIT else "plain backbone"
+            size = f"{r['width']}x{r['height']}" + (f"x{r['frames']} frames" if r.get("frames", 1) > 1 else "")
             print(f"\nsampling time MetaCanvas / {plain}: {r['ratio']:.2f}x ({r['steps']} steps, "
-                  f"{r['width']}x{r['height']}, cfg {r['cfg']}); planner once: {1000 * r['planner_once_s']:.0f} ms; "
+                  f"{size}, cfg {r['cfg']}); planner once: {1000 * r['planner_once_s']:.0f} ms; "
                   f"connector FLOPs per step: {100 * r['connector_flops_share']:.1f}% of the DiT's")
+            for name, c in r.get("compare", {}).items():
+                print(f"sampling time {r['keyframes']} keyframes / {c['keyframes']} ({name}): "
+                      f"{c['metacanvas_vs_this']:.2f}x")
 
 
 def _limited(limit: Limit):
@@ -263,11 +295,12 @@ def _png(text: str) -> Path:
 
 
 def _common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool = False) -> None:
-    p.add_argument("--method", choices=sorted(T2I_METHODS), default="metacanvas",
-                   help="which built-in weights: metacanvas (canvas planning) or a global-conditioning baseline")
+    p.add_argument("--method", choices=METHODS, default="metacanvas",
+                   help="which built-in weights: metacanvas (canvas planning), a global-conditioning baseline, or "
+                        "(video) metacanvas-k1, one canvas broadcast over time")
     p.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
     p.add_argument("--backbone", type=Path, help="diffusers pipeline folder: SANA, Wan 2.2 or FLUX.1-Kontext "
-                                                 "(default: the built-in tiny one of the task)")
+                                                 "(default: the built-in tiny one of the task and --method)")
     p.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: built-in for --method)")
     p.add_argument("--steps", type=_limited(STEPS), default=steps, help="denoising steps (1-1000)")
     p.add_argument("--cfg", type=_limited(CFG), default=CFG.default,
@@ -288,9 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="text-to-image (PNG) or text/image-to-video (GIF or PNG frames) from a prompt")
-    g.add_argument("--task", choices=("t2i", *VIDEO_TASKS, EDIT), default="t2i",
-                   help="t2i; t2v or i2v (with --image) on a Wan 2.2 --backbone with --weights for it; edit (with "
-                        "--image) on FLUX.1-Kontext: the built-in edit weights, or --backbone and --weights")
+    g.add_argument("--task", choices=(*TASKS, EDIT), default="t2i",
+                   help="t2i; t2v or i2v (with --image) on the built-in tiny Wan weights of --method (when shipped) "
+                        "or a Wan 2.2 --backbone with --weights for it; edit (with --image) on FLUX.1-Kontext: the "
+                        "built-in edit weights, or --backbone and --weights")
     g.add_argument("--prompt", required=True, help="e.g. 'a red circle at top left and a blue square at bottom right'")
     g.add_argument("--out", type=Path, required=True,
                    help="PNG to write (t2i); for clips a .gif, or any other path for a folder of PNG frames")
@@ -311,8 +345,10 @@ def main(argv: list[str] | None = None) -> int:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score held-out benchmark prompts with the shapes-world detector")
-    e.add_argument("--task", choices=("t2i", *TASK_EVALUATIONS), default="t2i",
-                   help="t2i: the text-to-image benchmark; edit: held-out edits of the edit world (FLUX.1-Kontext)")
+    e.add_argument("--task", choices=(*TASKS, *TASK_EVALUATIONS), default="t2i",
+                   help="t2i: the text-to-image benchmark; t2v / i2v: the clip benchmark (i2v starts from each clip's "
+                        "true first frame and also reports its PSNR after the VAE round trip); edit: held-out edits "
+                        "of the edit world (FLUX.1-Kontext)")
     e.add_argument("--n", type=_limited(PROMPTS), default=PROMPTS.default,
                    help="number of benchmark prompts (of --split)")
     e.add_argument("--seeds", type=_limited(SEED), nargs="+", default=[0], help="one full pass per seed")
@@ -327,13 +363,19 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="time plain vs MetaCanvas sampling side by side in one run")
-    b.add_argument("--task", choices=("t2i", EDIT), default="t2i",
-                   help="t2i, or edit: plain Kontext sampling vs Kontext with the canvas, on --image")
-    b.add_argument("--prompt", help=f"default: '{T2I_BENCH_PROMPT}' (t2i), the first held-out benchmark edit's "
-                                    "instruction (edit)")
+    b.add_argument("--task", choices=(*TASKS, EDIT), default="t2i",
+                   help="t2i times images; t2v / i2v time clips (and the 1-keyframe weights); edit: plain Kontext "
+                        "sampling vs Kontext with the canvas, on --image")
+    b.add_argument("--prompt", help=f"default: '{T2I_BENCH_PROMPT}' (t2i), '{VIDEO_BENCH_PROMPT}' (t2v, i2v), the "
+                                    "first held-out benchmark edit's instruction (edit)")
     b.add_argument("--image", type=Path, help="--task edit: the image to edit (default: that edit's source)")
-    b.add_argument("--width", type=_limited(WIDTH), default=WIDTH.default, help="pixels (4-8192)")
-    b.add_argument("--height", type=_limited(HEIGHT), default=HEIGHT.default, help="pixels (4-8192)")
+    b.add_argument("--width", type=_limited(WIDTH), help="pixels (4-8192; default 32, 64 for clips)")
+    b.add_argument("--height", type=_limited(HEIGHT), help="pixels (4-8192; default 32, 64 for clips)")
+    b.add_argument("--frames", type=_limited(FRAMES), default=FRAMES.default,
+                   help="clip length, 4k+1 frames (t2v, i2v)")
+    b.add_argument("--compare", type=Path, nargs="*",
+                   help="other MetaCanvas weights for the same backbone, timed in the same rounds (default for "
+                        "t2v/i2v: the built-in 1-keyframe weights, when shipped)")
     b.add_argument("--repeats", type=int, default=11, help="timed runs of each, after one warm-up (median)")
     b.add_argument("--json", type=Path, help="write the figures here")
     _common(b)

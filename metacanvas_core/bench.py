@@ -1,5 +1,6 @@
-"""Side-by-side cost of MetaCanvas: sampling with the plain backbone vs with the canvas injected, in one run
-(text-to-image, and editing: plain Kontext sampling vs Kontext with the canvas)."""
+"""Side-by-side cost of MetaCanvas: sampling with the plain backbone vs with the canvas injected, in one run, for
+images, clips and edits (plain Kontext sampling vs Kontext with the canvas); optionally other MetaCanvas weights for
+the same backbone (e.g. a 1-keyframe canvas against the 3-keyframe one) timed in the same rounds."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .backbones.base import Conditioning
+from .backbones.base import NO_CONDITIONING, Conditioning
+from .checkpoints import LoadedConnector
 from .errors import MetaCanvasError
 from .pipeline import MetaCanvasPipeline
+from .plan import CanvasPlan, make_plan
 from .sampling import InjectedBackbone, sample
 
 
@@ -21,71 +24,88 @@ def _count_flops(fn) -> int:
     return counter.get_total_flops()
 
 
-def bench_t2i(
-    pipe: MetaCanvasPipeline, prompt: str, *, width: int, height: int, steps: int, cfg: float, repeats: int = 5
-) -> dict:
-    """Median wall time of the same sampling run with and without the canvas (same plan, seed, steps, CFG).
+def _check_repeats(repeats: int) -> None:
+    if repeats < 1:
+        raise MetaCanvasError(f"--repeats must be at least 1 (timed runs of each), got {repeats}")
 
-    Runs alternate so that machine noise hits both alike, after one untimed pair that pays the one-off costs
+
+def bench(
+    pipe: MetaCanvasPipeline, prompt: str, *, width: int, height: int, frames: int = 1, steps: int, cfg: float,
+    repeats: int = 5, compare: dict[str, LoadedConnector] | None = None,
+) -> dict:
+    """Median wall time of the same sampling run (an image, or a clip of `frames`) with and without the canvas (same
+    plan, seed, steps, CFG), and with each of the `compare` weights (name -> weights for the same backbone).
+
+    Runs alternate so that machine noise hits all alike, after one untimed round that pays the one-off costs
     (allocator, kernel and scheduler set-up) which would otherwise land on whichever runs first. The planner and
     part (a) of the canvas connector run once per generation; their time is reported on its own.
     """
-    if repeats < 1:
-        raise MetaCanvasError(f"--repeats must be at least 1 (timed runs of each), got {repeats}")
+    _check_repeats(repeats)
+    pipe.model.backbone.token_grid(width, height, frames)  # a bad size or frame count fails before anything runs
     t0 = time.perf_counter()
     positive = pipe.plan([prompt])
     planner_s = time.perf_counter() - t0
-    return _bench(pipe, positive, pipe.plan([""]), planner_s, None, width, height, steps, cfg, repeats)
+    extra = {name: (loaded, make_plan(pipe.planner, loaded, [prompt])) for name, loaded in (compare or {}).items()}
+    return _bench(pipe, positive, planner_s, NO_CONDITIONING, width, height, frames, steps, cfg, repeats, extra)
 
 
 def bench_edit(
     pipe: MetaCanvasPipeline, prompt: str, source: torch.Tensor, *, width: int, height: int, steps: int, cfg: float,
     repeats: int = 5,
 ) -> dict:
-    """`bench_t2i` for an edit: plain Kontext sampling (the source image as reference) vs the same with the canvas.
+    """`bench` for an edit: plain Kontext sampling (the source image as reference) vs the same with the canvas.
     The planner's time includes seeing the source image; the reference's VAE encoding is done once, outside."""
     from .editing import source_conditioning, source_visuals
 
-    if repeats < 1:
-        raise MetaCanvasError(f"--repeats must be at least 1 (timed runs of each), got {repeats}")
+    _check_repeats(repeats)
     conditioning = source_conditioning(pipe.model.backbone, source, width, height, "--image")
     t0 = time.perf_counter()
     positive = pipe.plan([prompt], visuals=source_visuals(source, 1, "--image"))
     planner_s = time.perf_counter() - t0
-    result = _bench(pipe, positive, pipe.plan([""]), planner_s, conditioning, width, height, steps, cfg, repeats)
-    return {"task": "edit", **result}
+    return {"task": "edit", **_bench(pipe, positive, planner_s, conditioning, width, height, 1, steps, cfg, repeats)}
 
 
-def _bench(pipe: MetaCanvasPipeline, positive, negative, planner_s: float, conditioning: Conditioning | None,
-           width: int, height: int, steps: int, cfg: float, repeats: int) -> dict:
+def _bench(pipe: MetaCanvasPipeline, positive: CanvasPlan, planner_s: float, conditioning: Conditioning,
+           width: int, height: int, frames: int, steps: int, cfg: float, repeats: int,
+           compare: dict[str, tuple[LoadedConnector, CanvasPlan]] | None = None) -> dict:
     model = pipe.model
+    bb = model.backbone
+    negative = pipe.plan([""])
     # Same DiT weights, strength 0: no canvas hook at all, so the difference is the canvas alone.
-    plain = InjectedBackbone(model.backbone, model.connector, 0.0)
-    kw = dict(width=width, height=height, steps=steps, cfg=cfg, seed=0, conditioning=conditioning)
-    timings: dict[str, list[float]] = {"plain": [], "metacanvas": []}
+    runs: dict[str, tuple[InjectedBackbone, CanvasPlan, CanvasPlan]] = {
+        "plain": (InjectedBackbone(bb, model.connector, 0.0), positive, negative),
+        "metacanvas": (model, positive, negative),
+    }
+    for name, (loaded, plan) in (compare or {}).items():
+        other = InjectedBackbone(bb).inject(loaded.on(bb.device, bb.dtype), model.strength)
+        runs[name] = (other, plan, make_plan(pipe.planner, loaded, [""]))
+    kw = dict(width=width, height=height, frames=frames, steps=steps, cfg=cfg, seed=0, conditioning=conditioning)
+    timings: dict[str, list[float]] = {name: [] for name in runs}
     for round_ in range(repeats + 1):
-        for name, m in (("plain", plain), ("metacanvas", model)):
+        for name, (m, pos, neg) in runs.items():
             t0 = time.perf_counter()
-            sample(m, positive, negative, **kw)
+            sample(m, pos, neg, **kw)
             if round_:  # round 0 is the warm-up
                 timings[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in timings.items()}
 
-    bb = model.backbone
-    grid = bb.token_grid(width, height)
-    x = torch.zeros(bb.latent_shape(1, width, height))
-    t = torch.full((1,), 500.0)
-    extra = () if conditioning is None else (conditioning,)
-    def step_flops(m: InjectedBackbone) -> int:
-        with torch.no_grad(), m.applied(positive, grid):
-            return _count_flops(lambda: bb.predict(x, t, positive.text, positive.text_mask, *extra))
+    grid = bb.token_grid(width, height, frames)
+    x = torch.zeros(bb.latent_shape(1, width, height, frames), device=bb.device, dtype=bb.dtype)
+    t = torch.full((1,), 500.0, device=bb.device)
 
-    dit_flops, mc_flops = step_flops(plain), step_flops(model)
+    def step_flops(name: str) -> int:
+        m, plan, _ = runs[name]
+        text, mask = plan.text.to(bb.device, bb.dtype), plan.text_mask.to(bb.device)
+        with torch.no_grad(), m.applied(plan, grid):
+            return _count_flops(lambda: bb.predict(x, t, text, mask, conditioning))
+
+    dit_flops, mc_flops = step_flops("plain"), step_flops("metacanvas")
     conn = model.connector.connector
     count = lambda mod: sum(p.numel() for p in mod.parameters())  # noqa: E731
-    return {
-        "width": width, "height": height, "steps": steps, "cfg": cfg, "repeats": repeats,
+    result = {
+        "width": width, "height": height, "frames": frames, "steps": steps, "cfg": cfg, "repeats": repeats,
         "threads": torch.get_num_threads(),
+        "keyframes": conn.config.grid.frames,
         "plain_sampling_s": round(med["plain"], 4),
         "metacanvas_sampling_s": round(med["metacanvas"], 4),
         "ratio": round(med["metacanvas"] / med["plain"], 3),
@@ -101,3 +121,15 @@ def _bench(pipe: MetaCanvasPipeline, positive, negative, planner_s: float, condi
         "connector_flops_per_step": mc_flops - dit_flops,
         "connector_flops_share": round((mc_flops - dit_flops) / dit_flops, 4),
     }
+    if compare:
+        # Sampling time against the main weights' (e.g. 1 keyframe vs 3: the canvas's cost per step).
+        result["compare"] = {
+            name: {
+                "keyframes": loaded.connector.config.grid.frames,
+                "sampling_s": round(med[name], 4),
+                "metacanvas_vs_this": round(med["metacanvas"] / med[name], 3),
+                "connector_flops_per_step": step_flops(name) - dit_flops,
+            }
+            for name, (loaded, _) in compare.items()
+        }
+    return result

@@ -21,6 +21,15 @@ EDIT_METHODS: dict[str, tuple[Path, Path]] = {
     "metacanvas": (FLUX_EDIT, ASSETS / "metacanvas_edit.safetensors"),
     "global": (FLUX_EDIT, ASSETS / "global_edit.safetensors"),
 }
+# The video methods (text- and image-to-video share weights): name -> weights file stem, all on the tiny Wan folder.
+WAN_T2V = "wan_t2v"
+VIDEO_WEIGHTS: dict[str, str] = {
+    "metacanvas": "metacanvas_t2v",  # 3 keyframes
+    "metacanvas-k1": "metacanvas_t2v_k1",  # one 2-D canvas broadcast over time (the keyframe ablation)
+    "global": "global_t2v",
+}
+VIDEO_TASKS: tuple[str, ...] = ("t2v", "i2v")
+TASKS: tuple[str, ...] = ("t2i", *VIDEO_TASKS)
 BUILTIN_NAME = "built-in tiny"
 
 
@@ -28,6 +37,27 @@ def builtin_edit(method: str) -> tuple[Path, Path] | None:
     """The built-in edit backbone folder and weights of `method`, or None while they do not ship."""
     backbone, weights = EDIT_METHODS[method]
     return (backbone, weights) if (backbone / "model_index.json").is_file() and weights.is_file() else None
+
+
+def video_methods() -> dict[str, tuple[Path, Path]]:
+    """name -> (Wan folder, weights) for the shipped video weights that are present (none until they ship).
+
+    Read from `ASSETS` at call time, so a test can point it at a folder of its own."""
+    wan = ASSETS / WAN_T2V
+    if not (wan / "model_index.json").is_file():
+        return {}
+    found = {name: (wan, ASSETS / f"{stem}.safetensors") for name, stem in VIDEO_WEIGHTS.items()}
+    return {name: paths for name, paths in found.items() if paths[1].is_file()}
+
+
+def builtin_methods(task: str) -> dict[str, tuple[Path, Path]]:
+    """The built-in (backbone folder, weights) per method name for `task` (t2i, t2v or i2v)."""
+    return T2I_METHODS if task == "t2i" else video_methods()
+
+
+def builtin_backbones() -> dict[str, Path]:
+    """Display name -> folder for every shipped diffusers pipeline folder."""
+    return {f"{BUILTIN_NAME}: {p.name}": p for p in sorted(ASSETS.iterdir()) if (p / "model_index.json").is_file()}
 
 
 def builtin_connectors() -> dict[str, Path]:

@@ -1,75 +1,117 @@
-"""The shapes-world text-to-image benchmark: held-out prompts, fixed seeds, GenEval-style scores per category."""
+"""The shapes-world benchmarks: held-out prompts, fixed seeds, scores per category.
+
+One evaluation for every task; what differs per task is a small `Benchmark` definition (which scenes, at what size,
+what each sample is given besides its caption, how a run is scored): text-to-image is scored GenEval-style per image
+(`world/scorer.py`), text- and image-to-video per clip (`world/clip_scorer.py`).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .backbones.base import BackboneAdapter
-from .pipeline import MetaCanvasPipeline
+from .errors import MetaCanvasError
+from .pipeline import GenerationResult, MetaCanvasPipeline
 from .sampling import latents_to_images
 from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, make_scheduler, scheduler_name
+from .world import clips
+from .world.clip_scorer import PASS_KEYS, score_clips
 from .world.scorer import detect, failure_shares, layout_score, position_score, score_detections
 from .world.shapes import Scene, benchmark_prompts, model_pixels, render
 from .world.tiny_models import IMAGE_SIZE
 
 
-def evaluate_t2i(
+@dataclass(frozen=True)
+class Benchmark:
+    """What one task's benchmark is. Scenes have a `.caption`; an output is one image (H, W, 3) or clip (F, H, W, 3)
+    in [0, 1]; `score` takes the scenes and one list of outputs per seed."""
+
+    task: str
+    scenes: Callable[[int, str], list]  # (n, split) -> the benchmark scenes, the same for every method
+    width: int
+    height: int
+    frames: int
+    truth: Callable[[list, np.random.Generator], np.ndarray]  # true renders as the VAE takes them, in [-1, 1]
+    score: Callable[[list, list[list[np.ndarray]]], dict]
+    given: Callable[[list], dict] = lambda chunk: {}  # what the pipeline gets besides the captions, e.g. start images
+    batch: int = 50  # samples generated together (clips: fewer, their decoding holds every frame at once)
+
+
+def _outputs(bench: Benchmark, images: torch.Tensor) -> list[np.ndarray]:
+    """Decoded images (B * frames, H, W, 3) -> one output per sample."""
+    x = images.numpy()
+    return list(x if bench.frames == 1 else x.reshape(-1, bench.frames, *x.shape[1:]))
+
+
+def evaluate(
     pipe: MetaCanvasPipeline,
+    task: str = "t2i",
     n: int = 200,
     seeds: tuple[int, ...] = (0,),
     steps: int = 20,
     cfg: float = 3.0,
     canvas_only: bool = False,
-    batch: int = 50,
+    batch: int | None = None,
     split: str = "heldout",
     sampler: str = DEFAULT_SAMPLER,
     shift: float = DEFAULT_SHIFT,
 ) -> dict:
-    """Scores over `n` held-out prompts (`split="train"`: seen combinations) for each seed, and their mean and
-    spread.
+    """Scores over `n` held-out prompts of `task`'s benchmark (`split="train"`: seen combinations) for each seed,
+    and their mean and spread.
 
-    Image i of seed s starts from noise seeded with s * 1_000_003 + i, for every method alike. `canvas_only`
+    Sample i of seed s starts from noise seeded with s * 1_000_003 + i, for every method alike. `canvas_only`
     gives the DiT an empty text conditioning; only the canvas carries the prompt.
     """
-    scenes = benchmark_prompts(n, split=split)
+    bench = benchmark(task)
+    scenes = bench.scenes(n, split)
+    batch = batch or bench.batch
     scheduler = make_scheduler(pipe.model.backbone.scheduler, sampler, shift)  # fails early on a bad name
     t0 = time.time()
     runs = []
     for s in seeds:
-        images = []
+        outputs = []
         for i in range(0, n, batch):
             chunk = scenes[i : i + batch]
-            result = pipe(
-                [c.caption for c in chunk], width=IMAGE_SIZE, height=IMAGE_SIZE, steps=steps, cfg=cfg,
-                seed=[s * 1_000_003 + i + j for j in range(len(chunk))],
+            result: GenerationResult = pipe(
+                [c.caption for c in chunk], width=bench.width, height=bench.height, frames=bench.frames,
+                steps=steps, cfg=cfg, seed=[s * 1_000_003 + i + j for j in range(len(chunk))],
                 text_prompt=[""] * len(chunk) if canvas_only else None, sampler=sampler, shift=shift,
+                **bench.given(chunk),
             )
-            images.extend(result.images.numpy())
-        runs.append(images)
+            outputs.extend(_outputs(bench, result.images))
+        runs.append(outputs)
     return {"n": n, "seeds": list(seeds), "steps": steps, "cfg": cfg, "strength": pipe.model.strength,
             "scheduler": scheduler_name(scheduler), "canvas_only": canvas_only, "split": split,
-            **score_runs(scenes, runs), "seconds": round(time.time() - t0, 1)}
+            **bench.score(scenes, runs), "seconds": round(time.time() - t0, 1)}
 
 
 def evaluate_vae_round_trip(
-    backbone: BackboneAdapter, n: int = 200, seeds: tuple[int, ...] = (0,), split: str = "heldout"
+    backbone: BackboneAdapter, task: str = "t2i", n: int = 200, seeds: tuple[int, ...] = (0,),
+    split: str = "heldout", batch: int | None = None,
 ) -> dict:
     """The ceiling the backbone's VAE leaves: the benchmark scenes rendered (jittered with each seed), encoded,
-    decoded and scored like generated images."""
-    scenes = benchmark_prompts(n, split=split)
+    decoded and scored like generated samples, `batch` at a time (default: images all at once)."""
+    bench = benchmark(task)
+    scenes = bench.scenes(n, split)
+    batch = batch or (n if bench.frames == 1 else bench.batch)
     t0 = time.time()
     runs = []
     for s in seeds:
         rng = np.random.default_rng(s)
-        truth = model_pixels(np.stack([render(c.objects, IMAGE_SIZE, rng) for c in scenes]))
-        with torch.no_grad():
-            latents = backbone.encode(torch.from_numpy(truth).to(backbone.device))
-        runs.append(list(latents_to_images(backbone, latents).numpy()))
-    return {"n": n, "seeds": list(seeds), "text": "-", "canvas_only": False, "split": split, **score_runs(scenes, runs),
-            "seconds": round(time.time() - t0, 1)}
+        outputs = []
+        for i in range(0, n, batch):
+            truth = bench.truth(scenes[i : i + batch], rng)
+            with torch.no_grad():
+                latents = backbone.encode(torch.from_numpy(truth).to(backbone.device))
+            outputs.extend(_outputs(bench, latents_to_images(backbone, latents)))
+        runs.append(outputs)
+    return {"n": n, "seeds": list(seeds), "text": "-", "canvas_only": False, "split": split,
+            **bench.score(scenes, runs), "seconds": round(time.time() - t0, 1)}
 
 
 def score_runs(scenes: list[Scene], runs: list[list[np.ndarray]]) -> dict:
@@ -92,6 +134,67 @@ def score_runs(scenes: list[Scene], runs: list[list[np.ndarray]]) -> dict:
         # Why the failing images fail, per category (shares of its prompts, mean over seeds).
         "failures": {c: {k: float(np.mean([f[c][k] for f in failures])) for k in failures[0][c]} for c in failures[0]},
     }
+
+
+def score_clip_runs(scenes: list[clips.ClipScene], runs: list[list[np.ndarray]]) -> dict:
+    """Clip scores (`clip_scorer.score_clips`) of one list of clips per seed: the mean over seeds, the standard
+    error of each pass rate and of `overall`, and the per-seed scores."""
+    per_seed = [score_clips(scenes, outputs) for outputs in runs]
+    mean = {k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0]}
+    # Standard error of a pass rate over every clip it applies to (still objects: clips that have one) x seeds.
+    count = {k: (sum(bool(c.still) for c in scenes) if k == "still_objects" else len(scenes)) * len(runs)
+             for k in PASS_KEYS if k in mean}
+    var = {k: mean[k] * (1 - mean[k]) / count[k] for k in count}
+    stderr = {k: float(np.sqrt(v)) for k, v in var.items()}
+    stderr["overall"] = float(np.sqrt(sum(var.values())) / len(var))
+    return {"scores": mean, "stderr": stderr, "per_seed": per_seed}
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB of two images in [0, 1] (capped at 100 dB for identical images)."""
+    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
+    return float(min(100.0, 10 * np.log10(1 / max(mse, 1e-10))))
+
+
+def _start_images(scenes: list[clips.ClipScene]) -> torch.Tensor:
+    """The clips' true first frames (no jitter), (B, H, W, 3) in [0, 1]: the given images of image-to-video."""
+    return torch.from_numpy(np.stack([clips.start_image(c) for c in scenes])).float().div(255)
+
+
+def score_i2v_runs(scenes: list[clips.ClipScene], runs: list[list[np.ndarray]]) -> dict:
+    """Clip scores, plus how well each clip's first frame keeps the given image after the VAE round trip."""
+    given = _start_images(scenes).numpy()
+    ratios = [psnr(clip[0], image) for outputs in runs for clip, image in zip(outputs, given)]
+    return {**score_clip_runs(scenes, runs), "first_frame_psnr": float(np.mean(ratios))}
+
+
+def _image_truth(scenes: list[Scene], rng: np.random.Generator | None) -> np.ndarray:
+    return model_pixels(np.stack([render(c.objects, IMAGE_SIZE, rng) for c in scenes]))
+
+
+def _clip_truth(scenes: list[clips.ClipScene], rng: np.random.Generator | None) -> np.ndarray:
+    """True clips as a video VAE takes them: (B, 3, frames, H, W) in [-1, 1]."""
+    x = np.stack([clips.render_clip(c, clips.FRAMES, clips.SIZE, rng) for c in scenes])
+    pixels = model_pixels(x.reshape(-1, *x.shape[2:])).reshape(len(scenes), clips.FRAMES, 3, clips.SIZE, clips.SIZE)
+    return np.ascontiguousarray(pixels.transpose(0, 2, 1, 3, 4))
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "t2i": Benchmark("t2i", lambda n, split: benchmark_prompts(n, split=split), IMAGE_SIZE, IMAGE_SIZE, 1,
+                     _image_truth, score_runs),
+    "t2v": Benchmark("t2v", lambda n, split: clips.benchmark_clips(n, split=split), clips.SIZE, clips.SIZE,
+                     clips.FRAMES, _clip_truth, score_clip_runs, batch=10),
+    # The given first frame is the clip's own, unjittered, for generated and true clips alike.
+    "i2v": Benchmark("i2v", lambda n, split: clips.benchmark_clips(n, split=split), clips.SIZE, clips.SIZE,
+                     clips.FRAMES, lambda scenes, rng: _clip_truth(scenes, None), score_i2v_runs,
+                     given=lambda chunk: {"start_image": _start_images(chunk)}, batch=10),
+}
+
+
+def benchmark(task: str) -> Benchmark:
+    if task not in BENCHMARKS:
+        raise MetaCanvasError(f"no benchmark for task {task!r}; tasks: {', '.join(BENCHMARKS)}")
+    return BENCHMARKS[task]
 
 
 def _text_column(result: dict) -> str:
@@ -155,4 +258,27 @@ def markdown_failures(results: list[dict]) -> str:
             kinds = sorted(r["failures"][c].items(), key=lambda kv: -kv[1])
             cells.append(", ".join(f"{k} {100 * v:.0f}" for k, v in kinds if v > 0) or "-")
         rows.append(f"| {_method_cell(r, varying)} | {_text_column(r)} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+_CLIP_COLUMNS = {"motion_direction": "motion direction", "start_cell": "start cell", "end_cell": "end cell",
+                 "still_objects": "still objects", "colour_constant": "colour constant",
+                 "shape_constant": "shape constant"}
+
+
+def markdown_clip_table(results: list[dict]) -> str:
+    """One row per clip evaluation result (t2v, i2v): pass rates (x100) with the overall standard error, flicker
+    (mean absolute frame-to-frame change outside the movers, x100, lower is better) and, for image-to-video, the
+    first frame's PSNR against the given image."""
+    head = ("| method | task | text to DiT | " + " | ".join(_CLIP_COLUMNS.values())
+            + " | overall | flicker (lower is better) | first frame PSNR (dB) |")
+    rows = [head, "|" + "---|" * (len(_CLIP_COLUMNS) + 6)]
+    varying = _sampler_varies(results)
+    for r in results:
+        s, e = r["scores"], r["stderr"]
+        cells = " | ".join("-" if c not in s else f"{100 * s[c]:.1f}" for c in _CLIP_COLUMNS)
+        ratio = r.get("first_frame_psnr")
+        rows.append(f"| {_method_cell(r, varying)} | {r['task']} | {_text_column(r)} | {cells} | "
+                    f"**{100 * s['overall']:.1f}** ± {100 * e['overall']:.1f} | {100 * s['flicker']:.2f} | "
+                    f"{'-' if ratio is None else f'{ratio:.1f}'} |")
     return "\n".join(rows)

@@ -87,10 +87,16 @@ class MetaCanvasPipeline:
         bb.token_grid(width, height, frames)
         scheduler = make_scheduler(bb.scheduler, sampler, shift)
         conditioning, visuals = None, None
-        if start_image is not None:  # (1, H, W, 3) in [0, 1]: the clip's first frame (image-to-video)
-            pixels = start_image_pixels(start_image, width, height).to(bb.device, bb.dtype)
+        if start_image is not None:  # (1 or B, H, W, 3) in [0, 1]: the clips' first frames (image-to-video)
+            several = start_image.ndim == 4 and start_image.shape[0] == len(prompts) > 1
+            images = start_image.split(1) if several else [start_image]
+            fitted = [start_image_pixels(im, width, height) for im in images]
+            pixels = torch.cat(fitted).to(bb.device, bb.dtype)
             with torch.no_grad():
                 conditioning = Conditioning(first_frames=bb.encode(pixels))
+            # The planner sees each prompt's start image, so the plan knows what is where (as Plan Canvas's image).
+            shown = [((p[0].movedim(0, -1) + 1) / 2).clamp(0, 1) for p in fitted]
+            visuals = [[shown[i if several else 0]] for i in range(len(prompts))]
         require_source(self.model.connector, source_image is not None, "source_image",
                        "give the image to edit (FLUX.1-Kontext reference), or load text-to-image weights")
         if source_image is not None:  # (1 or B, H, W, 3) in [0, 1]: the image to edit, seen by planner and DiT

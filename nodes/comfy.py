@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from metacanvas_core.builtin import ASSETS, BUILTIN_NAME, PLANNER, builtin_connectors
+from metacanvas_core.builtin import BUILTIN_NAME, PLANNER, builtin_backbones, builtin_connectors
 from metacanvas_core.errors import MetaCanvasError, MetaCanvasWarning
 
 LLM_FOLDER = "LLM"  # ComfyUI/models/LLM: Qwen2.5-VL planner folders
@@ -156,10 +156,7 @@ def planner_choices() -> dict[str, Path]:
 
 def backbone_choices() -> dict[str, Path]:
     """The built-in tiny diffusers folders first, then diffusers folders (with model_index.json) of models/diffusers."""
-    builtin = {
-        f"{BUILTIN_NAME}: {p.name}": p for p in sorted(ASSETS.iterdir()) if (p / "model_index.json").is_file()
-    }
-    return {**builtin, **_model_folders(DIFFUSERS_FOLDER, "model_index.json")}
+    return {**builtin_backbones(), **_model_folders(DIFFUSERS_FOLDER, "model_index.json")}
 
 
 def connector_choices() -> dict[str, Path]:

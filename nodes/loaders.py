@@ -107,8 +107,9 @@ class MetaCanvasBackboneLoader:
         return {
             "required": {
                 "backbone": (list(backbone_choices()), {
-                    "tooltip": "The diffusion backbone: a built-in tiny SANA, or a diffusers pipeline folder "
-                               "(model_index.json, transformer/, vae/, scheduler/) in ComfyUI/models/diffusers. "
+                    "tooltip": "The diffusion backbone: a built-in tiny SANA (images) or tiny Wan 2.2 (clips, "
+                               "wan_t2v), or a diffusers pipeline folder (model_index.json, transformer/, vae/, "
+                               "scheduler/) in ComfyUI/models/diffusers: SANA, FLUX.1-Kontext or Wan 2.2 TI2V. "
                                "Its own text encoder is never loaded: the planner takes its place.",
                 }),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": _DTYPE_TIP}),
@@ -158,7 +159,8 @@ class MetaCanvasConnectorLoader:
                     "tooltip": "MetaCanvas weights (canvas tokens, text connector, canvas connector and any DiT "
                                "weights trained with them): a built-in tiny file, or a .safetensors file in "
                                "ComfyUI/models/metacanvas. 'metacanvas' weights plan on a canvas; 'global' weights "
-                               "are the text-only baseline.",
+                               "are the text-only baseline; '_t2i' weights go with a SANA backbone, '_t2v' weights "
+                               "(3 keyframes; '_k1': one canvas for every frame) with the tiny Wan.",
                 }),
             }
         }

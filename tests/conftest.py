@@ -63,3 +63,37 @@ def random_edit_weights(tmp_path_factory, random_kontext_dir):
     folder = tmp_path_factory.mktemp("edit_weights")
     return {m: make_edit_weights(folder / f"{m}_edit.safetensors", random_kontext_dir, use_canvas=m == "metacanvas")
             for m in ("metacanvas", "global")}
+
+
+@pytest.fixture(scope="session")
+def video_asset_dir(tmp_path_factory):
+    """A built-in asset folder as it will be once video weights ship: the shipped files (linked) plus an
+    *untrained* tiny Wan folder and untrained video weights under their built-in names (k=3, k=1 and global)."""
+    from metacanvas_core import builtin
+    from metacanvas_core.backbones import load_backbone
+    from metacanvas_core.checkpoints import save_connector
+    from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
+    from metacanvas_core.world.tiny_models import PLANNER_HIDDEN
+    from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
+
+    root = tmp_path_factory.mktemp("assets")
+    for p in builtin.ASSETS.iterdir():
+        (root / p.name).symlink_to(p)
+    torch.manual_seed(5)
+    save_wan_pipeline_folder(root / builtin.WAN_T2V, new_wan_dit(layers=2), new_wan_vae(base_dim=8),
+                             new_wan_scheduler())
+    bb = load_backbone(root / builtin.WAN_T2V)
+    for method, grid, canvas in (("metacanvas", [3, 8, 8], True), ("metacanvas-k1", [1, 8, 8], True),
+                                 ("global", [3, 8, 8], False)):
+        cfg = ConnectorConfig(PLANNER_HIDDEN, bb.dit_dim, bb.caption_channels, grid, use_canvas=canvas)
+        save_connector(root / f"{builtin.VIDEO_WEIGHTS[method]}.safetensors", MetaCanvasConnector(cfg), bb)
+    return root
+
+
+@pytest.fixture
+def builtin_video(video_asset_dir, monkeypatch):
+    """The built-in assets point at `video_asset_dir` for one test."""
+    from metacanvas_core import builtin
+
+    monkeypatch.setattr(builtin, "ASSETS", video_asset_dir)
+    return video_asset_dir

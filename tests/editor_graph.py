@@ -62,8 +62,50 @@ class PrimitiveStringMultiline:
         return (value,)
 
 
+@dataclass
+class Video:
+    """What ComfyUI's CreateVideo hands on (a VideoFromComponents): the frames and their rate."""
+
+    images: object
+    frame_rate: float
+
+
+class CreateVideo:
+    """comfy_extras/nodes_video.py's CreateVideo (a schema node): images, fps, optional audio -> VIDEO."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "fps": ("FLOAT", {"default": 30.0, "min": 1.0, "max": 120.0,
+                                                                      "step": 1.0})},
+                "optional": {"audio": ("AUDIO",)}}
+
+    RETURN_TYPES = ("VIDEO",)
+    FUNCTION = "execute"
+
+    def execute(self, images, fps, audio=None):
+        return (Video(images, fps),)
+
+
+class SaveVideo:
+    """comfy_extras/nodes_video.py's SaveVideo: the UI gets the frames here (ComfyUI writes an .mp4 instead)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"video": ("VIDEO",), "filename_prefix": ("STRING", {"default": "video/ComfyUI"}),
+                             "format": (["auto", "mp4"], {"default": "auto"}),
+                             "codec": (["auto", "h264"], {"default": "auto"})}}
+
+    RETURN_TYPES = ()
+    FUNCTION = "execute"
+    OUTPUT_NODE = True
+
+    def execute(self, video, filename_prefix, format, codec):
+        return {"ui": {"images": video.images, "frame_rate": video.frame_rate, "filename_prefix": filename_prefix}}
+
+
 CORE_STAND_INS = {"SaveImage": SaveImage, "PreviewImage": PreviewImage,
-                  "PrimitiveStringMultiline": PrimitiveStringMultiline}
+                  "PrimitiveStringMultiline": PrimitiveStringMultiline, "CreateVideo": CreateVideo,
+                  "SaveVideo": SaveVideo}
 
 
 # -- editor format -> prompt -----------------------------------------------------------------------------------

@@ -179,7 +179,7 @@ def test_every_cli_value_flag_has_the_shared_limits(command):
     expected = {"--steps", "--cfg"} | {"generate": {"--seed", "--width", "--height", "--upscale", "--strength",
                                                     "--shift", "--frames", "--fps"},
                                        "evaluate": {"--n", "--seeds", "--strength", "--shift"},
-                                       "bench": {"--width", "--height"}}[command]
+                                       "bench": {"--width", "--height", "--frames"}}[command]
     assert set(flags) == expected
     for flag, limit in flags.items():
         if flag[2:] in BY_NAME:

@@ -73,7 +73,7 @@ def test_mappings_and_web_directory():
     assert set(NODES) == set(NAMES)
     assert set(NAMES.values()) == {
         "Load MLLM Planner", "Load MetaCanvas Backbone", "Canvas Connector", "Plan Canvas", "Inject into Backbone",
-        "Sample Image", "Sample Video", "Preview Canvas",
+        "Sample Image", "Sample Video", "Preview Canvas", "Shapes World Scene",
     }
     web = PACK_DIR / pack.WEB_DIRECTORY
     for key in NODES:
