@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from .backbones.base import BackboneAdapter, Conditioning
+from .checkpoints import LoadedConnector
 from .clips import cover_resize
 from .editing import check_source_images
 from .errors import MetaCanvasError
@@ -46,6 +47,17 @@ class VideoTaskInputs:
     width: int
     height: int
     frames: int
+
+
+def check_task_weights(loaded: LoadedConnector, task: str, where: str) -> int | None:
+    """Refuse weights trained for another task (their recipe names it); the most references they were trained with
+    (recipe `max_references`), if recorded."""
+    trained = loaded.recipe.get("task")
+    if trained is not None and trained != task:
+        raise MetaCanvasError(f"{where}: the MetaCanvas weights {loaded.name!r} were trained for task {trained!r}, "
+                              f"not {task!r}: give weights trained for {task}, or use --task {trained}")
+    most = loaded.recipe.get("max_references")
+    return int(most) if most is not None else None
 
 
 def _where(where: str, e: MetaCanvasError) -> MetaCanvasError:

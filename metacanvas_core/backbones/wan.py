@@ -39,7 +39,9 @@ def widened_for_context(transformer: WanTransformer3DModel, mask_channels: int =
         raise MetaCanvasError(f"mask_channels {mask_channels}: give at least 1")
     config = {k: v for k, v in cfg.items() if not k.startswith("_")}
     wide = WanTransformer3DModel.from_config({**config, "in_channels": 2 * latent + mask_channels})
-    wide = wide.to(device=transformer.device, dtype=transformer.dtype)
+    wide = wide.to(transformer.device)
+    if transformer.dtype != wide.dtype:  # a cast of its own: diffusers warns on any dtype argument to to()
+        wide = wide.to(dtype=transformer.dtype)
     state = transformer.state_dict()
     old = state.pop("patch_embedding.weight")
     new = torch.zeros(old.shape[0], wide.config.in_channels, *old.shape[2:], dtype=old.dtype, device=old.device)
