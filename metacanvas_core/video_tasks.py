@@ -89,6 +89,8 @@ def video_edit_inputs(
 ) -> VideoTaskInputs:
     """The source clip (F, H, W, 3) in [0, 1] (ComfyUI's IMAGE batch of frames) at `fps` frames per second."""
     mask_channels = _check_backbone(backbone, where)
+    if isinstance(clip, torch.Tensor) and clip.ndim == 4 and 0 in clip.shape[:3]:
+        raise MetaCanvasError(f"{where} is empty {tuple(clip.shape)}: give the clip to edit (frames, height, width, 3)")
     frames = check_source_images(clip, where)
     n, height, width = frames.shape[:3]
     try:

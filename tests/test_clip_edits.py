@@ -14,7 +14,7 @@ from metacanvas_core.world.clip_edit_scorer import (
 )
 from metacanvas_core.world.clip_edits import (
     CLIP_EDIT_KINDS, REFERENCE_SIZES, clip_edit_benchmark, clip_edit_words, reference_benchmark, render_clip_edit,
-    render_references, sample_clip_edit, sample_reference_scene,
+    render_references, sample_clip_edit, sample_clip_edit_batch, sample_reference_batch, sample_reference_scene,
 )
 from metacanvas_core.world.clips import Motion, is_held_out, render_clip
 from metacanvas_core.world.edit_scorer import cell_mask
@@ -140,3 +140,19 @@ def test_reference_clips_score_fidelity_and_motion():
         assert grade_reference_clip(r, render_clip(reshaped, F))["reference_fidelity"] == 0.0
         g = grade_reference_clip(r, render_clip(backwards, F))
         assert g["reference_fidelity"] == 1.0 and g["motion_direction"] == 0.0 and g["overall"] < 1.0
+
+
+def test_training_batches_are_deterministic_and_in_the_vae_layout():
+    src, tgt, edits = sample_clip_edit_batch(np.random.default_rng(6), 3, frames=F)
+    assert src.shape == tgt.shape == (3, 3, F, 64, 64) and src.min() >= -1 and src.max() <= 1
+    again = sample_clip_edit_batch(np.random.default_rng(6), 3, frames=F)
+    assert np.array_equal(src, again[0]) and edits == again[2] and not any(e.held_out for e in edits)
+    # Back in (F, H, W, 3) uint8, every clip of the batch grades as ground truth: the layout is the one asked for.
+    def frames(x):
+        return ((x.transpose(1, 2, 3, 0) + 1) * 127.5 + 0.5).astype(np.uint8)
+
+    assert score_clip_edits(edits, [frames(x) for x in tgt], [frames(x) for x in src])["overall"] == 1.0
+    refs, clips_, scenes = sample_reference_batch(np.random.default_rng(7), 4, frames=F)
+    assert clips_.shape == (4, 3, F, 64, 64) and [len(r) for r in refs] == [len(s.references) for s in scenes]
+    assert score_reference_clips(scenes, [frames(x) for x in clips_])["overall"] == 1.0
+    assert all(img.shape == (s.reference_size,) * 2 + (3,) for r, s in zip(refs, scenes) for img in r)

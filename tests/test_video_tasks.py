@@ -84,7 +84,7 @@ def test_bad_inputs_are_named(backbones):
         video_edit_inputs(wide, _clip(16), 8, where="--video")
     with pytest.raises(MetaCanvasError, match=r"--video: width 60 and height 60 do not fit.*use width 64"):
         video_edit_inputs(wide, _clip(17, 60), 8, where="--video")
-    with pytest.raises(MetaCanvasError, match="empty"):
+    with pytest.raises(MetaCanvasError, match="empty .*give the clip to edit"):
         video_edit_inputs(wide, _clip(17)[:0], 8)
     with pytest.raises(MetaCanvasError, match="NaN"):
         video_edit_inputs(wide, _clip(17) * float("nan"), 8)

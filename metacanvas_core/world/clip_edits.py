@@ -23,8 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import shapes
-from .clips import FRAMES, MOTIONS, SIZE, ClipScene, Motion, _random_clip, _shift, caption, is_held_out
-from .shapes import COLOURS, POSITIONS, SHAPES, Obj
+from .clips import (
+    FRAMES, MOTIONS, SIZE, ClipScene, Motion, _random_clip, _shift, caption, is_held_out, render_clip,
+)
+from .shapes import COLOURS, POSITIONS, SHAPES, Obj, model_pixels
 
 CLIP_EDIT_KINDS: tuple[str, ...] = ("recolour", "direction", "replace", "remove", "add")
 REFERENCE_SIZES: tuple[int, ...] = (32, 64)
@@ -165,6 +167,22 @@ def render_clip_edit(
             _draw(tgt.moving, tgt.still, tgt_slots, frames, size, base))
 
 
+def sample_clip_edit_batch(
+    rng: np.random.Generator, batch: int, frames: int = FRAMES, size: int = SIZE, split: str = "train"
+) -> tuple[np.ndarray, np.ndarray, list[ClipEdit]]:
+    """A training batch: source and target clips as float (B, 3, frames, size, size) in [-1, 1] (the layout video
+    VAEs encode), and their edits (kinds drawn uniformly, objects jittered)."""
+    edits = [sample_clip_edit(rng, split=split) for _ in range(batch)]
+    pairs = [render_clip_edit(e, frames, size, rng) for e in edits]
+    return _clip_pixels([p[0] for p in pairs]), _clip_pixels([p[1] for p in pairs]), edits
+
+
+def _clip_pixels(clips: list[np.ndarray]) -> np.ndarray:
+    x = np.stack(clips)  # B, F, H, W, 3
+    b, f, h, w, _ = x.shape
+    return model_pixels(x.reshape(-1, h, w, 3)).reshape(b, f, 3, h, w).transpose(0, 2, 1, 3, 4)
+
+
 @dataclass(frozen=True)
 class ReferenceScene:
     """Reference-to-video: the clip `scene` asked for by `prompt` with the look of `references` (the mover first,
@@ -214,6 +232,16 @@ def reference_benchmark(n: int, seed: int = 8765, split: str = "heldout") -> lis
 def render_references(ref: ReferenceScene, rng: np.random.Generator | None = None) -> list[np.ndarray]:
     """The reference images, uint8 (reference_size, reference_size, 3): each object alone in the centre cell."""
     return [shapes.render((o,), ref.reference_size, rng) for o in ref.references]
+
+
+def sample_reference_batch(
+    rng: np.random.Generator, batch: int, frames: int = FRAMES, size: int = SIZE, split: str = "train"
+) -> tuple[list[list[np.ndarray]], np.ndarray, list[ReferenceScene]]:
+    """A training batch: each scene's reference images (uint8, as a user gives them), the clips as float
+    (B, 3, frames, size, size) in [-1, 1], and the scenes (1 or 2 references, objects jittered)."""
+    scenes = [sample_reference_scene(rng, split=split) for _ in range(batch)]
+    refs = [render_references(r, rng) for r in scenes]
+    return refs, _clip_pixels([render_clip(r.scene, frames, size, rng) for r in scenes]), scenes
 
 
 def clip_edit_words() -> set[str]:
