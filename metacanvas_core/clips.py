@@ -80,3 +80,31 @@ def save_clip(frames: torch.Tensor, path: Path, fps: int = 8, upscale: int = 1) 
     path.mkdir(parents=True, exist_ok=True)
     for i, im in enumerate(images):
         im.save(path / f"frame_{i:04d}.png")
+
+
+def load_clip(path: Path, where: str = "--video") -> tuple[torch.Tensor, float | None]:
+    """A clip as (F, H, W, 3) in [0, 1] and its frame rate: an animated GIF (its frame duration gives the rate) or a
+    folder of image frames in name order (rate None: the caller's). Alpha is refused rather than silently dropped."""
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp", ".bmp"))
+        if not files:
+            raise MetaCanvasError(f"{where} {str(path)!r} holds no image frames (.png, .jpg, .webp, .bmp)")
+        frames = [load_image(f, f"{where} frame")[0] for f in files]
+        fps = None
+    else:
+        try:
+            img = Image.open(path)
+            frames = [torch.from_numpy(np.array(f.convert("RGB"))).float().div(255)
+                      for f in ImageSequence.Iterator(img)]
+        except (OSError, UnidentifiedImageError) as e:
+            raise MetaCanvasError(f"{where} {str(path)!r} is not a readable clip (an animated GIF or a folder of "
+                                  f"frames) ({e})") from e
+        duration = img.info.get("duration") or 0
+        fps = 1000.0 / duration if duration > 0 else None
+    sizes = sorted({tuple(f.shape[:2]) for f in frames})
+    if len(sizes) > 1:
+        raise MetaCanvasError(f"{where} {str(path)!r} has frames of different sizes {sizes}: give frames of one size")
+    return torch.stack(frames), fps

@@ -21,6 +21,7 @@ from .plan import CanvasPlan, make_plan
 from .planner import Planner
 from .sampling import InjectedBackbone, ProgressCallback, latents_to_images, sample
 from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, make_scheduler
+from .video_tasks import VideoTaskInputs
 
 
 @dataclass
@@ -66,6 +67,7 @@ class MetaCanvasPipeline:
         frames: int = 1,
         start_image: torch.Tensor | None = None,
         source_image: torch.Tensor | None = None,
+        video_inputs: VideoTaskInputs | None = None,
         steps: int = 20,
         cfg: float = 3.0,
         seed: int | list[int] = 0,
@@ -104,6 +106,14 @@ class MetaCanvasPipeline:
                 raise MetaCanvasError("give a start image (image-to-video) or a source image (editing), not both")
             conditioning = source_conditioning(bb, source_image, width, height, "source_image")
             visuals = source_visuals(source_image, len(prompts), "source_image")
+        if video_inputs is not None:  # video editing / in-context: from video_tasks, seen by the planner and the DiT
+            if conditioning is not None:
+                raise MetaCanvasError("give a source clip or reference images, not also a start or source image")
+            asked, built = (width, height, frames), (video_inputs.width, video_inputs.height, video_inputs.frames)
+            if asked != built:
+                raise MetaCanvasError(f"width, height, frames {asked} differ from the video inputs' {built}: "
+                                      "generate at the size the inputs were built for")
+            conditioning, visuals = video_inputs.conditioning, [list(video_inputs.visuals)] * len(prompts)
         positive = self.plan(prompts, texts, visuals)
         negative = self.plan([negative_prompt])  # "" is the unconditional plan caption dropout trained
         latents = sample(

@@ -55,6 +55,13 @@ class Conditioning:
     # (B, C, h, w): the source image to edit, whose clean latent tokens the DiT sees beside the generated ones
     # (FLUX.1-Kontext); not part of the generated grid, so it never gets the canvas
     reference: torch.Tensor | None = None
+    # (B, C, F, h, w): latents laid out like the generated clip that the DiT sees beside the noisy ones, concatenated
+    # along channels before the patch embedding (Wan I2V / Wan-Animate style): the source clip's latents (video
+    # editing) or the reference images' latents, one per latent frame from the first (in-context video); zeros where
+    # nothing is given. Never part of the generated grid's frames, so the canvas still reaches every generated frame.
+    context: torch.Tensor | None = None
+    # (B, M, F, h, w): 1 where `context` holds given latents, 0 elsewhere; M is the backbone's mask channels
+    context_mask: torch.Tensor | None = None
 
     @property
     def clean_frames(self) -> int:
@@ -82,6 +89,8 @@ NO_CONDITIONING = Conditioning()
 CONDITIONING_NAMES: dict[str, tuple[str, str]] = {
     "first_frames": ("start image", "Wan 2.2 for image-to-video"),
     "reference": ("source image to edit", "FLUX.1-Kontext for image editing"),
+    "context": ("source clip or reference images", "a Wan 2.2 folder widened for video editing or in-context video"),
+    "context_mask": ("context mask", "a Wan 2.2 folder widened for video editing or in-context video"),
 }
 
 

@@ -3,6 +3,12 @@
 As the Wan 2.2 TI2V pipelines do: latents are normalised with the VAE's per-channel latents_mean / latents_std,
 the DiT gets one timestep per token (`expand_timesteps`), and image-to-video puts the clean latent of the start
 image in the first latent frame with timestep 0 for its tokens, re-imposed before every call and at the end.
+
+Video editing and in-context video take conditioning latents the way Wan I2V-14B and Wan-Animate do: a folder
+whose transformer has in_channels = latent channels x 2 + mask channels (out_channels = latent channels) gets, per
+call, the noisy latents, the mask and the conditioning latents concatenated along channels in that order (Wan I2V's
+`cat([latents, mask, condition])`) before its patch embedding. `widened_for_context` turns a text-to-video DiT into
+one, the new input channels at zero weight, so it starts out computing exactly what the text-to-video DiT did.
 """
 
 from __future__ import annotations
@@ -18,6 +24,32 @@ from ..errors import MetaCanvasError
 from .base import NO_CONDITIONING, BackboneAdapter, Conditioning, load_scheduler, read_model_index
 
 
+def widened_for_context(transformer: WanTransformer3DModel, mask_channels: int = 4) -> WanTransformer3DModel:
+    """A copy of a text-to-video Wan DiT whose patch embedding also takes a mask and conditioning latents.
+
+    in_channels becomes latent x 2 + `mask_channels` (4 as in Wan I2V, whose mask packs the VAE's 4 frames per latent
+    frame); every weight is copied, the patch embedding's into its first (noisy-latent) input channels, the new
+    input channels start at zero: the output is bit-identical to the original's whatever the conditioning holds."""
+    cfg = transformer.config
+    latent = cfg.out_channels
+    if cfg.in_channels != latent:
+        raise MetaCanvasError(f"the Wan DiT takes {cfg.in_channels} input channels for {latent} latent ones: it is "
+                              "already widened (or not a text-to-video DiT); widen a text-to-video Wan DiT")
+    if mask_channels < 1:
+        raise MetaCanvasError(f"mask_channels {mask_channels}: give at least 1")
+    config = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    wide = WanTransformer3DModel.from_config({**config, "in_channels": 2 * latent + mask_channels})
+    wide = wide.to(transformer.device)
+    if transformer.dtype != wide.dtype:  # a cast of its own: diffusers warns on any dtype argument to to()
+        wide = wide.to(dtype=transformer.dtype)
+    state = transformer.state_dict()
+    old = state.pop("patch_embedding.weight")
+    new = torch.zeros(old.shape[0], wide.config.in_channels, *old.shape[2:], dtype=old.dtype, device=old.device)
+    new[:, :latent] = old
+    wide.load_state_dict({**state, "patch_embedding.weight": new}, strict=True)
+    return wide
+
+
 def nearest_valid_frames(frames: int, stride: int = 4) -> list[int]:
     """The frame counts of the form stride * k + 1 nearest to `frames` (one or two of them)."""
     below = max(1, (frames - 1) // stride * stride + 1)
@@ -28,7 +60,7 @@ def nearest_valid_frames(frames: int, stride: int = 4) -> list[int]:
 class WanBackbone(BackboneAdapter):
     architecture = "wan"
     transformer_class = "WanTransformer3DModel"
-    conditioning_parts = ("first_frames",)
+    conditioning_parts = ("first_frames", "context", "context_mask")
 
     def __init__(self, transformer, vae, scheduler, name: str, expand_timesteps: bool = True) -> None:
         super().__init__(transformer, vae, scheduler, name)
@@ -68,6 +100,17 @@ class WanBackbone(BackboneAdapter):
     @property
     def pixels_per_token(self) -> int:
         return self.vae.config.scale_factor_spatial * self.patch_size
+
+    @property
+    def latent_channels(self) -> int:
+        # out_channels: a widened DiT (video editing, in-context) takes more input channels than it denoises
+        return self.transformer.config.out_channels
+
+    @property
+    def mask_channels(self) -> int:
+        """Mask channels of a widened DiT (input channels = latent x 2 + mask); 0 for a text/image-to-video DiT."""
+        extra = self.transformer.config.in_channels - self.latent_channels
+        return extra - self.latent_channels if extra > 0 else 0
 
     @property
     def frame_stride(self) -> int:
@@ -121,6 +164,7 @@ class WanBackbone(BackboneAdapter):
 
     def check_conditioning(self, conditioning: Conditioning, latent_shape: tuple[int, ...]) -> None:
         super().check_conditioning(conditioning, latent_shape)
+        self._check_context(conditioning, latent_shape)
         first = conditioning.first_frames
         if first is None:
             return
@@ -143,6 +187,35 @@ class WanBackbone(BackboneAdapter):
             raise MetaCanvasError(f"{first.shape[0]} start images for a batch of {b}: give 1 or {b}")
         if not torch.isfinite(first).all():
             raise MetaCanvasError("the start image's latents contain NaN or infinite values: check the image")
+
+    def _check_context(self, conditioning: Conditioning, latent_shape: tuple[int, ...]) -> None:
+        context, mask = conditioning.context, conditioning.context_mask
+        if self.mask_channels == 0:
+            if context is not None or mask is not None:
+                raise MetaCanvasError(
+                    f"the Wan backbone {self.name!r} takes no source clip or reference images (its DiT has "
+                    f"{self.transformer.config.in_channels} input channels, no conditioning channels): remove them, "
+                    "or load a Wan folder made for video editing or in-context video"
+                )
+            return
+        if context is None or mask is None:
+            raise MetaCanvasError(
+                f"the Wan backbone {self.name!r} is made for video editing or in-context video (its DiT takes "
+                f"{self.transformer.config.in_channels} input channels): give the source clip or the reference images"
+                " (both the conditioning latents and their mask), or load a text-to-video Wan folder"
+            )
+        b, c, frames, h, w = latent_shape
+        for name, t, ch in (("source clip / reference latents", context, c), ("context mask", mask,
+                                                                              self.mask_channels)):
+            if t.ndim != 5 or t.shape[1:] != (ch, frames, h, w):
+                raise MetaCanvasError(
+                    f"the {name} {tuple(t.shape)} do not fit latents {latent_shape}: expected (batch, {ch}, {frames}, "
+                    f"{h}, {w}); give the clip or references at the output's width, height and frame count"
+                )
+            if t.shape[0] not in (1, b):
+                raise MetaCanvasError(f"the {name} have batch {t.shape[0]} for a batch of {b}: give 1 or {b}")
+            if not torch.isfinite(t).all():
+                raise MetaCanvasError(f"the {name} contain NaN or infinite values: check the clip or images")
 
     def condition(self, latents: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
         first = conditioning.first_frames
@@ -168,8 +241,12 @@ class WanBackbone(BackboneAdapter):
     def predict(self, latents, timestep, text, text_mask, conditioning: Conditioning = NO_CONDITIONING):
         # Wan's cross-attention takes no mask; its pipelines zero the text embeddings past each prompt instead.
         text = text.to(self.dtype) * text_mask[..., None].to(self.dtype)
+        x = latents.to(self.dtype)
+        if conditioning.context is not None:  # Wan I2V's order: noisy latents, mask, conditioning latents
+            extra = [conditioning.context_mask, conditioning.context]
+            x = torch.cat([x, *(t.to(x.device, x.dtype).expand(x.shape[0], -1, -1, -1, -1) for t in extra)], 1)
         return self.transformer(
-            latents.to(self.dtype),
+            x,
             timestep=self._model_timestep(timestep, latents, conditioning.clean_frames),
             encoder_hidden_states=text,
             return_dict=False,

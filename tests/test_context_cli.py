@@ -1,0 +1,112 @@
+"""`generate --task video-edit --video ...` and `generate --task in-context --image ... [--image ...]` on a
+user-given widened Wan folder and weights (none ship), with bad input named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from metacanvas_core.__main__ import main
+from metacanvas_core.backbones import load_backbone
+from metacanvas_core.backbones.wan import widened_for_context
+from metacanvas_core.checkpoints import save_connector
+from metacanvas_core.clips import load_clip, save_clip
+from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
+from metacanvas_core.world.clip_edits import render_clip_edit, sample_clip_edit
+from metacanvas_core.world.tiny_models import PLANNER_HIDDEN
+from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ctx_cli")
+    torch.manual_seed(4)
+    dit, vae, sched = new_wan_dit(layers=1), new_wan_vae(base_dim=8), new_wan_scheduler()
+    save_wan_pipeline_folder(root / "t2v", dit, vae, sched)
+    save_wan_pipeline_folder(root / "wide", widened_for_context(dit), vae, sched)
+    for name in ("t2v", "wide"):
+        bb = load_backbone(root / name)
+        conn = MetaCanvasConnector(ConnectorConfig(PLANNER_HIDDEN, bb.dit_dim, bb.caption_channels, [3, 8, 8]))
+        tasks = {"t2v": ["t2v"], "wide": ["video-edit", "in-context"]}[name]
+        for task in tasks:
+            save_connector(root / f"{task}.safetensors", conn, bb, recipe={"task": task, "max_references": 2})
+    src, _ = render_clip_edit(sample_clip_edit(np.random.default_rng(0), "recolour"), frames=9)
+    clip = torch.from_numpy(src).float() / 255
+    save_clip(clip, root / "src.gif", fps=8)
+    save_clip(clip, root / "src_frames")
+    save_clip(clip[:8], root / "eight.gif")
+    save_clip(torch.nn.functional.interpolate(clip.movedim(-1, 1), size=(60, 60)).movedim(1, -1), root / "s60.gif")
+    for name, size in (("ref1", 32), ("ref2", 32), ("ref3", 32), ("big", 64)):
+        pixels = np.random.default_rng(size).integers(0, 256, (size, size, 3), np.uint8)
+        Image.fromarray(pixels).save(root / f"{name}.png")
+    (root / "empty").mkdir()
+    return root
+
+
+def _run(root, task, *extra, backbone="wide", weights=None):
+    return main(["generate", "--task", task, "--backbone", str(root / backbone), "--weights",
+                 str(root / f"{weights or task}.safetensors"), "--prompt", "make the red circle green", "--steps", "1",
+                 "--upscale", "1", *extra])
+
+
+def test_video_edit_and_in_context_write_clips(files, tmp_path):
+    clip, fps = load_clip(files / "src.gif")
+    assert clip.shape == (9, 64, 64, 3) and fps == pytest.approx(8.33, abs=0.01)  # GIF durations: 10 ms units
+    assert torch.equal(load_clip(files / "src_frames")[0], clip) and load_clip(files / "src_frames")[1] is None
+    assert _run(files, "video-edit", "--video", str(files / "src.gif"), "--out", str(tmp_path / "e.gif")) == 0
+    gif = Image.open(tmp_path / "e.gif")
+    assert gif.n_frames == 9 and gif.size == (64, 64)
+    assert _run(files, "video-edit", "--video", str(files / "src_frames"), "--out", str(tmp_path / "e2.gif")) == 0
+    args = ("--image", str(files / "ref1.png"), "--image", str(files / "ref2.png"), "--frames", "9")
+    assert _run(files, "in-context", *args, "--out", str(tmp_path / "frames")) == 0
+    assert len(list((tmp_path / "frames").iterdir())) == 9
+
+
+@pytest.mark.parametrize("task, extra, message", [
+    ("video-edit", ("--video", "eight.gif"), "--video: frames 8 does not fit"),
+    ("video-edit", ("--video", "eight.gif"), "use 5 or 9"),
+    ("video-edit", ("--video", "s60.gif"), "--video: width 60 and height 60 do not fit"),
+    ("video-edit", ("--video", "src.gif", "--width", "32"), "an edit keeps the clip's size"),
+    ("video-edit", ("--video", "empty"), "holds no image frames"),
+    ("video-edit", ("--video", "nope.gif"), "not a readable clip"),
+    ("video-edit", (), "--video (the source clip) goes with --task video-edit"),
+    ("t2v", ("--video", "src.gif"), "--video (the source clip) goes with --task video-edit"),
+    ("in-context", ("--image", "ref1.png", "--image", "big.png"), "--image have mixed sizes"),
+    ("in-context", ("--image", "ref1.png", "--image", "ref2.png", "--image", "ref3.png"),
+     "3 references, but the weights were trained with at most 2"),
+    ("i2v", ("--image", "ref1.png", "--image", "ref2.png"), "takes one --image"),
+])
+def test_bad_input_is_named(files, tmp_path, capsys, monkeypatch, task, extra, message):
+    monkeypatch.chdir(files)
+    assert _run(files, task, *extra, "--frames", "9", "--out", str(tmp_path / "x.gif")) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_weights_for_another_task_or_backbone(files, tmp_path, capsys):
+    out = ("--out", str(tmp_path / "x.gif"))
+    assert _run(files, "video-edit", "--video", str(files / "src.gif"), *out, weights="in-context") == 2
+    assert "trained for task 'in-context', not 'video-edit'" in capsys.readouterr().err
+    assert _run(files, "video-edit", "--video", str(files / "src.gif"), *out, weights="t2v") == 2
+    assert "in_channels: trained with 16, this backbone has 36" in capsys.readouterr().err
+    assert _run(files, "video-edit", "--video", str(files / "src.gif"), *out, backbone="t2v", weights="t2v") == 2
+    assert "trained for task 't2v'" in capsys.readouterr().err
+    assert main(["generate", "--task", "in-context", "--image", str(files / "ref1.png"), "--prompt", "a", *out]) == 2
+    assert "--task in-context needs --backbone" in capsys.readouterr().err
+
+
+def test_pipeline_takes_video_inputs_at_their_own_size(files):
+    from metacanvas_core.builtin import PLANNER
+    from metacanvas_core.errors import MetaCanvasError
+    from metacanvas_core.pipeline import MetaCanvasPipeline
+    from metacanvas_core.video_tasks import video_edit_inputs
+
+    pipe = MetaCanvasPipeline.from_pretrained(PLANNER, files / "wide", files / "video-edit.safetensors")
+    inputs = video_edit_inputs(pipe.model.backbone, load_clip(files / "src.gif")[0], 8)
+    out = pipe("make the red circle green", width=64, height=64, frames=9, video_inputs=inputs, steps=1)
+    assert out.images.shape == (9, 64, 64, 3)
+    with pytest.raises(MetaCanvasError, match=r"width, height, frames \(64, 64, 17\) differ .* \(64, 64, 9\)"):
+        pipe("make the red circle green", width=64, height=64, frames=17, video_inputs=inputs, steps=1)
+    with pytest.raises(MetaCanvasError, match="not also a start or source image"):
+        pipe("x", width=64, height=64, frames=9, video_inputs=inputs, start_image=torch.rand(1, 64, 64, 3), steps=1)

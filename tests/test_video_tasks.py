@@ -1,0 +1,103 @@
+"""The one helper that turns a source clip or reference images into what the planner sees and the Wan DiT's
+conditioning channels, with bad input named."""
+
+import numpy as np
+import pytest
+import torch
+
+from metacanvas_core.backbones import load_backbone
+from metacanvas_core.backbones.wan import widened_for_context
+from metacanvas_core.errors import MetaCanvasError
+from metacanvas_core.planner import Planner
+from metacanvas_core.plan import CanvasPlan
+from metacanvas_core.sampling import InjectedBackbone, sample
+from metacanvas_core.video_tasks import PLANNER_SIZE, in_context_inputs, video_edit_inputs
+from metacanvas_core.visual_inputs import Video
+from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
+
+
+@pytest.fixture(scope="module")
+def backbones(tmp_path_factory):
+    torch.manual_seed(2)
+    dit, vae, sched = new_wan_dit(layers=1), new_wan_vae(base_dim=8), new_wan_scheduler()
+    t2v_dir, wide_dir = tmp_path_factory.mktemp("t2v"), tmp_path_factory.mktemp("wide")
+    save_wan_pipeline_folder(t2v_dir, dit, vae, sched)
+    save_wan_pipeline_folder(wide_dir, widened_for_context(dit), vae, sched)
+    return load_backbone(t2v_dir), load_backbone(wide_dir)
+
+
+def _clip(frames=17, size=64):
+    return torch.rand(frames, size, size, 3, generator=torch.Generator().manual_seed(frames))
+
+
+def test_video_edit_inputs(backbones):
+    _, wide = backbones
+    clip = _clip()
+    got = video_edit_inputs(wide, clip, fps=8)
+    assert (got.width, got.height, got.frames) == (64, 64, 17)
+    with torch.no_grad():
+        assert torch.equal(got.conditioning.context, wide.encode(clip.movedim(-1, 0)[None] * 2 - 1))
+    assert got.conditioning.context.shape == (1, 16, 5, 8, 8)
+    assert torch.equal(got.conditioning.context_mask, torch.ones(1, 4, 5, 8, 8))
+    (video,) = got.visuals
+    assert isinstance(video, Video) and video.fps == 8 and video.frames.shape == (17, PLANNER_SIZE, PLANNER_SIZE, 3)
+    assert video.frames.dtype == np.uint8
+    plan = CanvasPlan(["x"], torch.randn(1, 3, wide.caption_channels), torch.ones(1, 3, dtype=torch.long), None, "n")
+    out = sample(InjectedBackbone(wide), plan, width=got.width, height=got.height, frames=got.frames, steps=1,
+                 cfg=1.0, conditioning=got.conditioning)
+    assert out.shape == (1, 16, 5, 8, 8)
+
+
+def test_in_context_inputs_put_reference_r_in_latent_frame_r(backbones):
+    _, wide = backbones
+    refs = [torch.rand(1, 32, 32, 3), torch.rand(32, 32, 3)]
+    got = in_context_inputs(wide, refs, 64, 64, 17)
+    ctx, mask = got.conditioning.context, got.conditioning.context_mask
+    assert ctx.shape == (1, 16, 5, 8, 8) and mask.shape == (1, 4, 5, 8, 8)
+    up = torch.nn.functional.interpolate(torch.stack([refs[0][0], refs[1]]).movedim(-1, 1), size=(64, 64),
+                                         mode="bilinear", antialias=True) * 2 - 1
+    with torch.no_grad():
+        want = wide.encode(up)  # (2, 16, 1, 8, 8)
+    assert torch.equal(ctx[0, :, :2], want[:, :, 0].movedim(0, 1)) and not ctx[:, :, 2:].any()
+    assert mask[:, :, :2].all() and not mask[:, :, 2:].any()
+    assert [v.shape for v in got.visuals] == [(32, 32, 3)] * 2
+
+
+def test_the_shipped_planner_reads_the_visuals_before_the_prompt(backbones):
+    from metacanvas_core.builtin import PLANNER
+
+    _, wide = backbones
+    planner = Planner.from_pretrained(PLANNER)
+    edit = video_edit_inputs(wide, _clip(5), fps=8)
+    ref = in_context_inputs(wide, [torch.rand(1, 64, 64, 3)], 64, 64, 5)
+    plain = planner.encode(["make the red circle green"]).text_states
+    seen = planner.encode(["make the red circle green"], visuals=[edit.visuals]).text_states
+    # 5 frames at 32x32: 3 temporal patches (the last frame repeated) x 16 merged tokens, in a vision start/end pair
+    assert seen.shape[1] == plain.shape[1] + 3 * 16 + 2
+    plain = planner.encode(["the red circle moves"]).text_states
+    assert planner.encode(["the red circle moves"], visuals=[ref.visuals]).text_states.shape[1] == plain.shape[1] + 18
+
+
+def test_bad_inputs_are_named(backbones):
+    t2v, wide = backbones
+    with pytest.raises(MetaCanvasError, match=r"--video: frames 16 .*use 13 or 17"):
+        video_edit_inputs(wide, _clip(16), 8, where="--video")
+    with pytest.raises(MetaCanvasError, match=r"--video: width 60 and height 60 do not fit.*use width 64"):
+        video_edit_inputs(wide, _clip(17, 60), 8, where="--video")
+    with pytest.raises(MetaCanvasError, match="empty .*give the clip to edit"):
+        video_edit_inputs(wide, _clip(17)[:0], 8)
+    with pytest.raises(MetaCanvasError, match="NaN"):
+        video_edit_inputs(wide, _clip(17) * float("nan"), 8)
+    with pytest.raises(MetaCanvasError, match="takes no source clip or reference images"):
+        video_edit_inputs(t2v, _clip(17), 8)
+    with pytest.raises(MetaCanvasError, match=r"--image have mixed sizes \[\(32, 32\), \(64, 64\)\]"):
+        in_context_inputs(wide, [torch.rand(32, 32, 3), torch.rand(64, 64, 3)], 64, 64, 17, where="--image")
+    with pytest.raises(MetaCanvasError, match="6 references, but a clip of 17 frames holds one per latent frame: give "
+                                              "at most 5"):
+        in_context_inputs(wide, [torch.rand(32, 32, 3)] * 6, 64, 64, 17)
+    with pytest.raises(MetaCanvasError, match="2 references, but the weights were trained with at most 1"):
+        in_context_inputs(wide, [torch.rand(32, 32, 3)] * 2, 64, 64, 17, max_references=1)
+    with pytest.raises(MetaCanvasError, match="no reference images"):
+        in_context_inputs(wide, [], 64, 64, 17)
+    with pytest.raises(MetaCanvasError, match="reference images 2 contains NaN"):
+        in_context_inputs(wide, [torch.rand(32, 32, 3), torch.full((32, 32, 3), float("nan"))], 64, 64, 17)

@@ -1,0 +1,111 @@
+"""Video editing / in-context conditioning on Wan: conditioning latents and a mask concatenated with the noisy latents
+along channels before the patch embedding; a text-to-video DiT widened with zero weights computes exactly what it
+did, with the canvas still reaching every generated frame."""
+
+import pytest
+import torch
+from diffusers import WanTransformer3DModel
+
+from metacanvas_core.backbones import load_backbone
+from metacanvas_core.backbones.base import Conditioning
+from metacanvas_core.backbones.wan import WanBackbone, widened_for_context
+from metacanvas_core.checkpoints import LoadedConnector
+from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
+from metacanvas_core.errors import MetaCanvasError
+from metacanvas_core.plan import CanvasPlan
+from metacanvas_core.sampling import InjectedBackbone, sample
+from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
+
+KW = dict(width=64, height=64, frames=17, steps=2, cfg=1.0, seed=3)
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    """A tiny text-to-video Wan backbone and the same widened for context (4 mask channels), loaded from folders."""
+    torch.manual_seed(2)
+    dit, vae, sched = new_wan_dit(layers=2), new_wan_vae(base_dim=8), new_wan_scheduler()
+    t2v_dir, wide_dir = tmp_path_factory.mktemp("t2v"), tmp_path_factory.mktemp("wide")
+    save_wan_pipeline_folder(t2v_dir, dit, vae, sched)
+    save_wan_pipeline_folder(wide_dir, widened_for_context(dit), vae, sched)
+    return load_backbone(t2v_dir), load_backbone(wide_dir)
+
+
+def _plan(text, canvas=None):
+    return CanvasPlan(["x"] * text.shape[0], text, torch.ones(text.shape[:2], dtype=torch.long), canvas, "wan-ctx")
+
+
+def _context(batch=1, mask_channels=4):
+    torch.manual_seed(5)
+    return Conditioning(context=torch.randn(batch, 16, 5, 8, 8), context_mask=torch.ones(batch, mask_channels, 5, 8, 8))
+
+
+def test_widened_folder_is_a_real_wan_config(pair):
+    t2v, wide = pair
+    assert wide.transformer.config.in_channels == 16 * 2 + 4 and wide.transformer.config.out_channels == 16
+    assert (t2v.latent_channels, wide.latent_channels, t2v.mask_channels, wide.mask_channels) == (16, 16, 0, 4)
+    assert wide.latent_shape(1, 64, 64, 17) == t2v.latent_shape(1, 64, 64, 17) == (1, 16, 5, 8, 8)
+    assert wide.fingerprint() != t2v.fingerprint()  # weights for one never pass for the other
+    w = wide.transformer.patch_embedding.weight
+    assert torch.equal(w[:, :16], t2v.transformer.patch_embedding.weight) and not w[:, 16:].any()
+    with pytest.raises(MetaCanvasError, match="already widened"):
+        widened_for_context(wide.transformer)
+
+
+def test_zero_new_weights_are_bit_identical_to_t2v_with_conditioning_and_canvas(pair):
+    t2v, wide = pair
+    text = torch.randn(1, 4, t2v.caption_channels)
+    cond = _context()
+    assert torch.equal(sample(InjectedBackbone(t2v), _plan(text), **KW),
+                       sample(InjectedBackbone(wide), _plan(text), conditioning=cond, **KW))
+    # CFG doubles the batch: the conditioning serves both halves.
+    neg = _plan(torch.randn(1, 4, t2v.caption_channels))
+    assert torch.equal(sample(InjectedBackbone(t2v), _plan(text), neg, **{**KW, "cfg": 3.0}),
+                       sample(InjectedBackbone(wide), _plan(text), neg, conditioning=cond, **{**KW, "cfg": 3.0}))
+    # The canvas hook is unchanged: it steers every generated frame of the widened DiT as of the t2v one.
+    torch.manual_seed(0)
+    conn = MetaCanvasConnector(ConnectorConfig(32, t2v.dit_dim, t2v.caption_channels, canvas_grid=[3, 4, 4]))
+    torch.nn.init.normal_(conn.canvas_fuser.proj.weight, std=0.5)
+    canvas = conn.canvas_encoder(torch.randn(1, 48, 32)).detach()
+
+    def injected(bb):
+        return InjectedBackbone(bb).inject(LoadedConnector(conn, "wan", "wan-ctx", backbone_config=bb.fingerprint()))
+
+    steered = sample(injected(t2v), _plan(text, canvas), **KW)
+    assert not torch.allclose(steered, sample(InjectedBackbone(t2v), _plan(text), **KW))
+    assert torch.equal(steered, sample(injected(wide), _plan(text, canvas), conditioning=cond, **KW))
+
+
+def test_nonzero_new_weights_make_the_conditioning_matter(pair):
+    _, wide = pair
+    dit = WanTransformer3DModel.from_config(wide.transformer.config)
+    dit.load_state_dict(wide.transformer.state_dict())
+    torch.nn.init.normal_(dit.patch_embedding.weight[:, 16:].data, std=0.1)
+    bb = WanBackbone(dit, wide.vae, wide.scheduler, "wide-trained")
+    x, t, text, m = torch.randn(1, 16, 5, 8, 8), torch.tensor([500.0]), torch.randn(1, 4, 64), torch.ones(1, 4)
+    a, b = _context(), Conditioning(context=torch.randn(1, 16, 5, 8, 8), context_mask=torch.ones(1, 4, 5, 8, 8))
+    with torch.no_grad():
+        assert not torch.allclose(bb.predict(x, t, text, m, a), bb.predict(x, t, text, m, b))
+        masked = Conditioning(context=a.context, context_mask=torch.zeros_like(a.context_mask))
+        assert not torch.allclose(bb.predict(x, t, text, m, a), bb.predict(x, t, text, m, masked))
+
+
+def test_bad_context_is_refused_clearly(pair, random_sana_dir):
+    t2v, wide = pair
+    plan = _plan(torch.randn(1, 4, t2v.caption_channels))
+    with pytest.raises(MetaCanvasError, match="takes no source clip or reference images.*load a Wan folder made"):
+        sample(InjectedBackbone(t2v), plan, conditioning=_context(), **KW)
+    with pytest.raises(MetaCanvasError, match="made for video editing or in-context.*give the source clip"):
+        sample(InjectedBackbone(wide), plan, **KW)
+    with pytest.raises(MetaCanvasError, match=r"\(1, 16, 5, 8, 8\) do not fit latents \(1, 16, 4, 8, 8\).*frame count"):
+        sample(InjectedBackbone(wide), plan, conditioning=_context(), **{**KW, "frames": 13})
+    with pytest.raises(MetaCanvasError, match=r"context mask \(1, 1, 5, 8, 8\) do not fit"):
+        sample(InjectedBackbone(wide), plan, conditioning=_context(mask_channels=1), **KW)
+    with pytest.raises(MetaCanvasError, match="batch 3 for a batch of 2"):
+        sample(InjectedBackbone(wide), plan, conditioning=_context(3), batch=2, **KW)
+    nan = Conditioning(context=torch.full((1, 16, 5, 8, 8), float("nan")), context_mask=torch.ones(1, 4, 5, 8, 8))
+    with pytest.raises(MetaCanvasError, match="NaN"):
+        sample(InjectedBackbone(wide), plan, conditioning=nan, **KW)
+    sana = load_backbone(random_sana_dir)
+    with pytest.raises(MetaCanvasError, match="takes no source clip or reference images.*widened for video editing"):
+        sample(InjectedBackbone(sana), _plan(torch.randn(1, 4, sana.caption_channels)), width=32, height=32,
+               steps=1, conditioning=_context())
