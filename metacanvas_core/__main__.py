@@ -1,4 +1,5 @@
-"""Command line: python -m metacanvas_core {generate, evaluate, bench, train} ... (--help on each)."""
+"""Command line: python -m metacanvas_core {generate, evaluate, bench, probe, table, train, export-dataset, cost} ...
+(--help on each)."""
 
 from __future__ import annotations
 
