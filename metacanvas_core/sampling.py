@@ -181,7 +181,7 @@ def sample(
     use_cfg = negative is not None and cfg != 1.0
     check_fits(bb, width=width, height=height, batch=batch, frames=frames, guided=use_cfg)  # before allocating
     if model.connector is not None:
-        model.connector.warn_if_untrained(width, height)
+        model.connector.warn_if_untrained(width, height, frames)
     plan = _cfg_plan(positive, _batched(negative, batch)) if use_cfg else positive
     grid = bb.token_grid(width, height, frames)
     shape = bb.latent_shape(batch, width, height, frames)

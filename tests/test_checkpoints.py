@@ -188,8 +188,12 @@ def test_shipped_weights_record_their_training_size():
     from metacanvas_core.builtin import builtin_connectors
     from metacanvas_core.world.tiny_models import IMAGE_SIZE
 
+    from metacanvas_core.world import clips
+
+    sizes = {"t2i": [[IMAGE_SIZE, IMAGE_SIZE]], "t2v": [[clips.SIZE, clips.SIZE, clips.FRAMES]]}
     for path in builtin_connectors().values():
-        assert load_connector(path).trained_sizes == [[IMAGE_SIZE, IMAGE_SIZE]]
+        w = load_connector(path)
+        assert w.trained_sizes == sizes[w.recipe.get("task", "t2i")]
 
 
 def test_backbone_loader_reads_safetensors_only(tmp_path, backbone, random_sana_dir):

@@ -53,10 +53,13 @@ def test_bad_video_arguments_are_errors(wan_files, tmp_path, capsys, extra, mess
     assert message in capsys.readouterr().err
 
 
-def test_alpha_start_image_and_missing_weights(wan_files, tmp_path, capsys):
+def test_alpha_start_image_and_missing_weights(wan_files, tmp_path, capsys, monkeypatch):
+    from metacanvas_core import builtin
+
     Image.new("RGBA", (64, 64), (255, 0, 0, 128)).save(tmp_path / "alpha.png")
     args = _args(wan_files, "--task", "i2v", "--image", str(tmp_path / "alpha.png"), "--out", str(tmp_path / "x.gif"))
     assert main(args) == 2
     assert "alpha channel" in capsys.readouterr().err
+    monkeypatch.setattr(builtin, "ASSETS", tmp_path / "no-assets")  # an install without the video weights
     assert main(["generate", "--task", "t2v", "--prompt", "a red circle", "--out", str(tmp_path / "y.gif")]) == 2
     assert "no built-in video weights" in capsys.readouterr().err

@@ -34,18 +34,34 @@ def _copy_folder_half(src: Path, dst: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Publish trained tiny weights into metacanvas_core/assets/tiny (fp16).")
-    ap.add_argument("--runs", type=Path, default=Path("runs"))
+    ap.add_argument("--runs", type=Path, help="scripts/train_t2i.sh's runs folder (default: runs, unless only "
+                                               "--video-runs is given)")
+    ap.add_argument("--video-runs", type=Path, help="scripts/train_video.sh's runs folder")
     args = ap.parse_args(argv)
-    r = args.runs
-    # scripts/train_t2i.sh's run folders -> the built-in names
+    if args.video_runs:
+        _publish_video(args.video_runs)
+    if args.runs or not args.video_runs:
+        _publish_t2i(args.runs or Path("runs"))
+    total = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
+    print(f"published to {ASSETS}: {total / 1e6:.1f} MB")
+
+
+def _publish_video(r: Path) -> None:
+    """scripts/train_video.sh's run folders -> the built-in names (one Wan folder serves t2v and i2v)."""
+    _copy_folder_half(r / "global_run" / "backbone", ASSETS / "wan_t2v")
+    for run, name in (("metacanvas_run", "metacanvas_t2v"), ("metacanvas_k1_run", "metacanvas_t2v_k1"),
+                      ("global_continue_run", "global_t2v")):
+        _half_safetensors(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
+
+
+def _publish_t2i(r: Path) -> None:
+    """scripts/train_t2i.sh's run folders -> the built-in names."""
     _copy_folder_half(r / "planner_run" / "planner", ASSETS / "planner")
     _copy_folder_half(r / "global_run" / "backbone", ASSETS / "sana_t2i")
     _copy_folder_half(r / "posemb_run" / "backbone", ASSETS / "sana_t2i_posemb")
     for run, name in (("metacanvas_run", "metacanvas_t2i"), ("global_continue_run", "global_t2i"),
                       ("posemb_run", "global_posemb_t2i")):
         _half_safetensors(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
-    total = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
-    print(f"published to {ASSETS}: {total / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

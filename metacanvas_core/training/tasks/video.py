@@ -1,0 +1,186 @@
+"""Text-to-video and image-to-video in one task: MetaCanvas on the tiny Wan 2.2 (TI2V) backbone, on clip-world clips.
+
+The stages are t2i's (`global`: a fresh tiny Wan DiT with global conditioning only; `metacanvas`: from that backbone,
+add a [keyframes, rows, cols] canvas; `global-continue`: the baseline trains on with the same budget and seed), and
+so are the dropouts, noise levels and the text connector's per-sample dropout seeding (inherited from t2i).
+
+Image-to-video as Wan 2.2 TI2V trains it: for a share of the samples (--i2v-share) the first latent frame is given
+clean, its tokens at timestep 0, and the loss skips it. The adapter does all of that (`Conditioning(first_frames=)`
+into `predict`, `clean_frames` into `canvas_injected`); since a batch call has one number of clean frames, the
+samples of each kind go through the DiT as their own group, and every sample weighs the same in the mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ...backbones import load_backbone
+from ...backbones.base import NO_CONDITIONING, Conditioning
+from ...canvas_grid import keyframe_seconds
+from ...checkpoints import save_connector
+from ...connectors import ConnectorConfig, MetaCanvasConnector
+from ...injection import canvas_injected
+from ...planner import Planner
+from ...world import clips
+from .base import Sample, torch_generator
+from .t2i import CAPTION_DROPOUT, STAGES, TEXT_ONLY_DROPOUT, TIMESTEP_SAMPLING, TextStateCache, TextToImage, \
+    sample_timestep
+from .wan_vae import clip_pixels
+
+# The shipped planner was trained on 32x32 shapes images and reads 64x64 ones badly (0 % caption accuracy measured
+# at 64 px), so the i2v start frame it sees is the clip's first frame averaged down to this size.
+PLANNER_IMAGE_SIZE = 32
+
+
+def _planner_view(frame: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) -> uint8 (32, 32, 3) by box averaging (H, W multiples of 32)."""
+    f = frame.shape[0] // PLANNER_IMAGE_SIZE
+    small = frame.reshape(PLANNER_IMAGE_SIZE, f, PLANNER_IMAGE_SIZE, f, 3).mean(axis=(1, 3))
+    return np.round(small).astype(np.uint8)
+
+
+class TextToVideo(TextToImage):
+    name = "video"
+
+    @classmethod
+    def add_arguments(cls, ap: argparse.ArgumentParser) -> None:
+        ap.add_argument("--stage", choices=STAGES, required=True)
+        ap.add_argument("--planner", type=Path, required=True, help="Qwen2.5-VL planner folder (stays frozen)")
+        ap.add_argument("--base", type=Path, help="Wan pipeline folder to train from (metacanvas, global-continue)")
+        ap.add_argument("--base-connector", type=Path, help="MetaCanvas weights whose text connector to start from")
+        ap.add_argument("--vae", type=Path, help="stage global (tiny world): the trained Wan VAE folder")
+        ap.add_argument("--keyframes", type=int, default=3, help="stage metacanvas: canvas keyframes k")
+        ap.add_argument("--i2v-share", type=float, default=0.5,
+                        help="share of samples whose first latent frame is given clean (image-to-video)")
+        ap.add_argument("--canvas-lr-scale", type=float, default=1.0, help="LR multiplier for the new canvas parts")
+        ap.add_argument("--text-only-dropout", type=float, default=TEXT_ONLY_DROPOUT,
+                        help="stage metacanvas: share of samples whose DiT text is dropped, the canvas kept")
+        ap.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default="uniform")
+        ap.add_argument("--export-name", help="exported weights' file name (default: by stage)")
+        ap.set_defaults(planner_lora_lr_scale=1.0, planner_lora_rank=0, text_only_dropout_on="all", dit_lora_rank=0)
+
+    @classmethod
+    def check_arguments(cls, ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+        if (args.stage == "global") != (args.vae is not None and args.base is None):
+            ap.error("--stage global builds a fresh DiT: give --vae only; later stages give --base only")
+        if not 0.0 <= args.i2v_share <= 1.0 or args.keyframes < 1:
+            ap.error("--i2v-share must lie in [0, 1] and --keyframes be at least 1")
+        if not 0.0 <= args.text_only_dropout <= 1.0 - CAPTION_DROPOUT:
+            ap.error(f"--text-only-dropout must lie in [0, {1.0 - CAPTION_DROPOUT}]")
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
+        self.args, self.device = args, device
+        self.planner = Planner.from_pretrained(args.planner, dtype=dtype, device=device)
+        self.texts = TextStateCache(self.planner)
+        if args.stage == "global":
+            from diffusers import AutoencoderKLWan
+
+            from ...backbones.wan import WanBackbone
+            from ...world.tiny_wan import new_wan_dit, new_wan_scheduler
+
+            bb = WanBackbone(new_wan_dit(), AutoencoderKLWan.from_pretrained(args.vae), new_wan_scheduler(),
+                             "tiny-wan")
+        else:
+            bb = load_backbone(args.base)
+        self.grid = bb.token_grid(clips.SIZE, clips.SIZE, clips.FRAMES)  # (latent frames, rows, cols)
+        k = args.keyframes
+        cfg = ConnectorConfig(self.planner.hidden_size, bb.dit_dim, bb.caption_channels,
+                              canvas_grid=[k, *self.grid[1:]], use_canvas=args.stage == "metacanvas",
+                              keyframe_seconds=keyframe_seconds(clips.FRAMES, clips.FPS, k))
+        bb.transformer.to(device).requires_grad_(True)
+        bb.vae.to(device, dtype).eval().requires_grad_(False)
+        self.bb, self.conn = bb, MetaCanvasConnector(cfg).requires_grad_(True)
+        if args.base_connector:
+            from ...checkpoints import load_connector
+
+            self.conn.text_connector.load_state_dict(load_connector(args.base_connector).connector.text_connector
+                                                     .state_dict())
+        self.latent_shape = bb.latent_shape(1, clips.SIZE, clips.SIZE, clips.FRAMES)[1:]
+
+    def sample(self, rng: np.random.Generator, step: int, index: int) -> Sample:
+        a = self.args
+        scene = clips.sample_clip(rng)
+        clip = clips.render_clip(scene, rng=rng)
+        u = rng.random()
+        extra = a.text_only_dropout if self.conn.use_canvas else 0.0
+        i2v = bool(rng.random() < a.i2v_share)
+        t = sample_timestep(rng, a.timestep_sampling)
+        gen = torch_generator(rng)
+        return Sample({
+            "clip": clip_pixels(clip), "i2v": i2v, "start": _planner_view(clip[0]) if i2v else None,
+            "canvas_prompt": "" if u < CAPTION_DROPOUT else scene.caption,
+            "text_prompt": "" if u < CAPTION_DROPOUT + extra else scene.caption,
+            "t": t, "noise": torch.randn(self.latent_shape, generator=gen),
+            "dropout_seed": int(torch.randint(2**62, (), generator=gen)),
+        })
+
+    def batch(self, samples: list[Sample]) -> dict:
+        d = [s.data for s in samples]
+        with torch.no_grad():
+            z = self.bb.encode(torch.stack([x["clip"] for x in d]).to(self.device)).float()
+        text_states, text_mask = self.texts([x["text_prompt"] for x in d])
+        return {"z": z, "text_states": text_states, "text_mask": text_mask,
+                "canvas_prompts": [x["canvas_prompt"] for x in d], "i2v": [x["i2v"] for x in d],
+                "starts": [x["start"] for x in d],
+                "t": torch.tensor([x["t"] for x in d], device=self.device),
+                "noise": torch.stack([x["noise"] for x in d]).to(self.device),
+                "dropout_seeds": [x["dropout_seed"] for x in d]}
+
+    def _group_loss(self, batch: dict, idx: list[int], text: torch.Tensor, i2v: bool) -> torch.Tensor:
+        """Summed per-sample losses of samples `idx`, all of one kind (t2v, or i2v with the first frame given)."""
+        z, noise, t = batch["z"][idx], batch["noise"][idx], batch["t"][idx]
+        cond = Conditioning(first_frames=z[:, :, :1]) if i2v else NO_CONDITIONING
+        zt = self.bb.condition((1 - t.view(-1, 1, 1, 1, 1)) * z + t.view(-1, 1, 1, 1, 1) * noise, cond)
+        args = (zt, t * 1000, text[idx], batch["text_mask"][idx], cond)
+        if self.conn.use_canvas:
+            conn = self.conn
+            visuals = [[batch["starts"][i]] if i2v else [] for i in idx]
+            out = self.planner.encode([batch["canvas_prompts"][i] for i in idx], conn.canvas_tokens, conn.config.grid,
+                                      conn.canvas_lora, visuals=visuals if i2v else None)
+            canvas = conn.canvas_for_grid(conn.canvas_encoder(out.canvas_states.float()), *self.grid)
+            with canvas_injected(self.bb, conn.canvas_fuser, canvas, self.grid, clean_frames=cond.clean_frames):
+                pred = self.bb.predict(*args)
+        else:
+            pred = self.bb.predict(*args)
+        n = cond.clean_frames  # the given frame is no target
+        return (pred.float() - (noise - z))[:, :, n:].pow(2).mean(dim=(1, 2, 3, 4)).sum()
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        text = self._text(batch["text_states"], batch["dropout_seeds"])
+        total = torch.zeros((), device=self.device)
+        for kind in (False, True):
+            idx = [i for i, v in enumerate(batch["i2v"]) if v == kind]
+            if idx:
+                total = total + self._group_loss(batch, idx, text, kind)
+        return total / len(batch["i2v"])
+
+    def recipe(self) -> dict:
+        a, canvas = self.args, self.conn.use_canvas
+        return {"task": "t2v", "serves": ["t2v", "i2v"], "stage": a.stage, "i2v_share": a.i2v_share,
+                "caption_dropout": CAPTION_DROPOUT, "text_only_dropout": a.text_only_dropout if canvas else 0.0,
+                "keyframes": a.keyframes if canvas else None, "canvas_lr_scale": a.canvas_lr_scale if canvas else None,
+                "timestep_sampling": a.timestep_sampling, "planner_i2v_image_size": PLANNER_IMAGE_SIZE,
+                "clip": [clips.SIZE, clips.SIZE, clips.FRAMES], "fps": clips.FPS, "data": "clip world",
+                "base": str(a.base) if a.base else None}
+
+    def export(self, state: dict, out: Path, recipe: dict) -> list[Path]:
+        conn = MetaCanvasConnector(self.conn.config)
+        conn.load_state_dict(state["connector"])
+        name = self.args.export_name or {"global": "global_base_t2v", "metacanvas": "metacanvas_t2v",
+                                         "global-continue": "global_t2v"}[self.args.stage]
+        path = out / (name if name.endswith(".safetensors") else name + ".safetensors")
+        sizes = [[clips.SIZE, clips.SIZE, clips.FRAMES]]
+        if self.args.stage != "global":
+            save_connector(path, conn, self.bb, dit_state=state["dit"], recipe=recipe, trained_sizes=sizes)
+            return [path]
+        from ...world.tiny_wan import save_wan_pipeline_folder
+
+        self.bb.transformer.load_state_dict(state["dit"])
+        folder = out / "backbone"
+        save_wan_pipeline_folder(folder, self.bb.transformer.eval(), self.bb.vae.float(), self.bb.scheduler)
+        save_connector(path, conn, self.bb, dit_state=None, recipe=recipe, trained_sizes=sizes)
+        return [folder, path]

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Reproduce the shipped tiny video weights (Wan 2.2 TI2V layout, clip world) from seed 0 on 2 CPU cores, on the
+# accelerate trainer: the Wan VAE, the global base (text- and image-to-video), then three runs side by side with the
+# same extra budget, data and seed: MetaCanvas with 3 keyframes, with 1 keyframe (ablation), and global-continue.
+# Resumable: re-run after an interruption and each run continues from its last saved state (--resume) in $RUNS.
+# Usage: RUNS=runs-video bash scripts/train_video.sh   (then: python -m metacanvas_core.training.publish --video-runs
+# runs-video). Budgets (optimizer steps) can be overridden from the environment.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-.venv/bin/python}
+R=${RUNS:-runs-video}
+VAE_STEPS=${VAE_STEPS:-900}
+GLOBAL_STEPS=${GLOBAL_STEPS:-900}
+EXTRA_STEPS=${EXTRA_STEPS:-600}  # stage 2, each of the three runs
+BATCH=${BATCH:-8}
+PLANNER=${PLANNER:-metacanvas_core/assets/tiny/planner}
+mkdir -p "$R/logs"
+T="$PY -m metacanvas_core train"
+# Each run ends the same way: the LR falls linearly to zero over its last third, and the weights written out are an
+# average over that cooldown (horizon about a quarter of it).
+cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 4 / $c}")"; }
+
+# 1. The Wan VAE learns to compress clips (on 5-frame windows of 32x32 crops; its latent statistics are measured on
+#    full clips).
+export OMP_NUM_THREADS=2  # steps 1 and 2 run alone on both cores
+[ -f "$R/vae_run/vae/config.json" ] || $T vae-wan --out "$R/vae_run" --steps "$VAE_STEPS" --batch "$BATCH" \
+  --crop 32 --lr 1e-3 --warmup 30 $(cool "$VAE_STEPS") --save-every 50 --seed 0 --resume > "$R/logs/vae.log" 2>&1
+
+# 2. The pretrained backbone: a fresh tiny Wan DiT with global conditioning only, text- and image-to-video.
+[ -f "$R/global_run/backbone/model_index.json" ] || $T video --stage global --planner "$PLANNER" \
+  --vae "$R/vae_run/vae" --out "$R/global_run" --steps "$GLOBAL_STEPS" --batch "$BATCH" --lr 1e-3 --warmup 50 \
+  $(cool "$GLOBAL_STEPS") --save-every 50 --seed 0 --resume > "$R/logs/global.log" 2>&1
+
+# 3. Same extra budget, DiT LR and seed for all three: MetaCanvas adds the canvas (its new parts, which start from
+#    zero, learn at 4x the LR), with 3 keyframes and with 1; the baseline just trains on.
+export OMP_NUM_THREADS=1  # three trainers side by side
+BASE="--planner $PLANNER --base $R/global_run/backbone --base-connector $R/global_run/global_base_t2v.safetensors"
+BASE="$BASE --steps $EXTRA_STEPS --batch $BATCH --warmup 20 $(cool "$EXTRA_STEPS") --lr 3e-4 --save-every 25"
+BASE="$BASE --seed 0 --resume"
+[ -f "$R/metacanvas_run/metacanvas_t2v.safetensors" ] || $T video --stage metacanvas --keyframes 3 $BASE \
+  --canvas-lr-scale 4 --out "$R/metacanvas_run" > "$R/logs/metacanvas.log" 2>&1 &
+[ -f "$R/metacanvas_k1_run/metacanvas_t2v_k1.safetensors" ] || $T video --stage metacanvas --keyframes 1 $BASE \
+  --canvas-lr-scale 4 --export-name metacanvas_t2v_k1 --out "$R/metacanvas_k1_run" > "$R/logs/metacanvas_k1.log" 2>&1 &
+[ -f "$R/global_continue_run/global_t2v.safetensors" ] || $T video --stage global-continue $BASE \
+  --out "$R/global_continue_run" > "$R/logs/global_continue.log" 2>&1 &
+wait
+echo "done; publish with: $PY -m metacanvas_core.training.publish --video-runs $R"
