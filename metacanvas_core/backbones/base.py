@@ -30,6 +30,13 @@ def read_model_index(folder: Path) -> dict:
     return json.loads(index.read_text())
 
 
+def pretrained_kwargs(dtype: torch.dtype) -> dict:
+    """`from_pretrained` options every adapter loads its transformer and VAE with: safetensors only (a pickle can run
+    code when loaded) and low-memory loading, which models that keep modules in float32 (Wan) require; it needs
+    accelerate, a runtime dependency of the pack for that reason."""
+    return {"torch_dtype": dtype, "use_safetensors": True, "low_cpu_mem_usage": True}
+
+
 def load_scheduler(folder: Path):
     """The folder's own flow-matching scheduler class (e.g. FlowMatchEulerDiscrete, or SANA's flow DPM-Solver)."""
     cfg = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())

@@ -35,11 +35,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, FluxTransformer2DModel
-from diffusers.utils import is_accelerate_available
 from torch import nn
 
 from ..errors import MetaCanvasError
-from .base import NO_CONDITIONING, BackboneAdapter, Conditioning, load_scheduler
+from .base import NO_CONDITIONING, BackboneAdapter, Conditioning, load_scheduler, pretrained_kwargs
 
 DEFAULT_GUIDANCE = 2.5
 
@@ -96,10 +95,9 @@ class FluxKontextBackbone(BackboneAdapter):
     @classmethod
     def from_folder(cls, folder: Path, dtype: torch.dtype, device: str | torch.device) -> "FluxKontextBackbone":
         # The pipeline's CLIP and T5 encoders and tokenizers are never loaded: the planner replaces them.
-        lazy = is_accelerate_available()
         transformer = FluxTransformer2DModel.from_pretrained(
-            folder / "transformer", torch_dtype=dtype, low_cpu_mem_usage=lazy)
-        vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype, low_cpu_mem_usage=lazy)
+            folder / "transformer", **pretrained_kwargs(dtype))
+        vae = AutoencoderKL.from_pretrained(folder / "vae", **pretrained_kwargs(dtype))
         return cls(transformer.to(device), vae.to(device), load_scheduler(folder), folder.name)
 
     @property

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderDC, SanaTransformer2DModel
-from diffusers.utils import is_accelerate_available
 from torch import nn
 
-from .base import NO_CONDITIONING, BackboneAdapter, Conditioning, load_scheduler
+from .base import NO_CONDITIONING, BackboneAdapter, Conditioning, load_scheduler, pretrained_kwargs
 
 
 class SanaBackbone(BackboneAdapter):
@@ -18,10 +17,8 @@ class SanaBackbone(BackboneAdapter):
 
     @classmethod
     def from_folder(cls, folder: Path, dtype: torch.dtype, device: str | torch.device) -> "SanaBackbone":
-        # The pipeline's own text encoder (Gemma) is never loaded: the planner replaces it. Low-memory loading needs
-        # accelerate (a training extra); without it diffusers falls back anyway, but warns on every load.
-        lazy = is_accelerate_available()
-        safe = dict(torch_dtype=dtype, low_cpu_mem_usage=lazy, use_safetensors=True)  # never pickle
+        # The pipeline's own text encoder (Gemma) is never loaded: the planner replaces it.
+        safe = pretrained_kwargs(dtype)
         transformer = SanaTransformer2DModel.from_pretrained(folder / "transformer", **safe)
         vae = AutoencoderDC.from_pretrained(folder / "vae", **safe)
         return cls(transformer.to(device), vae.to(device), load_scheduler(folder), folder.name)

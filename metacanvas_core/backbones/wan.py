@@ -17,11 +17,10 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan, WanTransformer3DModel
-from diffusers.utils import is_accelerate_available
 from torch import nn
 
 from ..errors import MetaCanvasError
-from .base import NO_CONDITIONING, BackboneAdapter, Conditioning, load_scheduler, read_model_index
+from .base import NO_CONDITIONING, BackboneAdapter, Conditioning, load_scheduler, pretrained_kwargs, read_model_index
 
 
 def widened_for_context(transformer: WanTransformer3DModel, mask_channels: int = 4) -> WanTransformer3DModel:
@@ -78,10 +77,9 @@ class WanBackbone(BackboneAdapter):
                 f"backbone {folder.name!r} is a two-expert Wan 2.2 (A14B) folder; MetaCanvas supports the one-DiT "
                 "TI2V-5B layout"
             )
-        lazy = is_accelerate_available()
         transformer = WanTransformer3DModel.from_pretrained(
-            folder / "transformer", torch_dtype=dtype, low_cpu_mem_usage=lazy)
-        vae = AutoencoderKLWan.from_pretrained(folder / "vae", torch_dtype=dtype, low_cpu_mem_usage=lazy)
+            folder / "transformer", **pretrained_kwargs(dtype))
+        vae = AutoencoderKLWan.from_pretrained(folder / "vae", **pretrained_kwargs(dtype))
         return cls(transformer.to(device), vae.to(device), load_scheduler(folder), folder.name,
                    bool(index.get("expand_timesteps", False)))
 
