@@ -41,7 +41,7 @@ from ...world.tiny_flux import (
 )
 from ..dit_lora import add_dit_lora, merge_dit_lora
 from .base import Sample, torch_generator
-from .t2i import CAPTION_DROPOUT, STAGES, TEXT_ONLY_DROPOUT, TIMESTEP_SAMPLING, TextToImage, planner_lora, \
+from .t2i import CAPTION_DROPOUT, STAGES, TEXT_ONLY_DROPOUT, TextToImage, add_recipe_arguments, planner_lora, \
     sample_timestep
 from .vae import VaePretraining
 
@@ -67,21 +67,7 @@ class ImageEditing(TextToImage):
         ap.add_argument("--single-layers", type=int, default=FLUX_SINGLE_LAYERS,
                         help="stage global: DiT depth (single-stream blocks)")
         ap.add_argument("--resolution", type=int, default=EDIT_IMAGE_SIZE, help="training image size (square)")
-        ap.add_argument("--dit-lora-rank", type=int, default=0,
-                        help="train the DiT as a LoRA of this rank through peft (0 = the whole DiT); exported merged")
-        ap.add_argument("--gradient-checkpointing", action="store_true", help="recompute DiT activations in backward")
-        ap.add_argument("--planner-lora-rank", type=int, default=0,
-                        help="stage metacanvas: rank of a canvas-only LoRA on the frozen planner (0 = none)")
-        ap.add_argument("--canvas-lr-scale", type=float, default=1.0,
-                        help="LR multiplier for the new canvas parts (tokens, connector); they start from zero")
-        ap.add_argument("--planner-lora-lr-scale", type=float, default=1.0,
-                        help="LR multiplier for the canvas-only planner LoRA")
-        ap.add_argument("--text-only-dropout", type=float, default=TEXT_ONLY_DROPOUT,
-                        help="stage metacanvas: share of samples whose DiT text is dropped while the canvas keeps "
-                             "the instruction")
-        ap.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default="uniform",
-                        help="noise levels: uniform or logit-normal (SD3/SANA)")
-        ap.add_argument("--export-name", help="exported weights' file name (default: by stage)")
+        add_recipe_arguments(ap)
 
     @classmethod
     def check_arguments(cls, ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -83,6 +83,26 @@ def planner_lora(planner: Planner, rank: int) -> dict | None:
     return {"rank": rank, "alpha": float(rank), "targets": lora_targets(planner.language_model)} if rank else None
 
 
+def add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
+    """The MetaCanvas recipe's flags, the same for every task that trains a DiT with the canvas on its full recipe
+    (text-to-image, editing)."""
+    ap.add_argument("--dit-lora-rank", type=int, default=0,
+                    help="train the DiT as a LoRA of this rank through peft (0 = the whole DiT); exported merged")
+    ap.add_argument("--gradient-checkpointing", action="store_true", help="recompute DiT activations in backward")
+    ap.add_argument("--planner-lora-rank", type=int, default=0,
+                    help="stage metacanvas: rank of a canvas-only LoRA on the frozen planner (0 = none)")
+    ap.add_argument("--canvas-lr-scale", type=float, default=1.0,
+                    help="LR multiplier for the new canvas parts (tokens, connector); they start from zero")
+    ap.add_argument("--planner-lora-lr-scale", type=float, default=1.0,
+                    help="LR multiplier for the canvas-only planner LoRA (its own group: at 4x it drifted)")
+    ap.add_argument("--text-only-dropout", type=float, default=TEXT_ONLY_DROPOUT,
+                    help="stage metacanvas: share of samples whose DiT text is dropped while the canvas keeps the "
+                         "prompt (so the DiT must learn to read the canvas)")
+    ap.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default="uniform",
+                    help="noise levels: uniform (the shipped weights) or logit-normal (SD3/SANA)")
+    ap.add_argument("--export-name", help="exported weights' file name (default: by stage)")
+
+
 def _fresh_tiny_backbone(args: argparse.Namespace):
     """Stage global only: the tiny world's SANA DiT from scratch, with the trained tiny VAE."""
     from diffusers import AutoencoderDC
@@ -115,24 +135,10 @@ class TextToImage(Task):
         ap.add_argument("--cache-dir", type=Path,
                         help="keep --data's VAE latents and the planner's text states here (safetensors), computed "
                              "once per sample; one folder per backbone VAE, planner and resolution")
-        ap.add_argument("--dit-lora-rank", type=int, default=0,
-                        help="train the DiT as a LoRA of this rank through peft (0 = the whole DiT); exported merged")
-        ap.add_argument("--gradient-checkpointing", action="store_true", help="recompute DiT activations in backward")
-        ap.add_argument("--planner-lora-rank", type=int, default=0,
-                        help="stage metacanvas: rank of a canvas-only LoRA on the frozen planner (0 = none)")
-        ap.add_argument("--canvas-lr-scale", type=float, default=1.0,
-                        help="LR multiplier for the new canvas parts (tokens, connector); they start from zero")
-        ap.add_argument("--planner-lora-lr-scale", type=float, default=1.0,
-                        help="LR multiplier for the canvas-only planner LoRA (its own group: at 4x it drifted)")
-        ap.add_argument("--text-only-dropout", type=float, default=TEXT_ONLY_DROPOUT,
-                        help="stage metacanvas: share of samples whose DiT text is dropped while the canvas keeps "
-                             "the prompt (so the DiT must learn to read the canvas)")
+        add_recipe_arguments(ap)
         ap.add_argument("--text-only-dropout-on", choices=TEXT_ONLY_DROPOUT_ON, default="all",
                         help="stage metacanvas: all captions (the shipped weights) or only those of category "
                              "'position' (metadata field `category`; captions without one count as not position)")
-        ap.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default="uniform",
-                        help="noise levels: uniform (the shipped weights) or logit-normal (SD3/SANA)")
-        ap.add_argument("--export-name", help="exported weights' file name (default: by stage)")
 
     @classmethod
     def check_arguments(cls, ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
