@@ -27,7 +27,7 @@ import torch
 
 from ...backbones import load_backbone
 from ...backbones.base import Conditioning
-from ...checkpoints import load_connector, save_connector
+from ...checkpoints import save_connector
 from ...connectors import ConnectorConfig, MetaCanvasConnector
 from ...editing import EDIT_TASK
 from ...errors import MetaCanvasError
@@ -39,7 +39,7 @@ from ...world.tiny_flux import (
     EDIT_IMAGE_SIZE, FLUX_DOUBLE_LAYERS, FLUX_SINGLE_LAYERS, new_flux_dit, new_flux_scheduler, new_flux_vae,
     save_flux_kontext_folder,
 )
-from ..dit_lora import add_dit_lora, merge_dit_lora
+from ..dit_lora import merge_dit_lora
 from .base import Sample, torch_generator
 from .t2i import CAPTION_DROPOUT, STAGES, TEXT_ONLY_DROPOUT, TextToImage, add_recipe_arguments, planner_lora, \
     sample_timestep
@@ -106,22 +106,7 @@ class ImageEditing(TextToImage):
         cfg = ConnectorConfig(self.planner.hidden_size, bb.dit_dim, bb.caption_channels,
                               canvas_grid=[1, *grid[1:]], use_canvas=args.stage == "metacanvas",
                               planner_lora=planner_lora(self.planner, args.planner_lora_rank))
-        bb.transformer.to(device)
-        bb.vae.to(device)
-        if dtype != torch.float32:
-            bb.vae.to(dtype)
-        self.bb, self.conn = bb, MetaCanvasConnector(cfg)
-        if args.base_connector:
-            self.conn.text_connector.load_state_dict(load_connector(args.base_connector).connector.text_connector
-                                                     .state_dict())
-        if args.dit_lora_rank:
-            add_dit_lora(bb.transformer, args.dit_lora_rank)
-        else:
-            bb.transformer.requires_grad_(True)
-        if args.gradient_checkpointing:
-            bb.transformer.enable_gradient_checkpointing()
-        self.conn.requires_grad_(True)
-        self.latent_shape = bb.latent_shape(1, self.res, self.res)[1:]
+        self._attach(bb, cfg, device, dtype)
 
     def sample(self, rng: np.random.Generator, step: int, index: int) -> Sample:
         edit = sample_edit(rng, split="train")

@@ -177,6 +177,14 @@ class TextToImage(Task):
                                   use_canvas=args.stage == "metacanvas",
                                   planner_lora=planner_lora(self.planner, args.planner_lora_rank))
         bb.token_grid(self.res, self.res)  # a size the backbone cannot tile is a clear error up front
+        self._attach(bb, cfg, device, dtype)
+        self.stream = None if args.data is None else DataStream(open_dataset(args.data, self.res), args.seed,
+                                                                args.strict)
+
+    def _attach(self, bb, cfg: ConnectorConfig, device: torch.device, dtype: torch.dtype) -> None:
+        """Make `bb` and a connector of `cfg` this task's trained models (the base's text connector, the DiT in full
+        or as a LoRA, gradient checkpointing), the frozen VAE in `dtype`: the same for every task on this recipe."""
+        args = self.args
         bb.transformer.to(device)
         bb.vae.to(device)
         if dtype != torch.float32:
@@ -193,8 +201,6 @@ class TextToImage(Task):
             bb.transformer.enable_gradient_checkpointing()
         self.conn.requires_grad_(True)
         self.latent_shape = bb.latent_shape(1, self.res, self.res)[1:]
-        self.stream = None if args.data is None else DataStream(open_dataset(args.data, self.res), args.seed,
-                                                                args.strict)
 
     def trained_modules(self) -> dict[str, torch.nn.Module]:
         return {"dit": self.bb.transformer, "connector": self.conn}
