@@ -9,10 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 R=${RUNS:-runs-video}
-VAE_STEPS=${VAE_STEPS:-900}
-GLOBAL_STEPS=${GLOBAL_STEPS:-900}
-EXTRA_STEPS=${EXTRA_STEPS:-600}  # stage 2, each of the three runs
-BATCH=${BATCH:-8}
+VAE_STEPS=${VAE_STEPS:-1200}
+GLOBAL_STEPS=${GLOBAL_STEPS:-1500}
+EXTRA_STEPS=${EXTRA_STEPS:-500}  # stage 2, each of the three runs
+BATCH=${BATCH:-16}
+VAE_BATCH=${VAE_BATCH:-8}
+THREADS=${THREADS:-1}  # per run (the shipped weights trained beside the editing runs, one core each)
 PLANNER=${PLANNER:-metacanvas_core/assets/tiny/planner}
 mkdir -p "$R/logs"
 T="$PY -m metacanvas_core train"
@@ -20,11 +22,10 @@ T="$PY -m metacanvas_core train"
 # average over that cooldown (horizon about a quarter of it).
 cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 4 / $c}")"; }
 
-# 1. The Wan VAE learns to compress clips (on 5-frame windows of 32x32 crops; its latent statistics are measured on
-#    full clips).
-export OMP_NUM_THREADS=2  # steps 1 and 2 run alone on both cores
-[ -f "$R/vae_run/vae/config.json" ] || $T vae-wan --out "$R/vae_run" --steps "$VAE_STEPS" --batch "$BATCH" \
-  --crop 32 --lr 1e-3 --warmup 30 $(cool "$VAE_STEPS") --save-every 50 --seed 0 --resume > "$R/logs/vae.log" 2>&1
+# 1. The Wan VAE learns to compress clips (on 5-frame windows; its latent statistics are measured on full clips).
+export OMP_NUM_THREADS=$THREADS
+[ -f "$R/vae_run/vae/config.json" ] || $T vae-wan --out "$R/vae_run" --steps "$VAE_STEPS" --batch "$VAE_BATCH" \
+  --lr 1e-3 --warmup 30 $(cool "$VAE_STEPS") --save-every 50 --seed 0 --resume > "$R/logs/vae.log" 2>&1
 
 # 2. The pretrained backbone: a fresh tiny Wan DiT with global conditioning only, text- and image-to-video.
 [ -f "$R/global_run/backbone/model_index.json" ] || $T video --stage global --planner "$PLANNER" \
@@ -33,7 +34,7 @@ export OMP_NUM_THREADS=2  # steps 1 and 2 run alone on both cores
 
 # 3. Same extra budget, DiT LR and seed for all three: MetaCanvas adds the canvas (its new parts, which start from
 #    zero, learn at 4x the LR), with 3 keyframes and with 1; the baseline just trains on.
-export OMP_NUM_THREADS=1  # three trainers side by side
+export OMP_NUM_THREADS=$THREADS
 BASE="--planner $PLANNER --base $R/global_run/backbone --base-connector $R/global_run/global_base_t2v.safetensors"
 BASE="$BASE --steps $EXTRA_STEPS --batch $BATCH --warmup 20 $(cool "$EXTRA_STEPS") --lr 3e-4 --save-every 25"
 BASE="$BASE --seed 0 --resume"

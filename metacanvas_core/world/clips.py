@@ -25,7 +25,7 @@ from . import shapes
 from .shapes import COLOURS, POSITIONS, SHAPES, Obj
 
 FRAMES = 17
-SIZE = 64
+SIZE = 32  # the shapes world's image size: the image scorer and the planner read 32x32
 FPS = 8.0
 CLIP_CATEGORIES: tuple[str, ...] = ("motion", "motion_still")
 HELD_OUT_SHARE = shapes.HELD_OUT_SHARE

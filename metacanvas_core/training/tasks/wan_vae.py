@@ -30,7 +30,7 @@ class WanVaePretraining(Task):
 
     @classmethod
     def add_arguments(cls, ap: argparse.ArgumentParser) -> None:
-        ap.add_argument("--base-dim", type=int, default=32, help="VAE width (channels of its first level)")
+        ap.add_argument("--base-dim", type=int, default=16, help="VAE width (channels of its first level)")
         ap.add_argument("--frames", type=int, default=5,
                         help="train on windows of this many consecutive frames (4k+1; the VAE is causal and "
                              "convolutional, so it encodes full clips after training on short windows, 3x faster)")
@@ -84,7 +84,8 @@ class WanVaePretraining(Task):
             self.vae.decode(z)
         finally:
             hook.remove()
-        return unpatchify(torch.cat(chunks, 2), patch_size=self.vae.config.patch_size)
+        out, p = torch.cat(chunks, 2), self.vae.config.patch_size
+        return unpatchify(out, patch_size=p) if p else out
 
     def recipe(self) -> dict:
         return {"task": "vae-wan", "base_dim": self.args.base_dim, "kl_weight": self.args.kl_weight,
