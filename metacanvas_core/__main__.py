@@ -11,7 +11,8 @@ import warnings
 from pathlib import Path
 
 from .builtin import (
-    EDIT_METHODS, PLANNER, T2I_METHODS, TASKS, VIDEO_TASKS, VIDEO_WEIGHTS, builtin_edit, builtin_methods,
+    CONTEXT_TASKS, CONTEXT_WEIGHTS, EDIT_METHODS, PLANNER, T2I_METHODS, TASKS, VIDEO_TASKS, VIDEO_WEIGHTS,
+    WAN_VIDEO_CONTEXT, builtin_edit, builtin_methods,
 )
 from .errors import MetaCanvasError, MetaCanvasWarning
 from .limits import CFG, FPS, FRAMES, HEIGHT, PROMPTS, SEED, SHIFT, STEPS, STRENGTH, UPSCALE, WIDTH, Limit
@@ -21,7 +22,6 @@ from .video_tasks import IN_CONTEXT, VIDEO_EDIT
 METHODS = sorted({*T2I_METHODS, *VIDEO_WEIGHTS, *EDIT_METHODS})
 EDIT = "edit"
 T2I_BENCH_PROMPT = "a red circle at top left and a blue square at bottom right"
-CONTEXT_TASKS = (VIDEO_EDIT, IN_CONTEXT)  # on a widened Wan DiT; no weights ship, so --backbone and --weights
 VIDEO_BENCH_PROMPT = "a red circle moves from left to right and a yellow square at top left"
 
 
@@ -32,6 +32,13 @@ def _builtin(args) -> tuple:
     if args.backbone is not None and args.weights is not None:
         return args.backbone, args.weights
     methods = builtin_methods(task)
+    if not methods and task in CONTEXT_TASKS:
+        raise MetaCanvasError(
+            f"--task {task} needs --backbone (a Wan 2.2 folder made for it: its DiT takes latent x 2 + mask channels)"
+            f" and --weights (MetaCanvas weights trained for it): no built-in video-context weights ship yet "
+            f"(metacanvas_core/assets/tiny/{WAN_VIDEO_CONTEXT}/ and {CONTEXT_WEIGHTS.get(args.method, '...')}"
+            ".safetensors); train them with scripts/train_video_context.sh"
+        )
     if not methods:
         raise MetaCanvasError(
             f"--task {task} needs --backbone (a Wan 2.2 diffusers folder) and --weights (MetaCanvas weights "
@@ -72,9 +79,6 @@ def _pipeline(args):
     from .pipeline import MetaCanvasPipeline
 
     task = getattr(args, "task", "t2i")
-    if task in CONTEXT_TASKS and (args.backbone is None or args.weights is None):
-        raise MetaCanvasError(f"--task {task} needs --backbone (a Wan 2.2 folder made for it: its DiT takes latent x 2 "
-                              "+ mask channels) and --weights (MetaCanvas weights trained for it): none ship")
     backbone, weights = _edit_models(args) if task == EDIT else _builtin(args)
     return MetaCanvasPipeline.from_pretrained(
         args.planner or PLANNER, backbone, weights, strength=getattr(args, "strength", 1.0), device=args.device,

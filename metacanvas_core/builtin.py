@@ -28,6 +28,11 @@ VIDEO_WEIGHTS: dict[str, str] = {
     "metacanvas-k1": "metacanvas_t2v_k1",  # one 2-D canvas broadcast over time (the keyframe ablation)
     "global": "global_t2v",
 }
+# Video editing and in-context video share one set of weights per method (scripts/train_video_context.sh), on one
+# widened Wan folder (its DiT takes latent x 2 + mask channels; each weights file carries its own trained DiT).
+WAN_VIDEO_CONTEXT = "wan_video_context"
+CONTEXT_WEIGHTS: dict[str, str] = {"metacanvas": "metacanvas_video_context", "global": "global_video_context"}
+CONTEXT_TASKS: tuple[str, ...] = ("video-edit", "in-context")
 VIDEO_TASKS: tuple[str, ...] = ("t2v", "i2v")
 TASKS: tuple[str, ...] = ("t2i", *VIDEO_TASKS)
 BUILTIN_NAME = "built-in tiny"
@@ -39,20 +44,23 @@ def builtin_edit(method: str) -> tuple[Path, Path] | None:
     return (backbone, weights) if (backbone / "model_index.json").is_file() and weights.is_file() else None
 
 
-def video_methods() -> dict[str, tuple[Path, Path]]:
-    """name -> (Wan folder, weights) for the shipped video weights that are present (none until they ship).
+def video_methods(folder: str = WAN_T2V, weights: dict[str, str] = VIDEO_WEIGHTS) -> dict[str, tuple[Path, Path]]:
+    """name -> (Wan folder, weights) for the shipped video weights that are present (none until they ship); the
+    text/image-to-video ones by default, `folder` and `weights` name others (video editing / in-context).
 
     Read from `ASSETS` at call time, so a test can point it at a folder of its own."""
-    wan = ASSETS / WAN_T2V
+    wan = ASSETS / folder
     if not (wan / "model_index.json").is_file():
         return {}
-    found = {name: (wan, ASSETS / f"{stem}.safetensors") for name, stem in VIDEO_WEIGHTS.items()}
+    found = {name: (wan, ASSETS / f"{stem}.safetensors") for name, stem in weights.items()}
     return {name: paths for name, paths in found.items() if paths[1].is_file()}
 
 
 def builtin_methods(task: str) -> dict[str, tuple[Path, Path]]:
-    """The built-in (backbone folder, weights) per method name for `task` (t2i, t2v or i2v)."""
-    return T2I_METHODS if task == "t2i" else video_methods()
+    """The built-in (backbone folder, weights) per method name for `task` (t2i, t2v, i2v, video-edit, in-context)."""
+    if task == "t2i":
+        return T2I_METHODS
+    return video_methods(WAN_VIDEO_CONTEXT, CONTEXT_WEIGHTS) if task in CONTEXT_TASKS else video_methods()
 
 
 def builtin_backbones() -> dict[str, Path]:

@@ -50,12 +50,15 @@ class VideoTaskInputs:
 
 
 def check_task_weights(loaded: LoadedConnector, task: str, where: str) -> int | None:
-    """Refuse weights trained for another task (their recipe names it); the most references they were trained with
+    """Refuse weights trained for another task (their recipe names it, and `serves` lists the tasks weights trained
+    for several serve, e.g. video-context's video-edit and in-context); the most references they were trained with
     (recipe `max_references`), if recorded."""
     trained = loaded.recipe.get("task")
-    if trained is not None and trained != task:
-        raise MetaCanvasError(f"{where}: the MetaCanvas weights {loaded.name!r} were trained for task {trained!r}, "
-                              f"not {task!r}: give weights trained for {task}, or use --task {trained}")
+    serves = loaded.recipe.get("serves") or ([trained] if trained is not None else [])
+    if serves and task not in serves:
+        serving = f" (serving {', '.join(serves)})" if serves != [trained] else ""
+        raise MetaCanvasError(f"{where}: the MetaCanvas weights {loaded.name!r} were trained for task {trained!r}"
+                              f"{serving}, not {task!r}: give weights trained for {task}, or use --task {serves[0]}")
     most = loaded.recipe.get("max_references")
     return int(most) if most is not None else None
 

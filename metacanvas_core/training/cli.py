@@ -11,18 +11,21 @@ from .tasks.base import Task
 # Task name -> (module, class): imported only when that task runs (accelerate and peft are the `train` extra).
 TASKS = {"t2i": ("t2i", "TextToImage"), "planner": ("planner", "PlannerPretraining"), "vae": ("vae", "VaePretraining"),
          "edit": ("edit", "ImageEditing"), "vae-kontext": ("edit", "KontextVaePretraining"),
-         "video": ("video", "TextToVideo"), "vae-wan": ("wan_vae", "WanVaePretraining")}
+         "video": ("video", "TextToVideo"), "vae-wan": ("wan_vae", "WanVaePretraining"),
+         "video-context": ("video_context", "VideoContext")}
 DEFAULTS = {  # steps, batch, lr, warm-up: the shipped recipes
     "t2i": (6000, 32, 5e-4, 200), "planner": (3000, 32, 1e-3, 200), "vae": (2000, 32, 1e-3, 100),
     "edit": (6000, 32, 5e-4, 200), "vae-kontext": (2000, 32, 1e-3, 100),
-    "video": (900, 8, 1e-3, 50), "vae-wan": (900, 8, 1e-3, 30)}
+    "video": (900, 8, 1e-3, 50), "vae-wan": (900, 8, 1e-3, 30), "video-context": (300, 8, 3e-4, 20)}
 TASK_HELP = {"t2i": "text-to-image: canvas tokens, connectors and the DiT (full or LoRA) on shapes or your images",
              "planner": "tiny world: pre-train the tiny Qwen2.5-VL planner on shapes-world questions and captions",
              "vae": "tiny world: train the tiny AutoencoderDC on shapes-world images",
              "edit": "image editing on FLUX.1-Kontext: edit-world triples, the planner sees the source image",
              "vae-kontext": "tiny world: train the tiny Kontext AutoencoderKL on edit-world images (shift, scale)",
              "video": "text- and image-to-video on Wan 2.2 TI2V: clip-world clips, the planner sees the start frame",
-             "vae-wan": "tiny world: train the tiny AutoencoderKLWan on clip-world clips (measured latent stats)"}
+             "vae-wan": "tiny world: train the tiny AutoencoderKLWan on clip-world clips (measured latent stats)",
+             "video-context": "video editing + in-context video on a widened Wan (from the t2v backbone): the "
+                              "planner sees the source clip or the reference images"}
 
 
 def task_class(name: str) -> type[Task]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from ..builtin import ASSETS
+from ..builtin import ASSETS, CONTEXT_WEIGHTS, WAN_VIDEO_CONTEXT
 
 
 def _half_safetensors(src: Path, dst: Path) -> None:
@@ -37,10 +37,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runs", type=Path, help="scripts/train_t2i.sh's runs folder (default: runs, unless only "
                                                "--video-runs is given)")
     ap.add_argument("--video-runs", type=Path, help="scripts/train_video.sh's runs folder")
+    ap.add_argument("--video-context-runs", type=Path, help="scripts/train_video_context.sh's runs folder")
     args = ap.parse_args(argv)
     if args.video_runs:
         _publish_video(args.video_runs)
-    if args.runs or not args.video_runs:
+    if args.video_context_runs:
+        _publish_video_context(args.video_context_runs)
+    if args.runs or not (args.video_runs or args.video_context_runs):
         _publish_t2i(args.runs or Path("runs"))
     total = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
     print(f"published to {ASSETS}: {total / 1e6:.1f} MB")
@@ -51,6 +54,15 @@ def _publish_video(r: Path) -> None:
     _copy_folder_half(r / "global_run" / "backbone", ASSETS / "wan_t2v")
     for run, name in (("metacanvas_run", "metacanvas_t2v"), ("metacanvas_k1_run", "metacanvas_t2v_k1"),
                       ("global_continue_run", "global_t2v")):
+        _half_safetensors(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
+
+
+def _publish_video_context(r: Path) -> None:
+    """scripts/train_video_context.sh's run folders -> the built-in names: one widened Wan folder (each weights file
+    carries its own trained DiT, so either run's folder serves both methods)."""
+    _copy_folder_half(r / "metacanvas_run" / "backbone", ASSETS / WAN_VIDEO_CONTEXT)
+    for run, method in (("metacanvas_run", "metacanvas"), ("global_continue_run", "global")):
+        name = CONTEXT_WEIGHTS[method]
         _half_safetensors(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
 
 

@@ -48,6 +48,20 @@ from .vae import VaePretraining
 EXPORT_NAMES = {"global": "global_base_edit", "metacanvas": "metacanvas_edit", "global-continue": "global_edit"}
 
 
+def seen_text_states(planner: Planner, prompts: list[str], visuals: list[list]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The planner's text states of each prompt after its visuals (the source image, clip or references), padded
+    (states, mask). Each sample alone: a padded batch would change their last bits with the batch's other samples,
+    so a resumed or split run would drift."""
+    with torch.no_grad():
+        states = [planner.encode([p], visuals=[v]).text_states[0].float() for p, v in zip(prompts, visuals)]
+    n = max(s.shape[0] for s in states)
+    text = torch.zeros(len(states), n, planner.hidden_size, device=planner.device)
+    mask = torch.zeros(len(states), n, dtype=torch.long, device=planner.device)
+    for i, s in enumerate(states):
+        text[i, : s.shape[0]], mask[i, : s.shape[0]] = s, 1
+    return text, mask
+
+
 class ImageEditing(TextToImage):
     """Shares the text-to-image task's optimizer groups, trained modules and seeded text connector; draws edits."""
 
@@ -135,15 +149,7 @@ class ImageEditing(TextToImage):
         with torch.no_grad():
             pixels = lambda k: torch.from_numpy(model_pixels(np.stack([x[k] for x in d]))).to(self.device)  # noqa
             z, ref = self.bb.encode(pixels("target")).float(), self.bb.encode(pixels("source")).float()
-            # Each sample's text states alone (a padded batch would change their last bits with the batch's other
-            # samples, so a resumed or split run would drift); the source image goes before its instruction.
-            states = [self.planner.encode([x["text_prompt"]], visuals=[v]).text_states[0].float()
-                      for x, v in zip(d, self._visuals(d, "text_prompt"))]
-        n = max(s.shape[0] for s in states)
-        text = torch.zeros(len(d), n, self.planner.hidden_size, device=self.device)
-        mask = torch.zeros(len(d), n, dtype=torch.long, device=self.device)
-        for i, s in enumerate(states):
-            text[i, : s.shape[0]], mask[i, : s.shape[0]] = s, 1
+        text, mask = seen_text_states(self.planner, [x["text_prompt"] for x in d], self._visuals(d, "text_prompt"))
         return {"z": z, "reference": ref, "text_states": text, "text_mask": mask,
                 "canvas_prompts": [x["canvas_prompt"] for x in d], "canvas_visuals": self._visuals(d, "canvas_prompt"),
                 "t": torch.tensor([x["t"] for x in d], device=self.device),

@@ -46,22 +46,29 @@ def _planner_view(frame: np.ndarray) -> np.ndarray:
 class TextToVideo(TextToImage):
     name = "video"
 
+    stages: tuple[str, ...] = STAGES
+
     @classmethod
     def add_arguments(cls, ap: argparse.ArgumentParser) -> None:
-        ap.add_argument("--stage", choices=STAGES, required=True)
+        ap.add_argument("--stage", choices=cls.stages, required=True)
         ap.add_argument("--planner", type=Path, required=True, help="Qwen2.5-VL planner folder (stays frozen)")
         ap.add_argument("--base", type=Path, help="Wan pipeline folder to train from (metacanvas, global-continue)")
         ap.add_argument("--base-connector", type=Path, help="MetaCanvas weights whose text connector to start from")
-        ap.add_argument("--vae", type=Path, help="stage global (tiny world): the trained Wan VAE folder")
         ap.add_argument("--keyframes", type=int, default=3, help="stage metacanvas: canvas keyframes k")
-        ap.add_argument("--i2v-share", type=float, default=0.5,
-                        help="share of samples whose first latent frame is given clean (image-to-video)")
         ap.add_argument("--canvas-lr-scale", type=float, default=1.0, help="LR multiplier for the new canvas parts")
         ap.add_argument("--text-only-dropout", type=float, default=TEXT_ONLY_DROPOUT,
                         help="stage metacanvas: share of samples whose DiT text is dropped, the canvas kept")
         ap.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default="uniform")
         ap.add_argument("--export-name", help="exported weights' file name (default: by stage)")
         ap.set_defaults(planner_lora_lr_scale=1.0, planner_lora_rank=0, text_only_dropout_on="all", dit_lora_rank=0)
+        cls.add_data_arguments(ap)
+
+    @classmethod
+    def add_data_arguments(cls, ap: argparse.ArgumentParser) -> None:
+        """The flags of what this task draws and where stage global starts."""
+        ap.add_argument("--vae", type=Path, help="stage global (tiny world): the trained Wan VAE folder")
+        ap.add_argument("--i2v-share", type=float, default=0.5,
+                        help="share of samples whose first latent frame is given clean (image-to-video)")
 
     @classmethod
     def check_arguments(cls, ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -76,16 +83,7 @@ class TextToVideo(TextToImage):
         self.args, self.device = args, device
         self.planner = Planner.from_pretrained(args.planner, dtype=dtype, device=device)
         self.texts = TextStateCache(self.planner)
-        if args.stage == "global":
-            from diffusers import AutoencoderKLWan
-
-            from ...backbones.wan import WanBackbone
-            from ...world.tiny_wan import new_wan_dit, new_wan_scheduler
-
-            bb = WanBackbone(new_wan_dit(), AutoencoderKLWan.from_pretrained(args.vae), new_wan_scheduler(),
-                             "tiny-wan")
-        else:
-            bb = load_backbone(args.base)
+        bb = self._backbone(args)
         self.grid = bb.token_grid(clips.SIZE, clips.SIZE, clips.FRAMES)  # (latent frames, rows, cols)
         k = args.keyframes
         cfg = ConnectorConfig(self.planner.hidden_size, bb.dit_dim, bb.caption_channels,
@@ -100,6 +98,17 @@ class TextToVideo(TextToImage):
             self.conn.text_connector.load_state_dict(load_connector(args.base_connector).connector.text_connector
                                                      .state_dict())
         self.latent_shape = bb.latent_shape(1, clips.SIZE, clips.SIZE, clips.FRAMES)[1:]
+
+    def _backbone(self, args: argparse.Namespace):
+        """Stage global: a fresh tiny Wan DiT on the trained VAE; later stages: the --base folder."""
+        if args.stage != "global":
+            return load_backbone(args.base)
+        from diffusers import AutoencoderKLWan
+
+        from ...backbones.wan import WanBackbone
+        from ...world.tiny_wan import new_wan_dit, new_wan_scheduler
+
+        return WanBackbone(new_wan_dit(), AutoencoderKLWan.from_pretrained(args.vae), new_wan_scheduler(), "tiny-wan")
 
     def sample(self, rng: np.random.Generator, step: int, index: int) -> Sample:
         a = self.args
@@ -132,21 +141,27 @@ class TextToVideo(TextToImage):
 
     def _group_loss(self, batch: dict, idx: list[int], text: torch.Tensor, i2v: bool) -> torch.Tensor:
         """Summed per-sample losses of samples `idx`, all of one kind (t2v, or i2v with the first frame given)."""
+        cond = Conditioning(first_frames=batch["z"][idx][:, :, :1]) if i2v else NO_CONDITIONING
+        visuals = [[batch["starts"][i]] for i in idx] if i2v else None
+        return self._denoise_loss(batch, idx, text, cond, visuals)
+
+    def _denoise_loss(self, batch: dict, idx: list[int], text: torch.Tensor, cond: Conditioning,
+                      visuals: list[list] | None) -> torch.Tensor:
+        """Summed per-sample flow-matching losses of samples `idx` under `cond` (shared by the samples or one per
+        sample), the planner seeing `visuals` before each canvas prompt; the given clean frames are no target."""
         z, noise, t = batch["z"][idx], batch["noise"][idx], batch["t"][idx]
-        cond = Conditioning(first_frames=z[:, :, :1]) if i2v else NO_CONDITIONING
         zt = self.bb.condition((1 - t.view(-1, 1, 1, 1, 1)) * z + t.view(-1, 1, 1, 1, 1) * noise, cond)
         args = (zt, t * 1000, text[idx], batch["text_mask"][idx], cond)
         if self.conn.use_canvas:
             conn = self.conn
-            visuals = [[batch["starts"][i]] if i2v else [] for i in idx]
             out = self.planner.encode([batch["canvas_prompts"][i] for i in idx], conn.canvas_tokens, conn.config.grid,
-                                      conn.canvas_lora, visuals=visuals if i2v else None)
+                                      conn.canvas_lora, visuals=visuals)
             canvas = conn.canvas_for_grid(conn.canvas_encoder(out.canvas_states.float()), *self.grid)
             with canvas_injected(self.bb, conn.canvas_fuser, canvas, self.grid, clean_frames=cond.clean_frames):
                 pred = self.bb.predict(*args)
         else:
             pred = self.bb.predict(*args)
-        n = cond.clean_frames  # the given frame is no target
+        n = cond.clean_frames
         return (pred.float() - (noise - z))[:, :, n:].pow(2).mean(dim=(1, 2, 3, 4)).sum()
 
     def loss(self, batch: dict) -> torch.Tensor:
