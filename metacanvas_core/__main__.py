@@ -390,10 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score held-out benchmark prompts with the shapes-world detector")
-    e.add_argument("--task", choices=(*TASKS, *TASK_EVALUATIONS), default="t2i",
+    e.add_argument("--task", choices=(*TASKS, *TASK_EVALUATIONS, *CONTEXT_TASKS), default="t2i",
                    help="t2i: the text-to-image benchmark; t2v / i2v: the clip benchmark (i2v starts from each clip's "
                         "true first frame and also reports its PSNR after the VAE round trip); edit: held-out edits "
-                        "of the edit world (FLUX.1-Kontext)")
+                        "of the edit world (FLUX.1-Kontext); video-edit: held-out clip edits (overall, edit_correct, "
+                        "preservation, per kind); in-context: held-out reference scenes (overall, reference_fidelity, "
+                        "motion)")
     e.add_argument("--n", type=_limited(PROMPTS), default=PROMPTS.default,
                    help="number of benchmark prompts (of --split)")
     e.add_argument("--seeds", type=_limited(SEED), nargs="+", default=[0], help="one full pass per seed")

@@ -2,7 +2,8 @@
 
 One evaluation for every task; what differs per task is a small `Benchmark` definition (which scenes, at what size,
 what each sample is given besides its caption, how a run is scored): text-to-image is scored GenEval-style per image
-(`world/scorer.py`), text- and image-to-video per clip (`world/clip_scorer.py`).
+(`world/scorer.py`), text- and image-to-video per clip (`world/clip_scorer.py`), video editing and in-context video
+per frame (`world/clip_edit_scorer.py`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from .errors import MetaCanvasError
 from .pipeline import GenerationResult, MetaCanvasPipeline
 from .sampling import latents_to_images
 from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, make_scheduler, scheduler_name
+from .video_tasks import IN_CONTEXT, VIDEO_EDIT, check_task_weights, in_context_inputs, video_edit_inputs
 from .world import clips
+from .world.clip_edit_scorer import EDIT_KEYS, score_clip_edits, score_reference_clips
+from .world.clip_edits import (
+    ClipEdit, ReferenceScene, clip_edit_benchmark, reference_benchmark, render_clip_edit, render_references,
+)
 from .world.clip_scorer import PASS_KEYS, score_clips
 from .world.scorer import detect, failure_shares, layout_score, position_score, score_detections
 from .world.shapes import Scene, benchmark_prompts, model_pixels, render
@@ -28,8 +34,8 @@ from .world.tiny_models import IMAGE_SIZE
 
 @dataclass(frozen=True)
 class Benchmark:
-    """What one task's benchmark is. Scenes have a `.caption`; an output is one image (H, W, 3) or clip (F, H, W, 3)
-    in [0, 1]; `score` takes the scenes and one list of outputs per seed."""
+    """What one task's benchmark is. An output is one image (H, W, 3) or clip (F, H, W, 3) in [0, 1]; `score` takes
+    the scenes and one list of outputs per seed."""
 
     task: str
     scenes: Callable[[int, str], list]  # (n, split) -> the benchmark scenes, the same for every method
@@ -38,8 +44,10 @@ class Benchmark:
     frames: int
     truth: Callable[[list, np.random.Generator], np.ndarray]  # true renders as the VAE takes them, in [-1, 1]
     score: Callable[[list, list[list[np.ndarray]]], dict]
-    given: Callable[[list], dict] = lambda chunk: {}  # what the pipeline gets besides the captions, e.g. start images
+    # What the pipeline gets besides the prompts, e.g. start images, or a source clip built on its backbone.
+    given: Callable[[list, MetaCanvasPipeline], dict] = lambda chunk, pipe: {}
     batch: int = 50  # samples generated together (clips: fewer, their decoding holds every frame at once)
+    prompt: Callable[[object], str] = lambda scene: scene.caption
 
 
 def _outputs(bench: Benchmark, images: torch.Tensor) -> list[np.ndarray]:
@@ -78,10 +86,10 @@ def evaluate(
         for i in range(0, n, batch):
             chunk = scenes[i : i + batch]
             result: GenerationResult = pipe(
-                [c.caption for c in chunk], width=bench.width, height=bench.height, frames=bench.frames,
+                [bench.prompt(c) for c in chunk], width=bench.width, height=bench.height, frames=bench.frames,
                 steps=steps, cfg=cfg, seed=[s * 1_000_003 + i + j for j in range(len(chunk))],
                 text_prompt=[""] * len(chunk) if canvas_only else None, sampler=sampler, shift=shift,
-                **bench.given(chunk),
+                **bench.given(chunk, pipe),
             )
             outputs.extend(_outputs(bench, result.images))
         runs.append(outputs)
@@ -179,6 +187,59 @@ def _clip_truth(scenes: list[clips.ClipScene], rng: np.random.Generator | None) 
     return np.ascontiguousarray(pixels.transpose(0, 2, 1, 3, 4))
 
 
+def _clips_as_vae_input(x: np.ndarray) -> np.ndarray:
+    """uint8 clips (B, F, H, W, 3) -> (B, 3, F, H, W) in [-1, 1], as a video VAE takes them."""
+    b, f, h, w, _ = x.shape
+    return np.ascontiguousarray(model_pixels(x.reshape(-1, h, w, 3)).reshape(b, f, 3, h, w).transpose(0, 2, 1, 3, 4))
+
+
+def _mean_over_seeds(per_seed: list[dict]) -> dict:
+    """The mean over seeds of every number (nested dicts alike, e.g. per edit kind)."""
+    return {k: _mean_over_seeds([r[k] for r in per_seed]) if isinstance(v, dict) else float(np.mean([r[k] for r in
+            per_seed])) for k, v in per_seed[0].items()}
+
+
+def _edit_sources(edits: list[ClipEdit]) -> list[np.ndarray]:
+    """The benchmark edits' source clips, unjittered: what every method is asked to edit."""
+    return [render_clip_edit(e)[0] for e in edits]
+
+
+def score_clip_edit_runs(edits: list[ClipEdit], runs: list[list[np.ndarray]]) -> dict:
+    """Video edits (`clip_edit_scorer.score_clip_edits`) of one list of clips per seed: the mean over seeds of
+    overall, edit_correct, preservation (means over the edit kinds) and per kind, and the per-seed scores."""
+    sources = _edit_sources(edits)
+    per_seed = [score_clip_edits(edits, outputs, sources) for outputs in runs]
+    mean = _mean_over_seeds(per_seed)
+    return {"scores": {k: mean[k] for k in EDIT_KEYS}, "per_kind": mean["per_kind"], "per_seed": per_seed}
+
+
+def score_reference_runs(refs: list[ReferenceScene], runs: list[list[np.ndarray]]) -> dict:
+    """In-context clips (`clip_edit_scorer.score_reference_clips`: overall, reference_fidelity, the clip scorer's
+    motion keys, flicker) of one list of clips per seed: the mean over seeds and the per-seed scores."""
+    per_seed = [score_reference_clips(refs, outputs) for outputs in runs]
+    keys = set.intersection(*(set(r) for r in per_seed))  # a key no clip of some seed applies to is left out
+    return {"scores": {k: float(np.mean([r[k] for r in per_seed])) for k in per_seed[0] if k in keys},
+            "per_seed": per_seed}
+
+
+def _video_edit_given(chunk: list[ClipEdit], pipe: MetaCanvasPipeline) -> dict:
+    """The source clip (one edit per call: a call's video inputs are shared by its prompts) on the pipeline's
+    widened backbone, for weights that serve video editing."""
+    check_task_weights(pipe.model.connector, VIDEO_EDIT, "evaluate --weights")
+    (source,) = _edit_sources(chunk)
+    clip = torch.from_numpy(source).float().div(255)
+    return {"video_inputs": video_edit_inputs(pipe.model.backbone, clip, clips.FPS, "evaluate: source clip")}
+
+
+def _in_context_given(chunk: list[ReferenceScene], pipe: MetaCanvasPipeline) -> dict:
+    """The reference images (unjittered; one scene per call) on the pipeline's widened backbone."""
+    most = check_task_weights(pipe.model.connector, IN_CONTEXT, "evaluate --weights")
+    (scene,) = chunk
+    refs = [torch.from_numpy(r).float().div(255) for r in render_references(scene)]
+    return {"video_inputs": in_context_inputs(pipe.model.backbone, refs, clips.SIZE, clips.SIZE, clips.FRAMES,
+                                              "evaluate: reference images", most)}
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     "t2i": Benchmark("t2i", lambda n, split: benchmark_prompts(n, split=split), IMAGE_SIZE, IMAGE_SIZE, 1,
                      _image_truth, score_runs),
@@ -187,7 +248,16 @@ BENCHMARKS: dict[str, Benchmark] = {
     # The given first frame is the clip's own, unjittered, for generated and true clips alike.
     "i2v": Benchmark("i2v", lambda n, split: clips.benchmark_clips(n, split=split), clips.SIZE, clips.SIZE,
                      clips.FRAMES, lambda scenes, rng: _clip_truth(scenes, None), score_i2v_runs,
-                     given=lambda chunk: {"start_image": _start_images(chunk)}, batch=10),
+                     given=lambda chunk, pipe: {"start_image": _start_images(chunk)}, batch=10),
+    # One sample per call (each has its own source clip or references), the same seeds as the other benchmarks.
+    VIDEO_EDIT: Benchmark(VIDEO_EDIT, lambda n, split: clip_edit_benchmark(n, split=split), clips.SIZE, clips.SIZE,
+                          clips.FRAMES, lambda edits, rng: _clips_as_vae_input(np.stack(
+                              [render_clip_edit(e, rng=rng)[1] for e in edits])),
+                          score_clip_edit_runs, given=_video_edit_given, batch=1, prompt=lambda e: e.instruction),
+    IN_CONTEXT: Benchmark(IN_CONTEXT, lambda n, split: reference_benchmark(n, split=split), clips.SIZE, clips.SIZE,
+                          clips.FRAMES, lambda refs, rng: _clips_as_vae_input(np.stack(
+                              [clips.render_clip(r.scene, rng=rng) for r in refs])),
+                          score_reference_runs, given=_in_context_given, batch=1, prompt=lambda r: r.prompt),
 }
 
 

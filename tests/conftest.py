@@ -99,3 +99,39 @@ def builtin_video(video_asset_dir, monkeypatch):
 
     monkeypatch.setattr(builtin, "ASSETS", video_asset_dir)
     return video_asset_dir
+
+
+@pytest.fixture(scope="session")
+def context_asset_dir(tmp_path_factory, video_asset_dir):
+    """`video_asset_dir` plus what `scripts/train_video_context.sh` will ship, *untrained*: the widened Wan folder
+    and video-context weights (serving video-edit and in-context, at most 2 references) for MetaCanvas and global."""
+    from metacanvas_core import builtin
+    from metacanvas_core.backbones import load_backbone
+    from metacanvas_core.backbones.wan import widened_for_context
+    from metacanvas_core.checkpoints import save_connector
+    from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
+    from metacanvas_core.world.tiny_models import PLANNER_HIDDEN
+    from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
+
+    root = tmp_path_factory.mktemp("context_assets")
+    for p in video_asset_dir.iterdir():
+        (root / p.name).symlink_to(p)
+    torch.manual_seed(6)
+    save_wan_pipeline_folder(root / builtin.WAN_VIDEO_CONTEXT, widened_for_context(new_wan_dit(layers=2)),
+                             new_wan_vae(base_dim=8), new_wan_scheduler())
+    bb = load_backbone(root / builtin.WAN_VIDEO_CONTEXT)
+    recipe = {"task": "video-context", "serves": ["video-edit", "in-context"], "max_references": 2}
+    for method, canvas in (("metacanvas", True), ("global", False)):
+        cfg = ConnectorConfig(PLANNER_HIDDEN, bb.dit_dim, bb.caption_channels, [3, 8, 8], use_canvas=canvas)
+        save_connector(root / f"{builtin.CONTEXT_WEIGHTS[method]}.safetensors", MetaCanvasConnector(cfg), bb,
+                       recipe=recipe)
+    return root
+
+
+@pytest.fixture
+def builtin_context(context_asset_dir, monkeypatch):
+    """The built-in assets point at `context_asset_dir` (video + video-context weights) for one test."""
+    from metacanvas_core import builtin
+
+    monkeypatch.setattr(builtin, "ASSETS", context_asset_dir)
+    return context_asset_dir
