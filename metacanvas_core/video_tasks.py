@@ -86,15 +86,25 @@ def planner_visual(images: torch.Tensor, planner_size: int | None) -> np.ndarray
     return (x.movedim(1, -1).clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def video_edit_inputs(
-    backbone: BackboneAdapter, clip: torch.Tensor, fps: float, where: str = "source clip",
-    planner_size: int | None = PLANNER_SIZE,
-) -> VideoTaskInputs:
-    """The source clip (F, H, W, 3) in [0, 1] (ComfyUI's IMAGE batch of frames) at `fps` frames per second."""
-    mask_channels = _check_backbone(backbone, where)
+def clip_visual(clip: torch.Tensor, fps: float, where: str = "source clip",
+                planner_size: int | None = PLANNER_SIZE) -> Video:
+    """The source clip (F, H, W, 3) in [0, 1] as the planner watches it: a `Video` at `fps`, downscaled to
+    `planner_size` (Plan Canvas's video input and `video_edit_inputs` alike)."""
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < float("inf"):
+        raise MetaCanvasError(f"{where}: frame rate {fps!r} must be a positive number of frames per second")
+    return Video(planner_visual(_clip_frames(clip, where), planner_size), float(fps))
+
+
+def _clip_frames(clip: torch.Tensor, where: str) -> torch.Tensor:
     if isinstance(clip, torch.Tensor) and clip.ndim == 4 and 0 in clip.shape[:3]:
         raise MetaCanvasError(f"{where} is empty {tuple(clip.shape)}: give the clip to edit (frames, height, width, 3)")
-    frames = check_source_images(clip, where)
+    return check_source_images(clip, where)
+
+
+def edit_conditioning(backbone: BackboneAdapter, clip: torch.Tensor, where: str = "source clip") -> Conditioning:
+    """The widened Wan DiT's conditioning for editing the clip (F, H, W, 3) in [0, 1]: its latents, the mask 1."""
+    mask_channels = _check_backbone(backbone, where)
+    frames = _clip_frames(clip, where)
     n, height, width = frames.shape[:3]
     try:
         backbone.check_size(width, height)
@@ -105,8 +115,17 @@ def video_edit_inputs(
     with torch.no_grad():
         context = backbone.encode(pixels.to(backbone.device, backbone.dtype))
     mask = torch.ones(1, mask_channels, *context.shape[2:], dtype=context.dtype, device=context.device)
-    video = Video(planner_visual(frames, planner_size), fps)
-    return VideoTaskInputs([video], Conditioning(context=context, context_mask=mask), width, height, n)
+    return Conditioning(context=context, context_mask=mask)
+
+
+def video_edit_inputs(
+    backbone: BackboneAdapter, clip: torch.Tensor, fps: float, where: str = "source clip",
+    planner_size: int | None = PLANNER_SIZE,
+) -> VideoTaskInputs:
+    """The source clip (F, H, W, 3) in [0, 1] (ComfyUI's IMAGE batch of frames) at `fps` frames per second."""
+    conditioning = edit_conditioning(backbone, clip, where)
+    n, height, width = clip.shape[:3]
+    return VideoTaskInputs([clip_visual(clip, fps, where, planner_size)], conditioning, width, height, n)
 
 
 def in_context_inputs(

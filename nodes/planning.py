@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import torch
 
+from metacanvas_core.errors import MetaCanvasError
+
 from .comfy import load_for_use, node_error, reported_as
 
 PLAN_CANVAS = "Plan Canvas"
 PREVIEW_CANVAS = "Preview Canvas"
 
 EXAMPLE_PROMPT = "a red circle at top left and a blue square at bottom right"
+VIDEO_FPS = 8.0  # the built-in clips' frame rate (world/clips.py FPS)
 
 
 def _clean(prompt: str) -> str:
@@ -46,9 +49,21 @@ class MetaCanvasPlan:
             "optional": {
                 "image": ("IMAGE", {
                     "tooltip": "Images the planner looks at before reading the prompt (the source image of an edit, "
-                               "the first frame of image-to-video, references), through Qwen2.5-VL's own vision "
-                               "tower: every image of the batch, in order. Any size; it is resized to the vision "
-                               "tower's multiple as Qwen does. RGB only: drop an alpha channel first.",
+                               "the first frame of image-to-video, the reference images of in-context video), "
+                               "through Qwen2.5-VL's own vision tower: every image of the batch, in order. Any size; "
+                               "it is resized to the vision tower's multiple as Qwen does. RGB only: drop an alpha "
+                               "channel first.",
+                }),
+                "video": ("IMAGE", {
+                    "tooltip": "A clip the planner watches before reading the prompt (video editing: the source "
+                               "clip), the IMAGE batch of its frames, through Qwen2.5-VL's video path (frames apart "
+                               "in time by video_fps), downscaled to the built-in planner's 32x32 as the video-context "
+                               "weights were trained. Connect the same clip to Sample Video's source_video.",
+                }),
+                "video_fps": ("FLOAT", {
+                    "forceInput": True, "default": VIDEO_FPS, "min": 0.1, "max": 240.0,
+                    "tooltip": "Frame rate of the video input, e.g. Get Video Components' fps (a socket, not a "
+                               "widget: unconnected, the clip is taken as 8 fps like the built-in clips).",
                 }),
             },
         }
@@ -71,7 +86,8 @@ class MetaCanvasPlan:
             return f"{PLAN_CANVAS}: prompt is empty: describe the image, e.g. '{EXAMPLE_PROMPT}'"
         return True
 
-    def plan(self, planner, connector, prompt: str, canvas_only: bool = False, image: torch.Tensor | None = None):
+    def plan(self, planner, connector, prompt: str, canvas_only: bool = False, image: torch.Tensor | None = None,
+             video: torch.Tensor | None = None, video_fps: float | None = None):
         text = _clean(prompt)
         if not text:
             raise node_error(PLAN_CANVAS, f"prompt is empty: describe the image, e.g. '{EXAMPLE_PROMPT}'")
@@ -92,6 +108,12 @@ class MetaCanvasPlan:
 
             visuals = None if image is None else [[rgb_uint8(im, f"image {j + 1} of the batch")
                                                    for j, im in enumerate(image)]]
+            if video is not None:
+                if image is not None:
+                    raise MetaCanvasError("give the planner a video (the clip to edit) or images, not both")
+                from metacanvas_core.video_tasks import clip_visual
+
+                visuals = [[clip_visual(video, VIDEO_FPS if video_fps is None else video_fps, "video")]]
             plan = make_plan(planner, loaded, [text], text_prompts=text_prompts, with_unconditional=True,
                              visuals=visuals)
         return (plan,)

@@ -1,4 +1,5 @@
-"""Sample Video: text-to-video, or image-to-video from a start image, on a video backbone (Wan 2.2) with the plan."""
+"""Sample Video: text-to-video, image-to-video from a start image, video editing from a source clip or in-context video
+from reference images, on a video backbone (Wan 2.2; widened for the last two) with the plan."""
 
 from __future__ import annotations
 
@@ -58,6 +59,18 @@ class MetaCanvasSampleVideo:
                                "size is scaled and centre-cropped to width x height, as ComfyUI's WanImageToVideo "
                                "does.",
                 }),
+                "source_video": ("IMAGE", {
+                    "tooltip": "Optional clip to edit (video editing), the IMAGE batch of its frames: its latents "
+                               "condition the DiT of a Wan folder widened for video editing / in-context video. "
+                               "width, height and frames must be the clip's. Give the same clip to Plan Canvas's "
+                               "video input.",
+                }),
+                "reference_images": ("IMAGE", {
+                    "tooltip": "Optional reference images (in-context video): each image of the batch is one "
+                               "reference (all one size; at most as many as the weights were trained with), put in "
+                               "the widened DiT's conditioning frames. Give the same images to Plan Canvas's image "
+                               "input.",
+                }),
             },
         }
 
@@ -75,7 +88,7 @@ class MetaCanvasSampleVideo:
                    "within one step when cancelled.")
 
     def sample(self, backbone, positive, seed: int, steps: int, cfg: float, width: int, height: int, frames: int,
-               negative=None, start_image=None):
+               negative=None, start_image=None, source_video=None, reference_images=None):
         from metacanvas_core.backbones.base import Conditioning
         from metacanvas_core.clips import start_image_pixels
         from metacanvas_core.sampling import InjectedBackbone, latents_to_images, sample
@@ -86,7 +99,10 @@ class MetaCanvasSampleVideo:
             bb.token_grid(width, height, frames)  # size and frame count first: nothing loads for a bad request
             load_for_use(bb)
             conditioning = None
-            if start_image is not None:
+            if source_video is not None or reference_images is not None:
+                conditioning = _context(bb, connector, (width, height, frames), start_image, source_video,
+                                        reference_images)
+            elif start_image is not None:
                 pixels = start_image_pixels(start_image, width, height, "start_image").to(bb.device, bb.dtype)
                 with torch.no_grad():
                     conditioning = Conditioning(first_frames=bb.encode(pixels))
@@ -105,6 +121,35 @@ class MetaCanvasSampleVideo:
                 )
             images = latents_to_images(bb, latents)
         return (images, {"samples": latents.cpu()})
+
+
+def _context(bb, connector, size: tuple[int, int, int], start_image, source_video, reference_images):
+    """The widened Wan DiT's conditioning from the source clip (video editing) or the reference images (in-context),
+    through `video_tasks` as the CLI and training build it; weights for another task are refused."""
+    from metacanvas_core.errors import MetaCanvasError
+    from metacanvas_core.video_tasks import (
+        IN_CONTEXT, VIDEO_EDIT, check_task_weights, edit_conditioning, in_context_inputs,
+    )
+
+    if start_image is not None or (source_video is not None and reference_images is not None):
+        raise MetaCanvasError("give one of start_image (image-to-video), source_video (video editing) or "
+                              "reference_images (in-context video), not several")
+    task = VIDEO_EDIT if source_video is not None else IN_CONTEXT
+    most = None if connector is None else check_task_weights(connector, task, "MetaCanvas weights")
+    width, height, frames = size
+    if source_video is not None:
+        clip = tuple(source_video.shape[:3]) if source_video.ndim == 4 else None
+        if clip is not None and 0 not in clip and clip != (frames, height, width):
+            raise MetaCanvasError(f"width x height x frames {width}x{height}x{frames} differ from the source_video's "
+                                  f"{clip[2]}x{clip[1]}x{clip[0]}: an edit keeps the clip's size; set them to the "
+                                  "clip's")
+        return edit_conditioning(bb, source_video, "source_video")
+    if reference_images.ndim == 4 and reference_images.shape[0] > 0:
+        refs = list(reference_images.split(1))
+    else:
+        refs = [reference_images]  # checked (and refused) with its shape named
+    return in_context_inputs(bb, refs, width, height, frames, "reference_images", most,
+                             planner_size=None).conditioning
 
 
 def _clip_preview(bb, bar):

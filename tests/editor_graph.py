@@ -112,7 +112,9 @@ CORE_STAND_INS = {"SaveImage": SaveImage, "PreviewImage": PreviewImage,
 
 
 def is_widget(spec) -> bool:
-    kind = spec[0]
+    kind, opts = spec[0], (spec[1] if len(spec) > 1 else {})
+    if opts.get("forceInput"):  # a socket only, as ComfyUI draws it
+        return False
     return isinstance(kind, (list, tuple)) or kind in WIDGET_TYPES
 
 
