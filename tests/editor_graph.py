@@ -103,9 +103,28 @@ class SaveVideo:
         return {"ui": {"images": video.images, "frame_rate": video.frame_rate, "filename_prefix": filename_prefix}}
 
 
+class ImageBatch:
+    """nodes.py's ImageBatch: two IMAGE batches -> one (ComfyUI first scales image2 to image1's size; the stand-in
+    takes same-size batches only)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image1": ("IMAGE",), "image2": ("IMAGE",)}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "batch"
+
+    def batch(self, image1, image2):
+        import torch
+
+        if image1.shape[1:] != image2.shape[1:]:
+            raise NotImplementedError("ImageBatch stand-in: give two batches of one size (ComfyUI would rescale)")
+        return (torch.cat((image1, image2), dim=0),)
+
+
 CORE_STAND_INS = {"SaveImage": SaveImage, "PreviewImage": PreviewImage,
                   "PrimitiveStringMultiline": PrimitiveStringMultiline, "CreateVideo": CreateVideo,
-                  "SaveVideo": SaveVideo}
+                  "SaveVideo": SaveVideo, "ImageBatch": ImageBatch}
 
 
 # -- editor format -> prompt -----------------------------------------------------------------------------------

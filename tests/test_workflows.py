@@ -24,11 +24,12 @@ WORKFLOWS = sorted((PACK_DIR / "workflows").glob("*.json"))
 TITLE_HEIGHT = 30  # LiteGraph draws the title bar above `pos`
 # Workflows on the built-in video weights (a tiny Wan folder and MetaCanvas weights for it).
 VIDEO_WORKFLOWS = {"text_to_video.json", "image_to_video.json"}
+CONTEXT_WORKFLOWS = {"video_editing.json", "in_context_video.json"}
 
 
 def test_the_expected_workflows_exist():
     assert {p.name for p in WORKFLOWS} >= {"text_to_image.json", "canvas_vs_global.json", "image_editing.json",
-                                           *VIDEO_WORKFLOWS}
+                                           *VIDEO_WORKFLOWS, *CONTEXT_WORKFLOWS}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -89,6 +90,9 @@ def test_layout_is_readable(path: Path):
 _VIDEO_WHY = ("no built-in video weights ship yet (metacanvas_core/assets/tiny/wan_t2v/ and "
               "metacanvas_t2v.safetensors, which the workflow loads); test_video_workflows_run_on_builtin_names runs "
               "it on untrained stand-ins")
+_CONTEXT_WHY = ("no built-in video-context weights ship yet (metacanvas_core/assets/tiny/wan_video_context/ and "
+                "metacanvas_video_context.safetensors; scripts/train_video_context.sh makes them; video editing also "
+                "needs the t2v ones); test_context_workflows_run_on_builtin_names runs it on untrained stand-ins")
 # Workflows that need built-in weights which do not ship yet: name -> (are they there?, why skipped otherwise).
 NEEDS_SHIPPED = {
     "image_editing.json": (lambda: builtin.builtin_edit("metacanvas") is not None,
@@ -96,6 +100,9 @@ NEEDS_SHIPPED = {
                            "metacanvas_edit.safetensors; scripts/train_edit.sh makes them); "
                            "test_image_editing_runs_on_untrained_tiny_files proves the graph runs"),
     **{name: (lambda: "metacanvas" in builtin.video_methods(), _VIDEO_WHY) for name in VIDEO_WORKFLOWS},
+    "video_editing.json": (lambda: {"metacanvas"} <= set(builtin.video_methods()) & set(builtin.builtin_methods(
+        "video-edit")), _CONTEXT_WHY),
+    "in_context_video.json": (lambda: "metacanvas" in builtin.builtin_methods("in-context"), _CONTEXT_WHY),
 }
 
 
@@ -136,6 +143,34 @@ def test_video_workflows_run_on_builtin_names(builtin_video, name, monkeypatch):
         assert any(v is not None for v in visuals)
     else:
         assert "start_image" not in sample and all(v is None for v in visuals)
+
+
+@pytest.mark.parametrize("name", sorted(CONTEXT_WORKFLOWS))
+def test_context_workflows_run_on_builtin_names(builtin_context, name, monkeypatch):
+    """Video editing (the source clip made in the graph by text-to-video) and in-context video (references drawn
+    in the graph) as saved, on untrained tiny files under the built-in names (mechanics only)."""
+    from metacanvas_core.visual_inputs import Video
+
+    visuals, encode = [], Planner.encode
+    monkeypatch.setattr(Planner, "encode",
+                        lambda self, *a, **k: visuals.append(k.get("visuals")) or encode(self, *a, **k))
+    wf = load_workflow(PACK_DIR / "workflows" / name)
+    _set_widget(wf, "MetaCanvasSampleVideo", "steps", 2)
+    result = _runs(wf)
+    saves = [k for k in result.ui if result.prompt[k]["class_type"] == "SaveVideo"]
+    assert saves and all(result.ui[k]["images"].shape == (17, 32, 32, 3) for k in saves)
+    samples = [k for k in result.prompt if result.prompt[k]["class_type"] == "MetaCanvasSampleVideo"]
+    seen = [v[0] for v in visuals if v]
+    if name == "video_editing.json":  # the t2v clip is both the planner's video and the edit's source
+        source, edit = samples
+        assert result.prompt[edit]["inputs"]["source_video"] == [source, 0]
+        plans = [k for k in result.prompt if result.prompt[k]["class_type"] == "MetaCanvasPlan"]
+        assert [source, 0] in [result.prompt[k]["inputs"].get("video") for k in plans]
+        assert any(len(v) == 1 and isinstance(v[0], Video) and len(v[0].frames) == 17 for v in seen)
+    else:  # two references drawn in the graph, batched, seen by the planner and given to the sampler
+        batch = _first(wf, "ImageBatch")
+        assert result.prompt[samples[0]]["inputs"]["reference_images"] == [batch, 0]
+        assert any(len(v) == 2 and all(x.shape == (32, 32, 3) for x in v) for v in seen)
 
 
 def _set_widget(wf: dict, node_type: str, name: str, value) -> None:
