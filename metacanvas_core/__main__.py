@@ -268,7 +268,7 @@ def cmd_probe(args) -> None:
 
 
 def cmd_table(args) -> None:
-    from .evaluation import markdown_clip_table, markdown_failures, markdown_table
+    from .evaluation import markdown_clip_table, markdown_context_table, markdown_failures, markdown_table
 
     missing = [str(p) for p in args.files if not p.is_file()]
     if missing:
@@ -287,6 +287,9 @@ def cmd_table(args) -> None:
         print(markdown_failures([r for r in evals if "failures" in r]))
     if clips:
         print(("\n" if evals else "") + markdown_clip_table(clips))
+    contexts = [r for r in results if "scores" in r and r.get("task") in CONTEXT_TASKS]
+    if contexts:
+        print(("\n" if evals or clips else "") + markdown_context_table(contexts))
     for r in results:
         if "ratio" in r:
             plain = "plain Kontext (editing)" if r.get("task") == EDIT else "plain backbone"

@@ -352,3 +352,33 @@ def markdown_clip_table(results: list[dict]) -> str:
                     f"**{100 * s['overall']:.1f}** ± {100 * e['overall']:.1f} | {100 * s['flicker']:.2f} | "
                     f"{'-' if ratio is None else f'{ratio:.1f}'} |")
     return "\n".join(rows)
+
+
+def markdown_context_table(results: list[dict]) -> str:
+    """Video editing rows (edit_correct, preservation, overall x100, and overall per edit kind) and in-context rows
+    (reference_fidelity, the motion keys, overall), a table per task present."""
+    from .world.clip_edits import CLIP_EDIT_KINDS
+
+    tables = []
+    edits = [r for r in results if r.get("task") == VIDEO_EDIT]
+    varying = _sampler_varies(results)
+    if edits:
+        rows = ["| method | edit correct | preservation | overall | " + " | ".join(CLIP_EDIT_KINDS) + " |",
+                "|" + "---|" * (len(CLIP_EDIT_KINDS) + 4)]
+        for r in edits:
+            s, kinds = r["scores"], r.get("per_kind", {})
+            per = " | ".join(f"{100 * kinds[k]['overall']:.1f}" if k in kinds else "-" for k in CLIP_EDIT_KINDS)
+            rows.append(f"| {_method_cell(r, varying)} | {100 * s['edit_correct']:.1f} | "
+                        f"{100 * s['preservation']:.1f} | **{100 * s['overall']:.1f}** | {per} |")
+        tables.append("Video editing (held-out clip edits; per kind: overall)\n\n" + "\n".join(rows))
+    refs = [r for r in results if r.get("task") == IN_CONTEXT]
+    if refs:
+        keys = ("reference_fidelity", *(k for k in _CLIP_COLUMNS if k != "still_objects"), "still_objects")
+        names = {"reference_fidelity": "reference fidelity", **_CLIP_COLUMNS}
+        rows = ["| method | " + " | ".join(names[k] for k in keys) + " | overall |", "|" + "---|" * (len(keys) + 2)]
+        for r in refs:
+            s = r["scores"]
+            cells = " | ".join("-" if k not in s else f"{100 * s[k]:.1f}" for k in keys)
+            rows.append(f"| {_method_cell(r, varying)} | {cells} | **{100 * s['overall']:.1f}** |")
+        tables.append("In-context video (held-out reference scenes)\n\n" + "\n".join(rows))
+    return "\n\n".join(tables)

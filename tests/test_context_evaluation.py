@@ -28,7 +28,9 @@ def _calls(monkeypatch) -> list[dict]:
     return seen
 
 
-def test_video_edit_benchmark_same_edits_and_seeds_for_every_method(builtin_context, tmp_path, monkeypatch):
+def test_video_edit_benchmark_same_edits_and_seeds_for_every_method_then_table(
+    builtin_context, tmp_path, monkeypatch, capsys
+):
     seen = _calls(monkeypatch)
     for method in ("metacanvas", "global"):
         out = tmp_path / f"{method}.json"
@@ -42,9 +44,14 @@ def test_video_edit_benchmark_same_edits_and_seeds_for_every_method(builtin_cont
     assert [c["prompt"] for c in seen] == [[e.instruction] for e in edits] * 2
     assert [c["seed"] for c in seen] == [[0], [1]] * 2
     assert all(c["video_inputs"].frames == 17 and c["video_inputs"].width == 32 for c in seen)
+    capsys.readouterr()
+    assert main(["table", str(tmp_path / "metacanvas.json"), str(tmp_path / "global.json")]) == 0
+    table = capsys.readouterr().out
+    assert "| method | edit correct | preservation | overall | recolour |" in table
+    assert table.count("| metacanvas |") == 1 and table.count("| global |") == 1
 
 
-def test_in_context_benchmark_scores_fidelity_and_motion(builtin_context, tmp_path, monkeypatch):
+def test_in_context_benchmark_scores_fidelity_and_motion(builtin_context, tmp_path, monkeypatch, capsys):
     seen = _calls(monkeypatch)
     out = tmp_path / "ic.json"
     assert main(["evaluate", "--task", "in-context", "--n", "2", "--steps", "1", "--seeds", "0", "1",
@@ -55,6 +62,9 @@ def test_in_context_benchmark_scores_fidelity_and_motion(builtin_context, tmp_pa
     assert [c["prompt"] for c in seen] == [[x.prompt] for x in refs] * 2
     assert [c["seed"] for c in seen] == [[0], [1], [1_000_003], [1_000_004]]
     assert [len(c["video_inputs"].visuals) for c in seen[:2]] == [1, 2]  # one and two references in turn
+    capsys.readouterr()
+    assert main(["table", str(out)]) == 0
+    assert "| method | reference fidelity | motion direction |" in capsys.readouterr().out
 
 
 def test_weights_for_another_task_are_refused(builtin_context, tmp_path, capsys):
