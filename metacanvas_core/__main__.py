@@ -233,7 +233,18 @@ def cmd_bench(args) -> None:
     size = 64 if video else WIDTH.default
     width, height = args.width or size, args.height or size
     kw = dict(width=width, height=height, steps=args.steps, cfg=args.cfg, repeats=args.repeats)
-    if args.task == EDIT:
+    if args.task in CONTEXT_TASKS:  # the first held-out benchmark edit / reference scene, as evaluate builds it
+        from .bench import bench_context
+        from .evaluation import benchmark
+
+        if args.image is not None:
+            raise MetaCanvasError(f"bench --task {args.task} runs the first held-out benchmark scene: drop --image")
+        pipe, spec = _pipeline(args), benchmark(args.task)
+        scene = spec.scenes(1, "heldout")[0]
+        result = bench_context(pipe, args.prompt or spec.prompt(scene), spec.given([scene], pipe)["video_inputs"],
+                               steps=args.steps, cfg=args.cfg, repeats=args.repeats)
+        result.update(task=args.task, method=args.method)
+    elif args.task == EDIT:
         from .clips import load_image
         from .world.edits import edit_benchmark, render_pair
 
@@ -413,11 +424,13 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="time plain vs MetaCanvas sampling side by side in one run")
-    b.add_argument("--task", choices=(*TASKS, EDIT), default="t2i",
+    b.add_argument("--task", choices=(*TASKS, EDIT, *CONTEXT_TASKS), default="t2i",
                    help="t2i times images; t2v / i2v time clips (and the 1-keyframe weights); edit: plain Kontext "
-                        "sampling vs Kontext with the canvas, on --image")
+                        "sampling vs Kontext with the canvas, on --image; video-edit / in-context: the widened Wan "
+                        "with the first held-out benchmark clip edit / reference scene")
     b.add_argument("--prompt", help=f"default: '{T2I_BENCH_PROMPT}' (t2i), '{VIDEO_BENCH_PROMPT}' (t2v, i2v), the "
-                                    "first held-out benchmark edit's instruction (edit)")
+                                    "first held-out benchmark edit's instruction (edit, video-edit) or reference "
+                                    "prompt (in-context)")
     b.add_argument("--image", type=Path, help="--task edit: the image to edit (default: that edit's source)")
     b.add_argument("--width", type=_limited(WIDTH), help="pixels (4-8192; default 32, 64 for clips)")
     b.add_argument("--height", type=_limited(HEIGHT), help="pixels (4-8192; default 32, 64 for clips)")

@@ -16,6 +16,7 @@ from .errors import MetaCanvasError
 from .pipeline import MetaCanvasPipeline
 from .plan import CanvasPlan, make_plan
 from .sampling import InjectedBackbone, sample
+from .video_tasks import VideoTaskInputs
 
 
 def _count_flops(fn) -> int:
@@ -63,6 +64,20 @@ def bench_edit(
     positive = pipe.plan([prompt], visuals=source_visuals(source, 1, "--image"))
     planner_s = time.perf_counter() - t0
     return {"task": "edit", **_bench(pipe, positive, planner_s, conditioning, width, height, 1, steps, cfg, repeats)}
+
+
+def bench_context(
+    pipe: MetaCanvasPipeline, prompt: str, inputs: VideoTaskInputs, *, steps: int, cfg: float, repeats: int = 5,
+) -> dict:
+    """`bench` for video editing / in-context video: the widened Wan DiT with the source clip's or the references'
+    latents, plain vs with the canvas, at the inputs' size. The planner's time includes watching the clip or seeing
+    the references; their VAE encoding is done once, outside."""
+    _check_repeats(repeats)
+    t0 = time.perf_counter()
+    positive = pipe.plan([prompt], visuals=[list(inputs.visuals)])
+    planner_s = time.perf_counter() - t0
+    return _bench(pipe, positive, planner_s, inputs.conditioning, inputs.width, inputs.height, inputs.frames, steps,
+                  cfg, repeats)
 
 
 def _bench(pipe: MetaCanvasPipeline, positive: CanvasPlan, planner_s: float, conditioning: Conditioning,

@@ -103,3 +103,12 @@ def test_vae_round_trip_of_the_context_benchmarks(builtin_context, tmp_path):
     out = tmp_path / "vae.json"
     assert main(["evaluate", "--task", "video-edit", "--vae-round-trip", "--n", "1", "--json", str(out)]) == 0
     assert set(json.loads(out.read_text())["scores"]) == EDIT_SCORES
+
+
+@pytest.mark.parametrize("task", ["video-edit", "in-context"])
+def test_bench_times_plain_and_canvas_on_the_first_benchmark_scene(builtin_context, tmp_path, task):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--task", task, "--steps", "1", "--repeats", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["task"] == task and (r["width"], r["height"], r["frames"]) == (32, 32, 17)
+    assert r["ratio"] > 0 and r["connector_flops_per_step"] > 0
