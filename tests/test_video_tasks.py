@@ -82,7 +82,7 @@ def test_bad_inputs_are_named(backbones):
     t2v, wide = backbones
     with pytest.raises(MetaCanvasError, match=r"--video: frames 16 .*use 13 or 17"):
         video_edit_inputs(wide, _clip(16), 8, where="--video")
-    with pytest.raises(MetaCanvasError, match=r"--video: width 30 and height 30 do not fit.*multiples of 4.*use width 32"):
+    with pytest.raises(MetaCanvasError, match=r"--video: width 30 and height 30 do not fit.*of 4.*use width 32"):
         video_edit_inputs(wide, _clip(17, 30), 8, where="--video")
     with pytest.raises(MetaCanvasError, match="empty .*give the clip to edit"):
         video_edit_inputs(wide, _clip(17)[:0], 8)

@@ -21,9 +21,9 @@ from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.injection import canvas_injected
 from metacanvas_core.plan import CanvasPlan
 from metacanvas_core.sampling import InjectedBackbone, SamplingCancelled, initial_noise, latents_to_images, sample
-from metacanvas_core.world.tiny_wan import (
-    CLIP_FRAMES, CLIP_SIZE, new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder,
-)
+from metacanvas_core.world.clips import FRAMES as CLIP_FRAMES
+from metacanvas_core.world.clips import SIZE as CLIP_SIZE
+from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference-configs" / "Wan-AI--Wan2.2-TI2V-5B-Diffusers"
 needs_ref = pytest.mark.skipif(not REF.is_dir(), reason=f"reference configs not found at {REF}")
@@ -216,5 +216,5 @@ def test_weights_for_another_backbone_or_keyframe_count_are_refused(tiny, random
         InjectedBackbone(sana).inject(LoadedConnector(conn, "wan", "wan-test", backbone_config=bb.fingerprint()))
     one = torch.randn(1, 1, 4, 4, bb.dit_dim)  # a 1-keyframe canvas for weights trained with 3
     with pytest.raises(MetaCanvasError, match="1 keyframes but the injected weights 'wan-test' were trained with 3"):
-        sample(_injected(bb, conn), _plan(torch.randn(1, 4, bb.caption_channels), one), width=CLIP_SIZE, height=CLIP_SIZE,
-               frames=17, steps=1, cfg=1.0)
+        sample(_injected(bb, conn), _plan(torch.randn(1, 4, bb.caption_channels), one), width=CLIP_SIZE,
+               height=CLIP_SIZE, frames=17, steps=1, cfg=1.0)

@@ -16,8 +16,6 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3
 
 from .tiny_models import CAPTION_CHANNELS
 
-CLIP_SIZE = 32
-CLIP_FRAMES = 17  # 4k+1
 WAN_LATENT_CHANNELS = 16
 WAN_VAE_SPATIAL = 4  # pixels per latent pixel across (two downsamplings, no pixel patch)
 WAN_HEADS, WAN_HEAD_DIM = 2, 32
