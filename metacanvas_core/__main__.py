@@ -18,6 +18,7 @@ from .errors import MetaCanvasError, MetaCanvasWarning
 from .limits import CFG, FPS, FRAMES, HEIGHT, PROMPTS, SEED, SHIFT, STEPS, STRENGTH, UPSCALE, WIDTH, Limit
 from .schedulers import DEFAULT_SAMPLER, SAMPLERS
 from .video_tasks import IN_CONTEXT, VIDEO_EDIT
+from .world.clips import SIZE as CLIP_SIZE
 
 METHODS = sorted({*T2I_METHODS, *VIDEO_WEIGHTS, *EDIT_METHODS})
 EDIT = "edit"
@@ -112,10 +113,9 @@ def cmd_generate(args) -> None:
         raise MetaCanvasError("--canvas-preview is for --task t2i; use the Preview Canvas node for keyframes")
     if not video and args.out.suffix.lower() != ".png":
         raise MetaCanvasError(f"--out {str(args.out)!r} must be a .png file name for --task {args.task}")
-    size, upscale = (64, 4) if video else (32, 8)
+    size = CLIP_SIZE if video else WIDTH.default
     args.width_given, args.height_given = args.width, args.height
     args.width, args.height = args.width or size, args.height or size
-    args.upscale = upscale if args.upscale is None else args.upscale
     frames = args.frames if video else 1
     start = source = None
     if images and args.task != IN_CONTEXT:
@@ -230,7 +230,7 @@ def cmd_bench(args) -> None:
     from .checkpoints import load_connector
 
     video = args.task in VIDEO_TASKS
-    size = 64 if video else WIDTH.default
+    size = CLIP_SIZE if video else WIDTH.default
     width, height = args.width or size, args.height or size
     kw = dict(width=width, height=height, steps=args.steps, cfg=args.cfg, repeats=args.repeats)
     if args.task in CONTEXT_TASKS:  # the first held-out benchmark edit / reference scene, as evaluate builds it
@@ -394,11 +394,11 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--fps", type=_limited(FPS), default=FPS.default, help="frame rate of a written .gif (1-120)")
     g.add_argument("--negative-prompt", default="", help="the unconditional plan's prompt (default empty)")
     g.add_argument("--seed", type=_limited(SEED), default=0, help="noise seed (0 to 2**64-1)")
-    g.add_argument("--width", type=_limited(WIDTH), help="pixels (4-8192; default 32 for t2i, 64 for clips)")
-    g.add_argument("--height", type=_limited(HEIGHT), help="pixels (4-8192; default 32 for t2i, 64 for clips)")
+    g.add_argument("--width", type=_limited(WIDTH), help="pixels (4-8192; default 32, the tiny worlds' size)")
+    g.add_argument("--height", type=_limited(HEIGHT), help="pixels (4-8192; default 32, the tiny worlds' size)")
     g.add_argument("--empty-text", action="store_true", help="give the DiT no text: the canvas alone steers")
-    g.add_argument("--upscale", type=_limited(UPSCALE), help="nearest-neighbour upscale of what is written, for "
-                   "viewing (1-64; default 8 for t2i, 4 for clips)")
+    g.add_argument("--upscale", type=_limited(UPSCALE), default=UPSCALE.default,
+                   help="nearest-neighbour upscale of what is written, for viewing (1-64; default 8)")
     g.add_argument("--canvas-preview", type=_png, help="also write the plan (PCA of the canvas) as PNG")
     _common(g, sampling_options=True)
     g.set_defaults(func=cmd_generate)
@@ -432,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
                                     "first held-out benchmark edit's instruction (edit, video-edit) or reference "
                                     "prompt (in-context)")
     b.add_argument("--image", type=Path, help="--task edit: the image to edit (default: that edit's source)")
-    b.add_argument("--width", type=_limited(WIDTH), help="pixels (4-8192; default 32, 64 for clips)")
-    b.add_argument("--height", type=_limited(HEIGHT), help="pixels (4-8192; default 32, 64 for clips)")
+    b.add_argument("--width", type=_limited(WIDTH), help="pixels (4-8192; default 32, the tiny worlds' size)")
+    b.add_argument("--height", type=_limited(HEIGHT), help="pixels (4-8192; default 32, the tiny worlds' size)")
     b.add_argument("--frames", type=_limited(FRAMES), default=FRAMES.default,
                    help="clip length, 4k+1 frames (t2v, i2v)")
     b.add_argument("--compare", type=Path, nargs="*",

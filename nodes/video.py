@@ -9,6 +9,7 @@ from .comfy import (
     interrupt_check, load_for_use, node_error, notices_shown, preview_resolution, progress_bar, reported_as,
 )
 from metacanvas_core.limits import CFG, FRAMES, HEIGHT, SEED, STEPS, WIDTH, checked
+from metacanvas_core.world.clips import SIZE as CLIP_SIZE
 
 from .sampling import preview_image
 
@@ -35,14 +36,14 @@ class MetaCanvasSampleVideo:
                     tooltip="Classifier-free guidance scale (Wan 2.2 uses 5). 1 turns guidance off.",
                 )),
                 "width": ("INT", WIDTH.widget(
-                    default=64, step=8,
-                    tooltip="Frame width in pixels: a multiple of the backbone's pixels per token (8 for a tiny "
-                            "Wan, 32 for Wan 2.2 TI2V-5B).",
+                    default=CLIP_SIZE, step=4,
+                    tooltip="Frame width in pixels: a multiple of the backbone's pixels per token (4 for the tiny "
+                            "Wan, whose clips are 32x32; 32 for Wan 2.2 TI2V-5B).",
                 )),
                 "height": ("INT", HEIGHT.widget(
-                    default=64, step=8,
-                    tooltip="Frame height in pixels: a multiple of the backbone's pixels per token (8 for a tiny "
-                            "Wan, 32 for Wan 2.2 TI2V-5B).",
+                    default=CLIP_SIZE, step=4,
+                    tooltip="Frame height in pixels: a multiple of the backbone's pixels per token (4 for the tiny "
+                            "Wan, whose clips are 32x32; 32 for Wan 2.2 TI2V-5B).",
                 )),
                 "frames": ("INT", FRAMES.widget(
                     step=4,

@@ -10,7 +10,7 @@ from metacanvas_core.limits import Limit
 from .comfy import reported_as
 
 SHAPES_WORLD_SCENE = "Shapes World Scene"
-SIZE = Limit("size", int, 24, 1024, 64, " (pixels; the scene is square)")
+SIZE = Limit("size", int, 24, 1024, 32, " (pixels; the scene is square)")
 EXAMPLE_SCENE = "a red circle moves from left to right and a yellow square at top left"
 
 
@@ -28,8 +28,8 @@ class MetaCanvasShapesWorldScene:
                                "triangle; cells of a 3x3 grid (top left ... bottom right, center).",
                 }),
                 "size": ("INT", SIZE.widget(
-                    step=8, tooltip="Width and height in pixels (the scene is square). The built-in video models "
-                                    "make 64x64 clips, the image models 32x32.",
+                    step=8, tooltip="Width and height in pixels (the scene is square). The built-in image and video "
+                                    "models make 32x32 images and clips.",
                 )),
             }
         }

@@ -121,7 +121,7 @@ def test_wrong_edits_score_low_on_the_right_keys():
         black = grade_clip_edit(e, np.zeros_like(tgt), src)
         assert black["edit_correct"] == float(e.kind == "remove") and black["preservation"] == (0.0 if kept else 1.0)
     with pytest.raises(ValueError, match="differ"):
-        grade_clip_edit(edits[0], pairs[0][1][:, :32, :32], pairs[0][0])
+        grade_clip_edit(edits[0], pairs[0][1][:, :16, :16], pairs[0][0])
 
 
 def test_reference_clips_score_fidelity_and_motion():
@@ -144,7 +144,7 @@ def test_reference_clips_score_fidelity_and_motion():
 
 def test_training_batches_are_deterministic_and_in_the_vae_layout():
     src, tgt, edits = sample_clip_edit_batch(np.random.default_rng(6), 3, frames=F)
-    assert src.shape == tgt.shape == (3, 3, F, 64, 64) and src.min() >= -1 and src.max() <= 1
+    assert src.shape == tgt.shape == (3, 3, F, 32, 32) and src.min() >= -1 and src.max() <= 1
     again = sample_clip_edit_batch(np.random.default_rng(6), 3, frames=F)
     assert np.array_equal(src, again[0]) and edits == again[2] and not any(e.held_out for e in edits)
     # Back in (F, H, W, 3) uint8, every clip of the batch grades as ground truth: the layout is the one asked for.
@@ -153,6 +153,6 @@ def test_training_batches_are_deterministic_and_in_the_vae_layout():
 
     assert score_clip_edits(edits, [frames(x) for x in tgt], [frames(x) for x in src])["overall"] == 1.0
     refs, clips_, scenes = sample_reference_batch(np.random.default_rng(7), 4, frames=F)
-    assert clips_.shape == (4, 3, F, 64, 64) and [len(r) for r in refs] == [len(s.references) for s in scenes]
+    assert clips_.shape == (4, 3, F, 32, 32) and [len(r) for r in refs] == [len(s.references) for s in scenes]
     assert score_reference_clips(scenes, [frames(x) for x in clips_])["overall"] == 1.0
     assert all(img.shape == (s.reference_size,) * 2 + (3,) for r, s in zip(refs, scenes) for img in r)

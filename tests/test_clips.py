@@ -16,11 +16,11 @@ def test_clips_are_deterministic_with_the_asked_size_and_first_frame():
     a = clips.benchmark_clips(6, seed=5)
     assert [s.caption for s in a] == [s.caption for s in clips.benchmark_clips(6, seed=5)]
     clip = clips.render_clip(a[0], rng=np.random.default_rng(1))
-    assert clip.shape == (17, 64, 64, 3) and clip.dtype == np.uint8
+    assert clip.shape == (17, 32, 32, 3) and clip.dtype == np.uint8
     assert np.array_equal(clip, clips.render_clip(a[0], rng=np.random.default_rng(1)))
     assert np.array_equal(clips.start_image(a[0], rng=np.random.default_rng(1)), clip[0])
     batch, scenes = clips.sample_clip_batch(np.random.default_rng(0), 3)
-    assert batch.shape == (3, 3, 17, 64, 64) and batch.min() >= -1 and batch.max() <= 1 and len(scenes) == 3
+    assert batch.shape == (3, 3, 17, 32, 32) and batch.min() >= -1 and batch.max() <= 1 and len(scenes) == 3
     with pytest.raises(ValueError, match="at least 2 frames"):
         clips.render_clip(a[0], frames=1)
 
@@ -100,11 +100,13 @@ def test_wrong_clips_score_low_on_the_right_keys(bench):
     w = score_clips(scenes, [recolour(sc) for sc in scenes])
     assert w["colour_constant"] == w["motion_direction"] == 0.0 and w["still_objects"] == 1.0
 
-    def reshape_half(scene, clip):  # the mover turns into another shape half way
+    def reshape_half(scene):  # the mover turns into another shape half way
         shape = "square" if scene.moving[0].shape != "square" else "circle"
         other = clips.render_clip(_replace(scene, shape=shape))
-        return np.concatenate([clip[:8], other[8:]])
-    h = score_clips(scenes, [reshape_half(sc, c) for sc, c in zip(scenes, truth)])
+        # Both halves without jitter: at 32 px a mover crossing one cell advances 2/3 px a frame, so another pixel
+        # of jitter from frame 8 on could step it back a cell, failing motion_direction for the wrong reason.
+        return np.concatenate([clips.render_clip(scene)[:8], other[8:]])
+    h = score_clips(scenes, [reshape_half(sc) for sc in scenes])
     assert h["shape_constant"] == 0.0 and h["motion_direction"] == 1.0 and h["colour_constant"] == 1.0
 
     noisy = [np.clip(c.astype(int) + rng.integers(-60, 61, c.shape), 0, 255).astype(np.uint8) for c in truth[:4]]

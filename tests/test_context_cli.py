@@ -37,7 +37,7 @@ def files(tmp_path_factory):
     save_clip(clip, root / "src.gif", fps=8)
     save_clip(clip, root / "src_frames")
     save_clip(clip[:8], root / "eight.gif")
-    save_clip(torch.nn.functional.interpolate(clip.movedim(-1, 1), size=(60, 60)).movedim(1, -1), root / "s60.gif")
+    save_clip(torch.nn.functional.interpolate(clip.movedim(-1, 1), size=(30, 30)).movedim(1, -1), root / "s30.gif")
     for name, size in (("ref1", 32), ("ref2", 32), ("ref3", 32), ("big", 64)):
         pixels = np.random.default_rng(size).integers(0, 256, (size, size, 3), np.uint8)
         Image.fromarray(pixels).save(root / f"{name}.png")
@@ -53,11 +53,11 @@ def _run(root, task, *extra, backbone="wide", weights=None):
 
 def test_video_edit_and_in_context_write_clips(files, tmp_path):
     clip, fps = load_clip(files / "src.gif")
-    assert clip.shape == (9, 64, 64, 3) and fps == pytest.approx(8.33, abs=0.01)  # GIF durations: 10 ms units
+    assert clip.shape == (9, 32, 32, 3) and fps == pytest.approx(8.33, abs=0.01)  # GIF durations: 10 ms units
     assert torch.equal(load_clip(files / "src_frames")[0], clip) and load_clip(files / "src_frames")[1] is None
     assert _run(files, "video-edit", "--video", str(files / "src.gif"), "--out", str(tmp_path / "e.gif")) == 0
     gif = Image.open(tmp_path / "e.gif")
-    assert gif.n_frames == 9 and gif.size == (64, 64)
+    assert gif.n_frames == 9 and gif.size == (32, 32)
     assert _run(files, "video-edit", "--video", str(files / "src_frames"), "--out", str(tmp_path / "e2.gif")) == 0
     args = ("--image", str(files / "ref1.png"), "--image", str(files / "ref2.png"), "--frames", "9")
     assert _run(files, "in-context", *args, "--out", str(tmp_path / "frames")) == 0
@@ -67,8 +67,8 @@ def test_video_edit_and_in_context_write_clips(files, tmp_path):
 @pytest.mark.parametrize("task, extra, message", [
     ("video-edit", ("--video", "eight.gif"), "--video: frames 8 does not fit"),
     ("video-edit", ("--video", "eight.gif"), "use 5 or 9"),
-    ("video-edit", ("--video", "s60.gif"), "--video: width 60 and height 60 do not fit"),
-    ("video-edit", ("--video", "src.gif", "--width", "32"), "an edit keeps the clip's size"),
+    ("video-edit", ("--video", "s30.gif"), "--video: width 30 and height 30 do not fit"),
+    ("video-edit", ("--video", "src.gif", "--width", "64"), "an edit keeps the clip's size"),
     ("video-edit", ("--video", "empty"), "holds no image frames"),
     ("video-edit", ("--video", "nope.gif"), "not a readable clip"),
     ("video-edit", (), "--video (the source clip) goes with --task video-edit"),
@@ -104,9 +104,9 @@ def test_pipeline_takes_video_inputs_at_their_own_size(files):
 
     pipe = MetaCanvasPipeline.from_pretrained(PLANNER, files / "wide", files / "video-edit.safetensors")
     inputs = video_edit_inputs(pipe.model.backbone, load_clip(files / "src.gif")[0], 8)
-    out = pipe("make the red circle green", width=64, height=64, frames=9, video_inputs=inputs, steps=1)
-    assert out.images.shape == (9, 64, 64, 3)
-    with pytest.raises(MetaCanvasError, match=r"width, height, frames \(64, 64, 17\) differ .* \(64, 64, 9\)"):
-        pipe("make the red circle green", width=64, height=64, frames=17, video_inputs=inputs, steps=1)
+    out = pipe("make the red circle green", width=32, height=32, frames=9, video_inputs=inputs, steps=1)
+    assert out.images.shape == (9, 32, 32, 3)
+    with pytest.raises(MetaCanvasError, match=r"width, height, frames \(32, 32, 17\) differ .* \(32, 32, 9\)"):
+        pipe("make the red circle green", width=32, height=32, frames=17, video_inputs=inputs, steps=1)
     with pytest.raises(MetaCanvasError, match="not also a start or source image"):
-        pipe("x", width=64, height=64, frames=9, video_inputs=inputs, start_image=torch.rand(1, 64, 64, 3), steps=1)
+        pipe("x", width=32, height=32, frames=9, video_inputs=inputs, start_image=torch.rand(1, 32, 32, 3), steps=1)

@@ -74,7 +74,7 @@ def test_text_to_video_benchmark_same_prompts_and_seeds_for_every_method_then_ta
     scenes = clips.benchmark_clips(2)  # the held-out split
     assert all(clips.is_held_out(s.moving, s.still) for s in scenes)
     assert [c["prompt"] for c in seen] == [[s.caption for s in scenes]] * 3
-    assert [c["seed"] for c in seen] == [[0, 1]] * 3 and all(c["frames"] == 17 and c["width"] == 64 for c in seen)
+    assert [c["seed"] for c in seen] == [[0, 1]] * 3 and all(c["frames"] == 17 and c["width"] == 32 for c in seen)
     assert all(c["text_prompt"] is None and "start_image" not in c for c in seen)
     seen.clear()
     empty = tmp_path / "empty.json"
@@ -102,7 +102,7 @@ def test_image_to_video_starts_from_the_true_first_frame_the_planner_sees(builti
     assert np.isfinite(r["first_frame_psnr"]) and r["first_frame_psnr"] > 0
     scenes = clips.benchmark_clips(2)
     given = seen[0]["start_image"]
-    assert given.shape == (2, 64, 64, 3)
+    assert given.shape == (2, 32, 32, 3)
     assert torch.equal(given, torch.from_numpy(np.stack([clips.start_image(s) for s in scenes])).float() / 255)
     shown = [v for v in visuals if v is not None][0]  # each prompt's plan sees its own start image
     assert len(shown) == 2 and all(len(v) == 1 for v in shown)
@@ -131,7 +131,7 @@ def test_bench_t2v_times_plain_metacanvas_and_one_keyframe_side_by_side(builtin_
     models = [m for m, _ in calls]
     assert len({id(m) for m in models}) == 3 and models[:3] == models[3:]  # alternating rounds of the three
     r = json.loads(out.read_text())
-    assert r["task"] == "t2v" and r["frames"] == 9 and r["width"] == 64 and r["keyframes"] == 3
+    assert r["task"] == "t2v" and r["frames"] == 9 and r["width"] == 32 and r["keyframes"] == 3
     k1 = r["compare"]["metacanvas_t2v_k1"]
     assert k1["keyframes"] == 1 and k1["sampling_s"] > 0
     assert k1["metacanvas_vs_this"] == pytest.approx(r["metacanvas_sampling_s"] / k1["sampling_s"], rel=0.02)
@@ -162,8 +162,8 @@ def test_true_clips_through_the_benchmark_plumbing_score_full_marks(task):
     bench = evaluation.benchmark(task)
     scenes = bench.scenes(4, "heldout")
     truth = bench.truth(scenes, np.random.default_rng(0))
-    assert truth.shape == (4, 3, 17, 64, 64) and truth.min() >= -1 and truth.max() <= 1
-    frames = torch.from_numpy((truth + 1) / 2).movedim(1, -1).reshape(-1, 64, 64, 3)  # latents_to_images' layout
+    assert truth.shape == (4, 3, 17, 32, 32) and truth.min() >= -1 and truth.max() <= 1
+    frames = torch.from_numpy((truth + 1) / 2).movedim(1, -1).reshape(-1, 32, 32, 3)  # latents_to_images' layout
     r = bench.score(scenes, [evaluation._outputs(bench, frames)] * 2)
     assert r["scores"]["overall"] == 1.0 and r["scores"]["flicker"] == 0.0 and len(r["per_seed"]) == 2
     assert r.get("first_frame_psnr", 100.0) == 100.0

@@ -21,7 +21,7 @@ from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_w
 
 pack = load_pack()
 NODE = pack.NODE_CLASS_MAPPINGS["MetaCanvasSampleVideo"]
-FAST = dict(seed=0, steps=2, cfg=3.0, width=64, height=64, frames=9)
+FAST = dict(seed=0, steps=2, cfg=3.0, width=32, height=32, frames=9)
 
 
 def call(**inputs):
@@ -55,7 +55,7 @@ def wan(tmp_path_factory):
 def test_text_to_video_frames_latent_and_seed(wan):
     model, plan = wan
     frames, latent = call(backbone=model, positive=plan, **FAST)
-    assert frames.shape == (9, 64, 64, 3) and 0 <= frames.min() and frames.max() <= 1
+    assert frames.shape == (9, 32, 32, 3) and 0 <= frames.min() and frames.max() <= 1
     assert latent["samples"].shape == (1, 16, 3, 8, 8)
     again, _ = call(backbone=model, positive=plan, **FAST)
     assert torch.equal(frames, again)
@@ -65,18 +65,18 @@ def test_text_to_video_frames_latent_and_seed(wan):
 
 def test_image_to_video_keeps_the_start_frame_and_resizes_like_wan_image_to_video(wan):
     model, plan = wan
-    image = torch.rand(1, 64, 64, 3)
+    image = torch.rand(1, 32, 32, 3)
     _, latent = call(backbone=model, positive=plan, start_image=image, **FAST)
     bb = model.backbone
     with torch.no_grad():
         first = bb.encode(image.permute(0, 3, 1, 2) * 2 - 1)
     assert torch.equal(latent["samples"][:, :, :1], first)
-    # A 96x128 image is centre-cropped to 96x96 (aspect of 64x64), then scaled: the outer columns are dropped.
+    # A 96x128 image is centre-cropped to 96x96 (aspect of 32x32), then scaled: the outer columns are dropped.
     wide = torch.rand(1, 96, 128, 3)
-    pixels = start_image_pixels(wide, 64, 64)
-    expected = torch.nn.functional.interpolate(wide[:, :, 16:112].permute(0, 3, 1, 2), size=(64, 64),
+    pixels = start_image_pixels(wide, 32, 32)
+    expected = torch.nn.functional.interpolate(wide[:, :, 16:112].permute(0, 3, 1, 2), size=(32, 32),
                                                mode="bilinear") * 2 - 1
-    assert pixels.shape == (1, 3, 64, 64) and torch.equal(pixels, expected)
+    assert pixels.shape == (1, 3, 32, 32) and torch.equal(pixels, expected)
     _, resized = call(backbone=model, positive=plan, start_image=wide, **FAST)
     assert resized["samples"].shape == (1, 16, 3, 8, 8)
 
@@ -85,8 +85,8 @@ def test_bad_video_inputs_name_the_node_and_the_fix(wan):
     model, plan = wan
     with expect_error("frames 8", "4k+1", "use 5 or 9"):
         call(backbone=model, positive=plan, **{**FAST, "frames": 8})
-    with expect_error("width 60", "multiples of 8"):
-        call(backbone=model, positive=plan, **{**FAST, "width": 60})
+    with expect_error("width 30", "multiples of 4", "use 32"):
+        call(backbone=model, positive=plan, **{**FAST, "width": 30})
     bad = {
         "empty batch": torch.zeros(0, 64, 64, 3),
         "alpha channel": torch.rand(1, 64, 64, 4),
@@ -120,9 +120,9 @@ def test_live_preview_shows_the_middle_frame(wan):
     latents = torch.randn(1, 16, 3, 8, 8)
     video._clip_preview(bb, Bar())(2, 5, latents)
     (step, total, kind, pixels), = shown
-    assert (step, total, kind, pixels.shape) == (2, 5, "JPEG", (256, 256, 3))  # a 64x64 frame, enlarged
+    assert (step, total, kind, pixels.shape) == (2, 5, "JPEG", (256, 256, 3))  # a 32x32 frame, enlarged
     middle = np.asarray(sampling.preview_image(bb, latents[:, :, 1:2]))
     assert np.array_equal(pixels, middle)
     assert not np.array_equal(middle, np.asarray(sampling.preview_image(bb, latents[:, :, :1])))
-    big = sampling.preview_image(bb, torch.randn(1, 16, 1, 40, 40))  # too large to decode: latent channels as RGB
+    big = sampling.preview_image(bb, torch.randn(1, 16, 1, 80, 80))  # too large to decode: latent channels as RGB
     assert big.size == (240, 240)

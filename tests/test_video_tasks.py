@@ -26,7 +26,7 @@ def backbones(tmp_path_factory):
     return load_backbone(t2v_dir), load_backbone(wide_dir)
 
 
-def _clip(frames=17, size=64):
+def _clip(frames=17, size=32):  # the clip world's size
     return torch.rand(frames, size, size, 3, generator=torch.Generator().manual_seed(frames))
 
 
@@ -34,7 +34,7 @@ def test_video_edit_inputs(backbones):
     _, wide = backbones
     clip = _clip()
     got = video_edit_inputs(wide, clip, fps=8)
-    assert (got.width, got.height, got.frames) == (64, 64, 17)
+    assert (got.width, got.height, got.frames) == (32, 32, 17)
     with torch.no_grad():
         assert torch.equal(got.conditioning.context, wide.encode(clip.movedim(-1, 0)[None] * 2 - 1))
     assert got.conditioning.context.shape == (1, 16, 5, 8, 8)
@@ -50,11 +50,11 @@ def test_video_edit_inputs(backbones):
 
 def test_in_context_inputs_put_reference_r_in_latent_frame_r(backbones):
     _, wide = backbones
-    refs = [torch.rand(1, 32, 32, 3), torch.rand(32, 32, 3)]
-    got = in_context_inputs(wide, refs, 64, 64, 17)
+    refs = [torch.rand(1, 64, 64, 3), torch.rand(64, 64, 3)]  # references larger than the clip: downscaled
+    got = in_context_inputs(wide, refs, 32, 32, 17)
     ctx, mask = got.conditioning.context, got.conditioning.context_mask
     assert ctx.shape == (1, 16, 5, 8, 8) and mask.shape == (1, 4, 5, 8, 8)
-    up = torch.nn.functional.interpolate(torch.stack([refs[0][0], refs[1]]).movedim(-1, 1), size=(64, 64),
+    up = torch.nn.functional.interpolate(torch.stack([refs[0][0], refs[1]]).movedim(-1, 1), size=(32, 32),
                                          mode="bilinear", antialias=True) * 2 - 1
     with torch.no_grad():
         want = wide.encode(up)  # (2, 16, 1, 8, 8)
@@ -69,7 +69,7 @@ def test_the_shipped_planner_reads_the_visuals_before_the_prompt(backbones):
     _, wide = backbones
     planner = Planner.from_pretrained(PLANNER)
     edit = video_edit_inputs(wide, _clip(5), fps=8)
-    ref = in_context_inputs(wide, [torch.rand(1, 64, 64, 3)], 64, 64, 5)
+    ref = in_context_inputs(wide, [torch.rand(1, 64, 64, 3)], 32, 32, 5)
     plain = planner.encode(["make the red circle green"]).text_states
     seen = planner.encode(["make the red circle green"], visuals=[edit.visuals]).text_states
     # 5 frames at 32x32: 3 temporal patches (the last frame repeated) x 16 merged tokens, in a vision start/end pair
@@ -82,8 +82,8 @@ def test_bad_inputs_are_named(backbones):
     t2v, wide = backbones
     with pytest.raises(MetaCanvasError, match=r"--video: frames 16 .*use 13 or 17"):
         video_edit_inputs(wide, _clip(16), 8, where="--video")
-    with pytest.raises(MetaCanvasError, match=r"--video: width 60 and height 60 do not fit.*use width 64"):
-        video_edit_inputs(wide, _clip(17, 60), 8, where="--video")
+    with pytest.raises(MetaCanvasError, match=r"--video: width 30 and height 30 do not fit.*of 4.*use width 32"):
+        video_edit_inputs(wide, _clip(17, 30), 8, where="--video")
     with pytest.raises(MetaCanvasError, match="empty .*give the clip to edit"):
         video_edit_inputs(wide, _clip(17)[:0], 8)
     with pytest.raises(MetaCanvasError, match="NaN"):
@@ -91,13 +91,13 @@ def test_bad_inputs_are_named(backbones):
     with pytest.raises(MetaCanvasError, match="takes no source clip or reference images"):
         video_edit_inputs(t2v, _clip(17), 8)
     with pytest.raises(MetaCanvasError, match=r"--image have mixed sizes \[\(32, 32\), \(64, 64\)\]"):
-        in_context_inputs(wide, [torch.rand(32, 32, 3), torch.rand(64, 64, 3)], 64, 64, 17, where="--image")
+        in_context_inputs(wide, [torch.rand(32, 32, 3), torch.rand(64, 64, 3)], 32, 32, 17, where="--image")
     with pytest.raises(MetaCanvasError, match="6 references, but a clip of 17 frames holds one per latent frame: give "
                                               "at most 5"):
-        in_context_inputs(wide, [torch.rand(32, 32, 3)] * 6, 64, 64, 17)
+        in_context_inputs(wide, [torch.rand(32, 32, 3)] * 6, 32, 32, 17)
     with pytest.raises(MetaCanvasError, match="2 references, but the weights were trained with at most 1"):
-        in_context_inputs(wide, [torch.rand(32, 32, 3)] * 2, 64, 64, 17, max_references=1)
+        in_context_inputs(wide, [torch.rand(32, 32, 3)] * 2, 32, 32, 17, max_references=1)
     with pytest.raises(MetaCanvasError, match="no reference images"):
-        in_context_inputs(wide, [], 64, 64, 17)
+        in_context_inputs(wide, [], 32, 32, 17)
     with pytest.raises(MetaCanvasError, match="reference images 2 contains NaN"):
-        in_context_inputs(wide, [torch.rand(32, 32, 3), torch.full((32, 32, 3), float("nan"))], 64, 64, 17)
+        in_context_inputs(wide, [torch.rand(32, 32, 3), torch.full((32, 32, 3), float("nan"))], 32, 32, 17)

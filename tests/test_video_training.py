@@ -24,7 +24,7 @@ def train(*args) -> int:
 
 def test_vae_then_three_stages_export_and_sample(tmp_path):
     fast = ["--steps", "2", "--batch", "2", "--warmup", "1"]
-    assert train("vae-wan", "--out", tmp_path / "v", "--base-dim", "16", "--crop", "32", *fast) == 0
+    assert train("vae-wan", "--out", tmp_path / "v", "--base-dim", "16", "--crop", "16", *fast) == 0
     vae_cfg = json.loads((tmp_path / "v" / "vae" / "config.json").read_text())
     assert vae_cfg["latents_std"] != [1.0] * 16 and vae_cfg["latents_mean"] != [0.0] * 16  # measured, per channel
     assert train("video", "--stage", "global", "--planner", PLANNER, "--vae", tmp_path / "v" / "vae",
@@ -35,13 +35,13 @@ def test_vae_then_three_stages_export_and_sample(tmp_path):
                  "--out", tmp_path / "m") == 0
     assert train("video", "--stage", "global-continue", *base, "--out", tmp_path / "c") == 0
     w = load_connector(tmp_path / "m" / "metacanvas_t2v.safetensors")
-    assert w.method == "metacanvas" and w.trained_sizes == [[64, 64, 17]] and w.recipe["task"] == "t2v"
+    assert w.method == "metacanvas" and w.trained_sizes == [[32, 32, 17]] and w.recipe["task"] == "t2v"
     assert w.connector.config.canvas_grid == [3, 8, 8] and w.connector.config.keyframe_seconds == 1.0
     assert load_connector(tmp_path / "c" / "global_t2v.safetensors").method == "global"
     pipe = MetaCanvasPipeline.from_pretrained(PLANNER, tmp_path / "g" / "backbone", tmp_path / "m" /
                                               "metacanvas_t2v.safetensors")
-    start = torch.rand(1, 64, 64, 3)
-    out = pipe("a red circle moves from left to right", width=64, height=64, frames=17, steps=2,
+    start = torch.rand(1, 32, 32, 3)
+    out = pipe("a red circle moves from left to right", width=32, height=32, frames=17, steps=2,
                start_image=start)
     assert out.latents.shape == (1, 16, 5, 8, 8) and torch.isfinite(out.latents).all()
 
@@ -74,10 +74,13 @@ def test_i2v_loss_ignores_the_given_frame(tmp_path):
 def test_planner_sees_the_i2v_start_frame_at_its_trained_size():
     from metacanvas_core.training.tasks.video import _planner_view
 
-    clip = clips.render_clip(clips.sample_clip(np.random.default_rng(0)))
-    small = _planner_view(clip[0])
+    scene = clips.sample_clip(np.random.default_rng(0))
+    frame = clips.render_clip(scene)[0]
+    assert np.array_equal(_planner_view(frame), frame)  # clip-world frames are the planner's 32x32 already
+    large = clips.render_clip(scene, size=64)[0]  # another size is downscaled to it
+    small = _planner_view(large)
     assert small.shape == (32, 32, 3) and small.dtype == np.uint8
-    assert abs(float(small.mean()) - float(clip[0].mean())) < 1.0
+    assert abs(float(small.mean()) - float(large.mean())) < 1.0
 
 
 def test_vae_loss_reads_the_decoder_before_its_clamp():

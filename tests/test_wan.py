@@ -21,9 +21,9 @@ from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.injection import canvas_injected
 from metacanvas_core.plan import CanvasPlan
 from metacanvas_core.sampling import InjectedBackbone, SamplingCancelled, initial_noise, latents_to_images, sample
-from metacanvas_core.world.tiny_wan import (
-    CLIP_FRAMES, CLIP_SIZE, new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder,
-)
+from metacanvas_core.world.clips import FRAMES as CLIP_FRAMES
+from metacanvas_core.world.clips import SIZE as CLIP_SIZE
+from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "reference-configs" / "Wan-AI--Wan2.2-TI2V-5B-Diffusers"
 needs_ref = pytest.mark.skipif(not REF.is_dir(), reason=f"reference configs not found at {REF}")
@@ -108,8 +108,9 @@ def _injected(bb, conn, strength=1.0):
                                        strength)
 
 
-def test_tiny_wan_compresses_8x_in_space_and_4x_in_time(tiny):
+def test_tiny_wan_compresses_4x_in_space_and_4x_in_time(tiny):
     bb, _, _ = tiny
+    assert bb.vae.config.patch_size is None and bb.pixels_per_token == 4  # no pixel patch, DiT patch 1
     assert bb.token_grid(CLIP_SIZE, CLIP_SIZE, CLIP_FRAMES) == (5, 8, 8)
     clip = torch.rand(1, 3, CLIP_FRAMES, CLIP_SIZE, CLIP_SIZE) * 2 - 1
     with torch.no_grad():
@@ -123,7 +124,7 @@ def test_zero_init_and_strength_zero_are_bit_identical_to_plain_wan(tiny):
     bb, conn, canvas = tiny
     text = torch.randn(1, 4, bb.caption_channels)
     start = Conditioning(first_frames=torch.randn(1, 16, 1, 8, 8))
-    kw = dict(width=64, height=64, frames=17, steps=2, cfg=1.0, seed=3)
+    kw = dict(width=CLIP_SIZE, height=CLIP_SIZE, frames=17, steps=2, cfg=1.0, seed=3)
     for cond in (None, start):
         plain = sample(InjectedBackbone(bb), _plan(text), conditioning=cond, **kw)
         assert torch.equal(plain, sample(_injected(bb, conn), _plan(text, canvas), conditioning=cond, **kw))
@@ -139,7 +140,7 @@ def test_canvas_enters_every_generated_frame_and_never_the_start_frame(tiny):
     bb, conn, canvas = tiny
     fuser = MetaCanvasConnector(conn.config).canvas_fuser
     torch.nn.init.normal_(fuser.proj.weight, std=0.5)
-    grid = bb.token_grid(64, 64, 17)
+    grid = bb.token_grid(CLIP_SIZE, CLIP_SIZE, CLIP_FRAMES)
     full = conn.canvas_for_grid(canvas, *grid)  # 3 keyframes interpolated to 5 latent frames
     x, text, mask = torch.randn(1, 16, 5, 8, 8), torch.randn(1, 4, bb.caption_channels), torch.ones(1, 4)
     t, start = torch.tensor([500.0]), Conditioning(first_frames=torch.randn(1, 16, 1, 8, 8))
@@ -168,7 +169,7 @@ def test_clips_are_deterministic_with_progress_and_cancel(tiny):
     torch.nn.init.normal_(trained.canvas_fuser.proj.weight, std=0.1)
     model, plan = _injected(bb, trained), _plan(torch.randn(1, 4, bb.caption_channels), canvas)
     seen = []
-    kw = dict(width=64, height=64, frames=17, steps=3, cfg=1.0)
+    kw = dict(width=CLIP_SIZE, height=CLIP_SIZE, frames=17, steps=3, cfg=1.0)
     a = sample(model, plan, seed=7, callback=lambda i, n, x: seen.append((i, n, tuple(x.shape))), **kw)
     assert seen == [(i, 3, (1, 16, 5, 8, 8)) for i in (1, 2, 3)]
     assert torch.equal(a, sample(model, plan, seed=7, **kw))
@@ -185,7 +186,7 @@ def test_clips_are_deterministic_with_progress_and_cancel(tiny):
 def test_bad_clip_requests_are_clear(tiny, random_sana_dir):
     bb, conn, canvas = tiny
     plan = _plan(torch.randn(1, 4, bb.caption_channels))
-    kw = dict(width=64, height=64, steps=1, cfg=1.0)
+    kw = dict(width=CLIP_SIZE, height=CLIP_SIZE, steps=1, cfg=1.0)
     with pytest.raises(MetaCanvasError, match=r"frames 16 .*4k\+1.*use 13 or 17"):
         sample(InjectedBackbone(bb), plan, frames=16, **kw)
     with pytest.raises(MetaCanvasError, match="frames 0 .*use 1"):
@@ -215,5 +216,5 @@ def test_weights_for_another_backbone_or_keyframe_count_are_refused(tiny, random
         InjectedBackbone(sana).inject(LoadedConnector(conn, "wan", "wan-test", backbone_config=bb.fingerprint()))
     one = torch.randn(1, 1, 4, 4, bb.dit_dim)  # a 1-keyframe canvas for weights trained with 3
     with pytest.raises(MetaCanvasError, match="1 keyframes but the injected weights 'wan-test' were trained with 3"):
-        sample(_injected(bb, conn), _plan(torch.randn(1, 4, bb.caption_channels), one), width=64, height=64,
-               frames=17, steps=1, cfg=1.0)
+        sample(_injected(bb, conn), _plan(torch.randn(1, 4, bb.caption_channels), one), width=CLIP_SIZE,
+               height=CLIP_SIZE, frames=17, steps=1, cfg=1.0)

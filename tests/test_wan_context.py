@@ -16,7 +16,7 @@ from metacanvas_core.plan import CanvasPlan
 from metacanvas_core.sampling import InjectedBackbone, sample
 from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
 
-KW = dict(width=64, height=64, frames=17, steps=2, cfg=1.0, seed=3)
+KW = dict(width=32, height=32, frames=17, steps=2, cfg=1.0, seed=3)  # a clip-world clip
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_widened_folder_is_a_real_wan_config(pair):
     t2v, wide = pair
     assert wide.transformer.config.in_channels == 16 * 2 + 4 and wide.transformer.config.out_channels == 16
     assert (t2v.latent_channels, wide.latent_channels, t2v.mask_channels, wide.mask_channels) == (16, 16, 0, 4)
-    assert wide.latent_shape(1, 64, 64, 17) == t2v.latent_shape(1, 64, 64, 17) == (1, 16, 5, 8, 8)
+    assert wide.latent_shape(1, 32, 32, 17) == t2v.latent_shape(1, 32, 32, 17) == (1, 16, 5, 8, 8)
     assert wide.fingerprint() != t2v.fingerprint()  # weights for one never pass for the other
     w = wide.transformer.patch_embedding.weight
     assert torch.equal(w[:, :16], t2v.transformer.patch_embedding.weight) and not w[:, 16:].any()

@@ -135,11 +135,12 @@ def test_video_workflows_run_on_builtin_names(builtin_video, name, monkeypatch):
     _set_widget(wf, "MetaCanvasSampleVideo", "steps", 2)
     result = _runs(wf)
     save = next(k for k in result.ui if result.prompt[k]["class_type"] == "SaveVideo")
-    assert result.ui[save]["images"].shape == (17, 64, 64, 3) and result.ui[save]["frame_rate"] == 8
+    assert result.ui[save]["images"].shape == (17, 32, 32, 3) and result.ui[save]["frame_rate"] == 8
     sample = result.prompt[_first(wf, "MetaCanvasSampleVideo")]["inputs"]
     if name == "image_to_video.json":  # the start image is drawn in the graph, and both planner and sampler get it
         scene = _first(wf, "MetaCanvasShapesWorldScene")
         assert sample["start_image"] == [scene, 0] and result.prompt[_first(wf, "MetaCanvasPlan")]["inputs"]["image"]
+        assert result.prompt[scene]["inputs"]["size"] == sample["width"] == sample["height"]  # drawn at the clip's size
         assert any(v is not None for v in visuals)
     else:
         assert "start_image" not in sample and all(v is None for v in visuals)

@@ -34,7 +34,7 @@ def test_a_caption_becomes_its_scene_deterministically():
 
 def test_a_motion_caption_gives_its_clips_first_frame():
     scene = clips.benchmark_clips(2)[1]  # a mover and a still object
-    (image,) = Scene().render(scene.caption, 64)
+    (image,) = Scene().render(scene.caption, clips.SIZE)
     assert np.array_equal((image[0].numpy() * 255).round().astype(np.uint8), clips.start_image(scene))
 
 

@@ -9,7 +9,7 @@ knows, so the image-trained planner reads them unchanged:
 - "motion_still": "a red circle moves from left to right and a yellow square at top left" (plus an object that
                   stays in its cell, off the mover's path, in another colour).
 
-Defaults: 17 frames of 64x64 at 8 fps (a tiny `AutoencoderKLWan` makes 5 latent frames of 8x8; 3 keyframes sit
+Defaults: 17 frames of 32x32 at 8 fps (a tiny `AutoencoderKLWan` makes 5 latent frames of 8x8; 3 keyframes sit
 on latent frames 0, 2 and 4, 1 s apart). The first frame is the start image of image-to-video. A fixed,
 hash-based share of (colour, shape, start, end) motions, and of still (colour, shape, cell) triples as in
 `shapes`, is held out of every training clip.

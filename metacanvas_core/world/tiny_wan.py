@@ -16,9 +16,8 @@ from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3
 
 from .tiny_models import CAPTION_CHANNELS
 
-CLIP_SIZE = 32
-CLIP_FRAMES = 17  # 4k+1
 WAN_LATENT_CHANNELS = 16
+WAN_VAE_SPATIAL = 4  # pixels per latent pixel across (two downsamplings, no pixel patch)
 WAN_HEADS, WAN_HEAD_DIM = 2, 32
 WAN_LAYERS = 6
 
@@ -30,7 +29,7 @@ def new_wan_vae(base_dim: int = 16) -> AutoencoderKLWan:
     return AutoencoderKLWan(
         base_dim=base_dim, z_dim=z, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scales=[],
         temperal_downsample=[True, True], is_residual=True, in_channels=3, out_channels=3, patch_size=None,
-        scale_factor_spatial=4, scale_factor_temporal=4,
+        scale_factor_spatial=WAN_VAE_SPATIAL, scale_factor_temporal=4,
         # Identity statistics until a trained VAE measures its own (as the released ones ship theirs).
         latents_mean=[0.0] * z, latents_std=[1.0] * z,
     )

@@ -25,22 +25,19 @@ from ...checkpoints import save_connector
 from ...connectors import ConnectorConfig, MetaCanvasConnector
 from ...injection import canvas_injected
 from ...planner import Planner
+from ...video_tasks import PLANNER_SIZE, planner_visual
 from ...world import clips
 from .base import Sample, torch_generator
 from .t2i import CAPTION_DROPOUT, STAGES, TEXT_ONLY_DROPOUT, TIMESTEP_SAMPLING, TextStateCache, TextToImage, \
     sample_timestep
 from .wan_vae import clip_pixels
 
-# The shipped planner was trained on 32x32 shapes images and reads 64x64 ones badly (0 % caption accuracy measured
-# at 64 px), so the i2v start frame it sees is the clip's first frame averaged down to this size.
-PLANNER_IMAGE_SIZE = 32
-
 
 def _planner_view(frame: np.ndarray) -> np.ndarray:
-    """uint8 (H, W, 3) -> uint8 (32, 32, 3) by box averaging (H, W multiples of 32)."""
-    f = frame.shape[0] // PLANNER_IMAGE_SIZE
-    small = frame.reshape(PLANNER_IMAGE_SIZE, f, PLANNER_IMAGE_SIZE, f, 3).mean(axis=(1, 3))
-    return np.round(small).astype(np.uint8)
+    """The i2v start frame as the planner sees it, uint8 (H, W, 3) -> (PLANNER_SIZE, PLANNER_SIZE, 3): the clip
+    world's frames are already the size the shipped planner was trained on, other sizes are downscaled as every
+    visual of the video tasks is (`video_tasks.planner_visual`)."""
+    return planner_visual(torch.from_numpy(frame)[None].float() / 255, PLANNER_SIZE)[0]
 
 
 class TextToVideo(TextToImage):
@@ -178,7 +175,7 @@ class TextToVideo(TextToImage):
         return {"task": "t2v", "serves": ["t2v", "i2v"], "stage": a.stage, "i2v_share": a.i2v_share,
                 "caption_dropout": CAPTION_DROPOUT, "text_only_dropout": a.text_only_dropout if canvas else 0.0,
                 "keyframes": a.keyframes if canvas else None, "canvas_lr_scale": a.canvas_lr_scale if canvas else None,
-                "timestep_sampling": a.timestep_sampling, "planner_i2v_image_size": PLANNER_IMAGE_SIZE,
+                "timestep_sampling": a.timestep_sampling, "planner_i2v_image_size": PLANNER_SIZE,
                 "clip": [clips.SIZE, clips.SIZE, clips.FRAMES], "fps": clips.FPS, "data": "clip world",
                 "base": str(a.base) if a.base else None}
 

@@ -1,8 +1,8 @@
-"""Tiny world: train the tiny Wan 2.2 VAE (`AutoencoderKLWan`, 8x space, 4x time) on clip-world clips.
+"""Tiny world: train the tiny Wan 2.2 VAE (`AutoencoderKLWan`, 4x space, 4x time) on clip-world clips.
 
 L1 + L2 reconstruction of the posterior's mode (before the decoder's output clamp), plus a tiny KL weight that keeps
-the posterior's means from drifting to large values. The export measures per-channel latents_mean / latents_std on sample clips and writes
-them into the config: the Wan pipelines (and backbones/wan.py) normalise latents with them.
+the posterior's means from drifting to large values. The export measures per-channel latents_mean / latents_std on
+sample clips and writes them into the config: the Wan pipelines (and backbones/wan.py) normalise latents with them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ...world import clips, shapes
-from ...world.tiny_wan import new_wan_vae
+from ...world.tiny_wan import WAN_VAE_SPATIAL, new_wan_vae
 from .base import Sample, Task
 
 STATS_CLIPS = 64  # clips the exported latent statistics are measured on (a fixed generator, not training draws)
@@ -35,16 +35,17 @@ class WanVaePretraining(Task):
                         help="train on windows of this many consecutive frames (4k+1; the VAE is causal and "
                              "convolutional, so it encodes full clips after training on short windows, 3x faster)")
         ap.add_argument("--crop", type=int, default=clips.SIZE,
-                        help="train on random square crops of this size (a multiple of 8; convolutions see the same "
-                             "local content, 4x cheaper at 32)")
+                        help=f"train on random square crops of this size (a multiple of {WAN_VAE_SPATIAL}, the VAE's "
+                             "compression; convolutions see the same local content, 4x cheaper at half the size)")
         ap.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the posterior's KL term")
 
     @classmethod
     def check_arguments(cls, ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if args.frames < 1 or (args.frames - 1) % 4 or args.frames > clips.FRAMES:
             ap.error(f"--frames must be 4k+1 and at most {clips.FRAMES}")
-        if args.crop < 8 or args.crop % 8 or args.crop > clips.SIZE:
-            ap.error(f"--crop must be a multiple of 8 in [8, {clips.SIZE}]")
+        s = WAN_VAE_SPATIAL
+        if args.crop < s or args.crop % s or args.crop > clips.SIZE:
+            ap.error(f"--crop must be a multiple of {s} in [{s}, {clips.SIZE}]")
 
     def __init__(self, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
         self.args, self.device = args, device
@@ -60,7 +61,8 @@ class WanVaePretraining(Task):
         clip = clips.render_clip(clips.sample_clip(rng), rng=rng)
         a = self.args
         start = int(rng.integers(len(clip) - a.frames + 1))
-        y, x = 8 * rng.integers((clips.SIZE - a.crop) // 8 + 1, size=2)  # crops on the latent grid
+        s = WAN_VAE_SPATIAL
+        y, x = s * rng.integers((clips.SIZE - a.crop) // s + 1, size=2)  # crops on the latent grid
         return Sample({"clip": clip_pixels(clip[start: start + a.frames, y: y + a.crop, x: x + a.crop])})
 
     def batch(self, samples: list[Sample]) -> dict:
