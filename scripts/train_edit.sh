@@ -46,10 +46,7 @@ BASE="$BASE --steps $EXTRA_STEPS $(cool "$EXTRA_STEPS") --lr 3e-4 --seed 0 --res
 wait
 
 if [ "${PUBLISH:-0}" = 1 ]; then
-  A=metacanvas_core/assets/tiny
-  rm -rf "$A/flux_edit" && cp -r "$R/edit_global_run/backbone" "$A/flux_edit"
-  cp "$R/edit_metacanvas_run/metacanvas_edit.safetensors" "$R/edit_global_continue_run/global_edit.safetensors" "$A/"
-  echo "published flux_edit/, metacanvas_edit.safetensors and global_edit.safetensors to $A"
+  $PY -m metacanvas_core.training.publish --edit-runs "$R"  # float16 copies into metacanvas_core/assets/tiny/
 else
-  echo "done; PUBLISH=1 bash scripts/train_edit.sh copies them into metacanvas_core/assets/tiny/"
+  echo "done; PUBLISH=1 bash scripts/train_edit.sh (or publish --edit-runs $R) copies them into the package"
 fi

@@ -38,12 +38,15 @@ def main(argv: list[str] | None = None) -> None:
                                                "--video-runs is given)")
     ap.add_argument("--video-runs", type=Path, help="scripts/train_video.sh's runs folder")
     ap.add_argument("--video-context-runs", type=Path, help="scripts/train_video_context.sh's runs folder")
+    ap.add_argument("--edit-runs", type=Path, help="scripts/train_edit.sh's runs folder")
     args = ap.parse_args(argv)
+    if args.edit_runs:
+        _publish_edit(args.edit_runs)
     if args.video_runs:
         _publish_video(args.video_runs)
     if args.video_context_runs:
         _publish_video_context(args.video_context_runs)
-    if args.runs or not (args.video_runs or args.video_context_runs):
+    if args.runs or not (args.video_runs or args.video_context_runs or args.edit_runs):
         _publish_t2i(args.runs or Path("runs"))
     total = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
     print(f"published to {ASSETS}: {total / 1e6:.1f} MB")
@@ -54,6 +57,13 @@ def _publish_video(r: Path) -> None:
     _copy_folder_half(r / "global_run" / "backbone", ASSETS / "wan_t2v")
     for run, name in (("metacanvas_run", "metacanvas_t2v"), ("metacanvas_k1_run", "metacanvas_t2v_k1"),
                       ("global_continue_run", "global_t2v")):
+        _half_safetensors(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
+
+
+def _publish_edit(r: Path) -> None:
+    """scripts/train_edit.sh's run folders -> the built-in names (the global base's Kontext folder serves both)."""
+    _copy_folder_half(r / "edit_global_run" / "backbone", ASSETS / "flux_edit")
+    for run, name in (("edit_metacanvas_run", "metacanvas_edit"), ("edit_global_continue_run", "global_edit")):
         _half_safetensors(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
 
 
