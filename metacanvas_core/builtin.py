@@ -63,11 +63,18 @@ def builtin_methods(task: str) -> dict[str, tuple[Path, Path]]:
     return video_methods(WAN_VIDEO_CONTEXT, CONTEXT_WEIGHTS) if task in CONTEXT_TASKS else video_methods()
 
 
+def _default_first(paths, default: Path) -> list[Path]:
+    """Sorted by name, the text-to-image default first: a ComfyUI combo's first entry is what a new node shows."""
+    return sorted(paths, key=lambda p: (p.name != default.name, p.name))
+
+
 def builtin_backbones() -> dict[str, Path]:
     """Display name -> folder for every shipped diffusers pipeline folder."""
-    return {f"{BUILTIN_NAME}: {p.name}": p for p in sorted(ASSETS.iterdir()) if (p / "model_index.json").is_file()}
+    folders = [p for p in ASSETS.iterdir() if (p / "model_index.json").is_file()]
+    return {f"{BUILTIN_NAME}: {p.name}": p for p in _default_first(folders, T2I_METHODS["metacanvas"][0])}
 
 
 def builtin_connectors() -> dict[str, Path]:
     """Display name -> file for every shipped MetaCanvas weights file."""
-    return {f"{BUILTIN_NAME}: {p.stem}": p for p in sorted(ASSETS.glob("*.safetensors"))}
+    files = ASSETS.glob("*.safetensors")
+    return {f"{BUILTIN_NAME}: {p.stem}": p for p in _default_first(files, T2I_METHODS["metacanvas"][1])}

@@ -186,11 +186,13 @@ def test_trained_sizes_round_trip_and_old_files_have_none(tmp_path, backbone):
 
 def test_shipped_weights_record_their_training_size():
     from metacanvas_core.builtin import builtin_connectors
+    from metacanvas_core.world import clips
+    from metacanvas_core.world.tiny_flux import EDIT_IMAGE_SIZE
     from metacanvas_core.world.tiny_models import IMAGE_SIZE
 
-    from metacanvas_core.world import clips
-
-    sizes = {"t2i": [[IMAGE_SIZE, IMAGE_SIZE]], "t2v": [[clips.SIZE, clips.SIZE, clips.FRAMES]]}
+    clip = [[clips.SIZE, clips.SIZE, clips.FRAMES]]
+    sizes = {"t2i": [[IMAGE_SIZE, IMAGE_SIZE]], "edit": [[EDIT_IMAGE_SIZE, EDIT_IMAGE_SIZE]], "t2v": clip,
+             "video-context": clip}
     for path in builtin_connectors().values():
         w = load_connector(path)
         assert w.trained_sizes == sizes[w.recipe.get("task", "t2i")]

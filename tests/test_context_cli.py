@@ -84,7 +84,7 @@ def test_bad_input_is_named(files, tmp_path, capsys, monkeypatch, task, extra, m
     assert message in capsys.readouterr().err
 
 
-def test_weights_for_another_task_or_backbone(files, tmp_path, capsys):
+def test_weights_for_another_task_or_backbone(files, tmp_path, capsys, monkeypatch):
     out = ("--out", str(tmp_path / "x.gif"))
     assert _run(files, "video-edit", "--video", str(files / "src.gif"), *out, weights="in-context") == 2
     assert "trained for task 'in-context', not 'video-edit'" in capsys.readouterr().err
@@ -92,6 +92,9 @@ def test_weights_for_another_task_or_backbone(files, tmp_path, capsys):
     assert "in_channels: trained with 16, this backbone has 36" in capsys.readouterr().err
     assert _run(files, "video-edit", "--video", str(files / "src.gif"), *out, backbone="t2v", weights="t2v") == 2
     assert "trained for task 't2v'" in capsys.readouterr().err
+    from metacanvas_core import builtin
+
+    monkeypatch.setattr(builtin, "ASSETS", tmp_path / "no-assets")  # as on an install without the built-in weights
     assert main(["generate", "--task", "in-context", "--image", str(files / "ref1.png"), "--prompt", "a", *out]) == 2
     assert "--task in-context needs --backbone" in capsys.readouterr().err
 
