@@ -97,6 +97,23 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert not list(state.glob("pytorch_model*"))
 
 
+def test_a_longer_resume_starts_its_own_average(tmp_path, monkeypatch):
+    """Resuming a finished 4-step run with --steps 8 moves the cooldown to steps 6-8: the average the 4-step run
+    kept over its own cooldown must not leak into the new one."""
+    args = ["--cooldown", "2", "--ema", "0.5", "--save-every", "1", "--text-only-dropout", "0.5"]
+    assert train(*mc_args(tmp_path / "a", "--steps", "4", *args)) == 0
+    seen, real = [], trainer.Trainer._load
+
+    def load(self, folder):
+        real(self, folder)
+        seen.append((self.step, self.ema))
+
+    monkeypatch.setattr(trainer.Trainer, "_load", load)
+    assert train(*mc_args(tmp_path / "a", "--steps", "8", *args, "--resume")) == 0
+    assert seen[0][0] == 4 and seen[0][1] is None
+    assert [r["step"] for r in log(tmp_path / "a")][-1] == 8
+
+
 def test_accumulation_and_bf16_autocast_train_the_same_global_batch(tmp_path):
     """--grad-accum 2 averages two micro-batches of 2 into the step one batch of 4 takes (same samples, 1e-5);
     bf16 autocast (frozen planner and VAE in bf16) trains too, close to float32."""

@@ -164,7 +164,8 @@ class Trainer:
         self.acc.load_state(str(folder))
         meta = json.loads((folder / "trainer.json").read_text())
         self.step, self.elapsed, self.skipped = meta["step"], meta["elapsed_s"], meta["skipped"]
-        if (folder / "ema.safetensors").is_file():
+        if (folder / "ema.safetensors").is_file() and self.step >= self.ema_start:
+            # (A resume with a longer --steps starts its cooldown later: an older run's average is not carried in.)
             saved = load_file(str(folder / "ema.safetensors"), device=str(self.acc.device))
             self.ema = [saved[n] for n, _ in self._named_trained()]
         elif self.args.ema and self.step > self.ema_start:
