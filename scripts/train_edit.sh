@@ -19,8 +19,8 @@ export OMP_NUM_THREADS=1
 T="$PY -m metacanvas_core train"
 PLANNER=metacanvas_core/assets/tiny/planner
 VAE_STEPS=${VAE_STEPS:-500}
-GLOBAL_STEPS=${GLOBAL_STEPS:-2500}
-EXTRA_STEPS=${EXTRA_STEPS:-800}  # stage 2, each of the two runs
+GLOBAL_STEPS=${GLOBAL_STEPS:-1500}
+EXTRA_STEPS=${EXTRA_STEPS:-600}  # stage 2, each of the two runs
 # Each run ends the same way: the LR falls linearly to zero over its last third, and the weights written out are an
 # average over that cooldown (horizon about a quarter of it).
 cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 4 / $c}") --save-every 100"; }
