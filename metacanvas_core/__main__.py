@@ -36,14 +36,14 @@ def _builtin(args) -> tuple:
     if not methods and task in CONTEXT_TASKS:
         raise MetaCanvasError(
             f"--task {task} needs --backbone (a Wan 2.2 folder made for it: its DiT takes latent x 2 + mask channels)"
-            f" and --weights (MetaCanvas weights trained for it): no built-in video-context weights ship yet "
+            f" and --weights (MetaCanvas weights trained for it): the built-in video-context weights are missing "
             f"(metacanvas_core/assets/tiny/{WAN_VIDEO_CONTEXT}/ and {CONTEXT_WEIGHTS.get(args.method, '...')}"
             ".safetensors); train them with scripts/train_video_context.sh"
         )
     if not methods:
         raise MetaCanvasError(
             f"--task {task} needs --backbone (a Wan 2.2 diffusers folder) and --weights (MetaCanvas weights "
-            "trained for it): no built-in video weights ship yet"
+            "trained for it): the built-in video weights are missing"
         )
     if args.method not in methods:
         raise MetaCanvasError(f"--method {args.method} has no built-in weights for --task {task}; choose one of "
@@ -69,7 +69,7 @@ def _edit_models(args) -> tuple:
     shipped = builtin_edit(args.method)
     if shipped is None:
         raise MetaCanvasError(
-            "--task edit: no built-in edit weights ship yet (metacanvas_core/assets/tiny/flux_edit/ and "
+            "--task edit: the built-in edit weights are missing (metacanvas_core/assets/tiny/flux_edit/ and "
             f"{EDIT_METHODS[args.method][1].name}): give --backbone (a FLUX.1-Kontext diffusers folder) and "
             "--weights (MetaCanvas edit weights for it), or train them with scripts/train_edit.sh"
         )

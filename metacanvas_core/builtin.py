@@ -14,7 +14,7 @@ T2I_METHODS: dict[str, tuple[Path, Path]] = {
     "global": (SANA_T2I, ASSETS / "global_t2i.safetensors"),
     "global-posemb": (ASSETS / "sana_t2i_posemb", ASSETS / "global_posemb_t2i.safetensors"),
 }
-# name -> (FLUX.1-Kontext folder, MetaCanvas edit weights): the methods of the editing benchmark, once they ship
+# name -> (FLUX.1-Kontext folder, MetaCanvas edit weights): the methods of the editing benchmark
 # (scripts/train_edit.sh makes them).
 FLUX_EDIT = ASSETS / "flux_edit"
 EDIT_METHODS: dict[str, tuple[Path, Path]] = {

@@ -46,7 +46,7 @@ def test_without_shipped_edit_weights_the_cli_says_so(tmp_path, source_png, monk
             "--out", str(tmp_path / "x.png")]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "no built-in edit weights ship yet" in err and "scripts/train_edit.sh" in err
+    assert "the built-in edit weights are missing" in err and "scripts/train_edit.sh" in err
     assert main(args + ["--method", "global-posemb"]) == 2
     assert "has no edit weights" in capsys.readouterr().err
 

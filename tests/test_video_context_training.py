@@ -91,7 +91,7 @@ def test_no_builtin_weights_is_a_clear_error(tmp_path, monkeypatch, capsys):
     assert cli(["generate", "--task", "in-context", "--image", str(tmp_path / "r.png"), "--prompt", "a",
                 "--out", str(tmp_path / "o.gif")]) == 2
     err = capsys.readouterr().err
-    assert "no built-in video-context weights ship yet" in err and "wan_video_context/" in err
+    assert "the built-in video-context weights are missing" in err and "wan_video_context/" in err
 
 
 def test_widened_dit_at_step_0_is_the_t2v_backbone_bit_for_bit(t2v):

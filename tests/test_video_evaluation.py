@@ -54,7 +54,7 @@ def test_without_video_weights_the_cli_says_to_pass_them(tmp_path, monkeypatch, 
     for argv in (["evaluate", "--task", "t2v"], ["bench", "--task", "t2v"], ["evaluate", "--task", "i2v"],
                  ["generate", "--task", "t2v", "--prompt", "a red circle", "--out", str(tmp_path / "x.gif")]):
         assert main(argv) == 2
-        assert "no built-in video weights ship yet" in capsys.readouterr().err
+        assert "the built-in video weights are missing" in capsys.readouterr().err
 
 
 def test_text_to_video_benchmark_same_prompts_and_seeds_for_every_method_then_table(

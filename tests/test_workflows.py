@@ -87,16 +87,16 @@ def test_layout_is_readable(path: Path):
         assert not _overlap((ax, ay, ax + aw, ay + ah), (bx, by, bx + bw, by + bh)), (a["title"], b["title"])
 
 
-_VIDEO_WHY = ("no built-in video weights ship yet (metacanvas_core/assets/tiny/wan_t2v/ and "
+_VIDEO_WHY = ("the built-in video weights are missing (metacanvas_core/assets/tiny/wan_t2v/ and "
               "metacanvas_t2v.safetensors, which the workflow loads); test_video_workflows_run_on_builtin_names runs "
               "it on untrained stand-ins")
-_CONTEXT_WHY = ("no built-in video-context weights ship yet (metacanvas_core/assets/tiny/wan_video_context/ and "
+_CONTEXT_WHY = ("the built-in video-context weights are missing (metacanvas_core/assets/tiny/wan_video_context/ and "
                 "metacanvas_video_context.safetensors; scripts/train_video_context.sh makes them; video editing also "
                 "needs the t2v ones); test_context_workflows_run_on_builtin_names runs it on untrained stand-ins")
-# Workflows that need built-in weights which do not ship yet: name -> (are they there?, why skipped otherwise).
+# Workflows that need built-in weights (skipped, with the reason, where they are missing): name -> (are they there?, why skipped otherwise).
 NEEDS_SHIPPED = {
     "image_editing.json": (lambda: builtin.builtin_edit("metacanvas") is not None,
-                           "no built-in edit weights ship yet (metacanvas_core/assets/tiny/flux_edit/ and "
+                           "the built-in edit weights are missing (metacanvas_core/assets/tiny/flux_edit/ and "
                            "metacanvas_edit.safetensors; scripts/train_edit.sh makes them); "
                            "test_image_editing_runs_on_untrained_tiny_files proves the graph runs"),
     **{name: (lambda: "metacanvas" in builtin.video_methods(), _VIDEO_WHY) for name in VIDEO_WORKFLOWS},
