@@ -32,10 +32,6 @@ from .errors import MetaCanvasError
 from .visual_inputs import Video
 
 VIDEO_EDIT, IN_CONTEXT = "video-edit", "in-context"
-# The shipped planner's vision tower was trained on 32x32 shapes-world images only: at 64x64 Qwen's processor makes
-# four times the patches, each showing a quarter of what it learned to read, and the plan is noise. Its visuals are
-# downscaled to that size; a real Qwen2.5-VL planner reads any size (pass planner_size=None to keep the input's).
-PLANNER_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -78,21 +74,18 @@ def _check_backbone(backbone: BackboneAdapter, where: str) -> int:
     return mask_channels
 
 
-def planner_visual(images: torch.Tensor, planner_size: int | None) -> np.ndarray:
-    """(N, H, W, 3) in [0, 1] -> uint8 (N, S, S, 3) for the planner, downscaled (antialiased) to `planner_size`."""
-    x = images.movedim(-1, 1)
-    if planner_size is not None:
-        x = cover_resize(x, planner_size, planner_size, antialias=True)
-    return (x.movedim(1, -1).clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+def planner_visual(images: torch.Tensor) -> np.ndarray:
+    """(N, H, W, 3) in [0, 1] -> uint8 (N, H, W, 3) for the planner, at their own size: the planner folder's Qwen
+    processor scales them within its pixel limits (the tiny planner's: the 32x32 it was trained on)."""
+    return (images.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
 
 
-def clip_visual(clip: torch.Tensor, fps: float, where: str = "source clip",
-                planner_size: int | None = PLANNER_SIZE) -> Video:
-    """The source clip (F, H, W, 3) in [0, 1] as the planner watches it: a `Video` at `fps`, downscaled to
-    `planner_size` (Plan Canvas's video input and `video_edit_inputs` alike)."""
+def clip_visual(clip: torch.Tensor, fps: float, where: str = "source clip") -> Video:
+    """The source clip (F, H, W, 3) in [0, 1] as the planner watches it: a `Video` at `fps` (Plan Canvas's video
+    input and `video_edit_inputs` alike)."""
     if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < fps < float("inf"):
         raise MetaCanvasError(f"{where}: frame rate {fps!r} must be a positive number of frames per second")
-    return Video(planner_visual(_clip_frames(clip, where), planner_size), float(fps))
+    return Video(planner_visual(_clip_frames(clip, where)), float(fps))
 
 
 def _clip_frames(clip: torch.Tensor, where: str) -> torch.Tensor:
@@ -120,17 +113,16 @@ def edit_conditioning(backbone: BackboneAdapter, clip: torch.Tensor, where: str 
 
 def video_edit_inputs(
     backbone: BackboneAdapter, clip: torch.Tensor, fps: float, where: str = "source clip",
-    planner_size: int | None = PLANNER_SIZE,
 ) -> VideoTaskInputs:
     """The source clip (F, H, W, 3) in [0, 1] (ComfyUI's IMAGE batch of frames) at `fps` frames per second."""
     conditioning = edit_conditioning(backbone, clip, where)
     n, height, width = clip.shape[:3]
-    return VideoTaskInputs([clip_visual(clip, fps, where, planner_size)], conditioning, width, height, n)
+    return VideoTaskInputs([clip_visual(clip, fps, where)], conditioning, width, height, n)
 
 
 def in_context_inputs(
     backbone: BackboneAdapter, references: list[torch.Tensor], width: int, height: int, frames: int,
-    where: str = "reference images", max_references: int | None = None, planner_size: int | None = PLANNER_SIZE,
+    where: str = "reference images", max_references: int | None = None,
 ) -> VideoTaskInputs:
     """Reference images (each (1, H, W, 3) or (H, W, 3) in [0, 1], all one size) for a clip of the given size."""
     mask_channels = _check_backbone(backbone, where)
@@ -160,5 +152,5 @@ def in_context_inputs(
     context[0, :, : len(refs)] = latents[:, :, 0].movedim(0, 1)
     mask = context.new_zeros(1, mask_channels, latent_frames, *latents.shape[3:])
     mask[:, :, : len(refs)] = 1
-    visuals = list(planner_visual(x, planner_size))
+    visuals = list(planner_visual(x))
     return VideoTaskInputs(visuals, Conditioning(context=context, context_mask=mask), width, height, frames)

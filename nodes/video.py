@@ -149,8 +149,7 @@ def _context(bb, connector, size: tuple[int, int, int], start_image, source_vide
         refs = list(reference_images.split(1))
     else:
         refs = [reference_images]  # checked (and refused) with its shape named
-    return in_context_inputs(bb, refs, width, height, frames, "reference_images", most,
-                             planner_size=None).conditioning
+    return in_context_inputs(bb, refs, width, height, frames, "reference_images", most).conditioning
 
 
 def _clip_preview(bb, bar):

@@ -57,7 +57,7 @@ def test_image_prompts_match_the_models_own_forward(planner):
     """Hidden states of encode == Qwen2.5-VL's forward with input_ids + pixel_values + image_grid_thw (its own
     vision tower, placeholder scatter and get_rope_index), per prompt, in a batch of different image sizes."""
     a = _scene([("red", "circle", 0)], 32)
-    b = _scene([("green", "triangle", 4)], 48)[:, :40]  # 48x40: resized to a multiple of 8 as Qwen does
+    b = _scene([("green", "triangle", 4)], 32)[:, :24]  # 32x24: another size, within the planner's pixel limit
     c = _scene([("yellow", "square", 2)], 32)
     prompts = ["where is the red circle ?", "describe"]
     out = planner.encode(prompts, visuals=[[a], [b, c]])
@@ -73,7 +73,7 @@ def test_image_prompts_match_the_models_own_forward(planner):
         n = ids.shape[1]
         assert int(out.text_mask[i].sum()) == n
         torch.testing.assert_close(out.text_states[i, :n], ref, atol=1e-5, rtol=1e-5)
-    assert counts == [(48 // 8) * (40 // 8), 16]
+    assert counts == [(32 // 8) * (24 // 8), 16]
 
 
 def _video(n=5, size=32):
@@ -208,9 +208,10 @@ def test_bad_visuals_are_clear_errors(planner, random_planner_dir, tmp_path):
     blind = Planner(planner.model, planner.tokenizer, "blind")
     with pytest.raises(MetaCanvasError, match="preprocessor_config.json"):
         blind.encode(["describe"], visuals=[[img]])
-    # Any size the processor can take is resized to its multiple: 30x45 -> 32x48 -> 4x6 merged tokens.
+    # Any size the processor can take is resized to a multiple of 8 within the tiny planner's 32x32 pixel count:
+    # 30x45 -> 24x32 -> 3x4 merged tokens.
     out = planner.encode(["describe"], visuals=[[np.zeros((30, 45, 3), np.uint8)]])
-    assert out.text_states.shape[1] == 1 + 24 + 1 + 2
+    assert out.text_states.shape[1] == 1 + 12 + 1 + 2
 
 
 def test_make_plan_sees_the_image_with_the_shipped_weights():

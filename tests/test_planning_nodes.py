@@ -64,10 +64,11 @@ def test_plan_canvas_image_errors_name_the_node_and_the_fix(models):
         call("MetaCanvasPlan", **args, image=torch.ones(1, 32, 32, 4))
     with expect_error("Plan Canvas", "image 2 of the batch", "NaN"):
         call("MetaCanvasPlan", **args, image=torch.cat([_image(0), torch.full((1, 32, 32, 3), float("nan"))]))
-    # Another size is taken and resized as Qwen does (48x40 -> 6x5 merged tokens).
+    # Another size is taken and resized as Qwen does, within the tiny planner's 32x32 pixel count (48x40 -> 32x24
+    # -> 4x3 merged tokens).
     odd, = call("MetaCanvasPlan", **args, image=_image(0, 48)[:, :, :40])
     plain, = call("MetaCanvasPlan", **args)
-    assert odd.text.shape[1] == plain.text.shape[1] + 2 + 30
+    assert odd.text.shape[1] == plain.text.shape[1] + 2 + 12
 
 
 def test_preview_canvas_shows_keyframes_side_by_side(models, tmp_path):

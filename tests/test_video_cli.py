@@ -62,4 +62,4 @@ def test_alpha_start_image_and_missing_weights(wan_files, tmp_path, capsys, monk
     assert "alpha channel" in capsys.readouterr().err
     monkeypatch.setattr(builtin, "ASSETS", tmp_path / "no-assets")  # an install without the video weights
     assert main(["generate", "--task", "t2v", "--prompt", "a red circle", "--out", str(tmp_path / "y.gif")]) == 2
-    assert "no built-in video weights" in capsys.readouterr().err
+    assert "the built-in video weights are missing" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.planner import Planner
 from metacanvas_core.plan import CanvasPlan
 from metacanvas_core.sampling import InjectedBackbone, sample
-from metacanvas_core.video_tasks import PLANNER_SIZE, in_context_inputs, video_edit_inputs
+from metacanvas_core.video_tasks import in_context_inputs, video_edit_inputs
 from metacanvas_core.visual_inputs import Video
 from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
 
@@ -40,7 +40,7 @@ def test_video_edit_inputs(backbones):
     assert got.conditioning.context.shape == (1, 16, 5, 8, 8)
     assert torch.equal(got.conditioning.context_mask, torch.ones(1, 4, 5, 8, 8))
     (video,) = got.visuals
-    assert isinstance(video, Video) and video.fps == 8 and video.frames.shape == (17, PLANNER_SIZE, PLANNER_SIZE, 3)
+    assert isinstance(video, Video) and video.fps == 8 and video.frames.shape == (17, 32, 32, 3)
     assert video.frames.dtype == np.uint8
     plan = CanvasPlan(["x"], torch.randn(1, 3, wide.caption_channels), torch.ones(1, 3, dtype=torch.long), None, "n")
     out = sample(InjectedBackbone(wide), plan, width=got.width, height=got.height, frames=got.frames, steps=1,
@@ -60,7 +60,7 @@ def test_in_context_inputs_put_reference_r_in_latent_frame_r(backbones):
         want = wide.encode(up)  # (2, 16, 1, 8, 8)
     assert torch.equal(ctx[0, :, :2], want[:, :, 0].movedim(0, 1)) and not ctx[:, :, 2:].any()
     assert mask[:, :, :2].all() and not mask[:, :, 2:].any()
-    assert [v.shape for v in got.visuals] == [(32, 32, 3)] * 2
+    assert [v.shape for v in got.visuals] == [(64, 64, 3)] * 2  # as given: the planner's processor scales them
 
 
 def test_the_shipped_planner_reads_the_visuals_before_the_prompt(backbones):
@@ -69,7 +69,7 @@ def test_the_shipped_planner_reads_the_visuals_before_the_prompt(backbones):
     _, wide = backbones
     planner = Planner.from_pretrained(PLANNER)
     edit = video_edit_inputs(wide, _clip(5), fps=8)
-    ref = in_context_inputs(wide, [torch.rand(1, 64, 64, 3)], 32, 32, 5)
+    ref = in_context_inputs(wide, [torch.rand(1, 64, 64, 3)], 32, 32, 5)  # read at the planner's 32x32: 16 tokens
     plain = planner.encode(["make the red circle green"]).text_states
     seen = planner.encode(["make the red circle green"], visuals=[edit.visuals]).text_states
     # 5 frames at 32x32: 3 temporal patches (the last frame repeated) x 16 merged tokens, in a vision start/end pair

@@ -48,10 +48,14 @@ def planner_config(tokenizer) -> Qwen2_5_VLConfig:
 
 
 def image_processor() -> Qwen2VLImageProcessorPil:
-    """Qwen's own processor (its PIL backend: no torchvision on CPU machines), scaled to the tiny vision patch."""
+    """Qwen's own processor (its PIL backend: no torchvision on CPU machines), scaled to the tiny vision patch.
+
+    Its pixel limit is the 32x32 the tiny planner was trained on: Qwen's `smart_resize` scales larger images and
+    frames down to it (at 64x64 the planner read four times the patches, each a quarter of what it learnt, and
+    captioned nothing), as a released Qwen2.5-VL folder's limits scale for it."""
     return Qwen2VLImageProcessorPil(
         patch_size=VISION_PATCH, merge_size=2, temporal_patch_size=2,
-        min_pixels=(VISION_PATCH * 2) ** 2, max_pixels=IMAGE_SIZE * IMAGE_SIZE * 4,
+        min_pixels=(VISION_PATCH * 2) ** 2, max_pixels=IMAGE_SIZE * IMAGE_SIZE,
     )
 
 

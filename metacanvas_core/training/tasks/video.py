@@ -25,19 +25,11 @@ from ...checkpoints import save_connector
 from ...connectors import ConnectorConfig, MetaCanvasConnector
 from ...injection import canvas_injected
 from ...planner import Planner
-from ...video_tasks import PLANNER_SIZE, planner_visual
 from ...world import clips
 from .base import Sample, torch_generator
 from .t2i import CAPTION_DROPOUT, STAGES, TEXT_ONLY_DROPOUT, TIMESTEP_SAMPLING, TextStateCache, TextToImage, \
     sample_timestep
 from .wan_vae import clip_pixels
-
-
-def _planner_view(frame: np.ndarray) -> np.ndarray:
-    """The i2v start frame as the planner sees it, uint8 (H, W, 3) -> (PLANNER_SIZE, PLANNER_SIZE, 3): the clip
-    world's frames are already the size the shipped planner was trained on, other sizes are downscaled as every
-    visual of the video tasks is (`video_tasks.planner_visual`)."""
-    return planner_visual(torch.from_numpy(frame)[None].float() / 255, PLANNER_SIZE)[0]
 
 
 class TextToVideo(TextToImage):
@@ -117,7 +109,7 @@ class TextToVideo(TextToImage):
         t = sample_timestep(rng, a.timestep_sampling)
         gen = torch_generator(rng)
         return Sample({
-            "clip": clip_pixels(clip), "i2v": i2v, "start": _planner_view(clip[0]) if i2v else None,
+            "clip": clip_pixels(clip), "i2v": i2v, "start": clip[0] if i2v else None,
             "canvas_prompt": "" if u < CAPTION_DROPOUT else scene.caption,
             "text_prompt": "" if u < CAPTION_DROPOUT + extra else scene.caption,
             "t": t, "noise": torch.randn(self.latent_shape, generator=gen),
@@ -175,7 +167,7 @@ class TextToVideo(TextToImage):
         return {"task": "t2v", "serves": ["t2v", "i2v"], "stage": a.stage, "i2v_share": a.i2v_share,
                 "caption_dropout": CAPTION_DROPOUT, "text_only_dropout": a.text_only_dropout if canvas else 0.0,
                 "keyframes": a.keyframes if canvas else None, "canvas_lr_scale": a.canvas_lr_scale if canvas else None,
-                "timestep_sampling": a.timestep_sampling, "planner_i2v_image_size": PLANNER_SIZE,
+                "timestep_sampling": a.timestep_sampling,
                 "clip": [clips.SIZE, clips.SIZE, clips.FRAMES], "fps": clips.FPS, "data": "clip world",
                 "base": str(a.base) if a.base else None}
 

@@ -28,7 +28,7 @@ from ...backbones.wan import widened_for_context
 from ...checkpoints import save_connector
 from ...connectors import MetaCanvasConnector
 from ...errors import MetaCanvasError
-from ...video_tasks import IN_CONTEXT, PLANNER_SIZE, VIDEO_EDIT, in_context_inputs, video_edit_inputs
+from ...video_tasks import IN_CONTEXT, VIDEO_EDIT, in_context_inputs, video_edit_inputs
 from ...world import clips
 from ...world.clip_edits import (
     MAX_REFERENCES, render_clip_edit, render_references, sample_clip_edit, sample_reference_scene,
@@ -132,7 +132,7 @@ class VideoContext(TextToVideo):
                 "stage": a.stage, "in_context_share": a.in_context_share, "caption_dropout": CAPTION_DROPOUT,
                 "text_only_dropout": a.text_only_dropout if canvas else 0.0,
                 "keyframes": a.keyframes if canvas else None, "canvas_lr_scale": a.canvas_lr_scale if canvas else None,
-                "timestep_sampling": a.timestep_sampling, "planner_image_size": PLANNER_SIZE,
+                "timestep_sampling": a.timestep_sampling,
                 "mask_channels": self.bb.mask_channels, "clip": [clips.SIZE, clips.SIZE, clips.FRAMES],
                 "fps": clips.FPS, "data": "clip edits + reference scenes (training split)", "base": str(a.base)}
 
