@@ -1,4 +1,5 @@
-"""Clips in and out: fitting a start image to a clip's size, writing frames as an animated GIF or PNG frames."""
+"""Pixels in and out: checking ComfyUI image batches, fitting a start image to a clip's size, writing frames as an
+animated GIF or PNG frames."""
 
 from __future__ import annotations
 
@@ -11,31 +12,40 @@ import torch.nn.functional as F
 from .errors import MetaCanvasError
 
 
+def check_image_batch(images, where: str) -> torch.Tensor:
+    """A batch of RGB images (B, H, W, 3) in [0, 1] (ComfyUI's IMAGE) as float, or a clear error."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise MetaCanvasError(f"{where} must be an image batch (images, height, width, 3), got {shape}")
+    if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+        raise MetaCanvasError(f"{where} is empty {tuple(images.shape)}: give at least one image with pixels")
+    if images.shape[-1] == 4:
+        raise MetaCanvasError(f"{where} has an alpha channel: give an RGB image (ComfyUI's Load Image gives RGB and "
+                              "puts the alpha in its MASK output)")
+    if images.shape[-1] != 3:
+        raise MetaCanvasError(f"{where} has {images.shape[-1]} channels: give an RGB image")
+    x = images.float()
+    if not torch.isfinite(x).all():
+        raise MetaCanvasError(f"{where} contains NaN or infinite values: check what made it")
+    return x.clamp(0, 1)
+
+
 def start_image_pixels(image: torch.Tensor, width: int, height: int, where: str = "start image") -> torch.Tensor:
     """One RGB image (1, H, W, 3) in [0, 1] (ComfyUI's IMAGE layout) -> (1, 3, height, width) in [-1, 1].
 
     Another size is scaled to cover and centre-cropped like ComfyUI's WanImageToVideo (common_upscale with
     "center", bilinear). `where` names the input in errors (a node input or a CLI flag).
     """
-    if not isinstance(image, torch.Tensor) or image.ndim != 4:
-        raise MetaCanvasError(f"{where} must be an image batch (images, height, width, channels)")
-    if image.shape[0] == 0:
-        raise MetaCanvasError(f"{where} is an empty batch: give one image")
-    if image.shape[0] > 1:
+    if isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[0] != 1:
+        if image.shape[0] == 0:
+            raise MetaCanvasError(f"{where} is an empty batch: give one image")
         raise MetaCanvasError(f"{where} holds {image.shape[0]} images; give one first frame (e.g. pick it with an "
                               "Image From Batch node)")
-    if image.shape[-1] == 4:
-        raise MetaCanvasError(f"{where} has an alpha channel: give an RGB image (ComfyUI's Load Image gives RGB "
-                              "and puts the alpha in its MASK output)")
-    if image.shape[-1] != 3:
-        raise MetaCanvasError(f"{where} has {image.shape[-1]} channels: give an RGB image")
-    x = image.float()
-    if not torch.isfinite(x).all():
-        raise MetaCanvasError(f"{where} contains NaN or infinite values: check what made it")
+    x = check_image_batch(image, where)
     if not x.any():
         raise MetaCanvasError(f"{where} is all zeros (an empty or failed image upstream): give the first frame "
                               "you want")
-    return cover_resize(x.movedim(-1, 1).clamp(0, 1), width, height) * 2 - 1
+    return cover_resize(x.movedim(-1, 1), width, height) * 2 - 1
 
 
 def cover_resize(x: torch.Tensor, width: int, height: int, antialias: bool = False) -> torch.Tensor:

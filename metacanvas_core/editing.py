@@ -12,7 +12,7 @@ import torch
 
 from .backbones.base import BackboneAdapter, Conditioning
 from .checkpoints import LoadedConnector
-from .clips import cover_resize
+from .clips import check_image_batch, cover_resize
 from .errors import MetaCanvasError
 
 EDIT_TASK = "edit"
@@ -29,24 +29,6 @@ def require_source(loaded: LoadedConnector | None, given: bool, where: str, fix:
                               f"a source image) and no source image was given: {fix}")
 
 
-def check_source_images(images, where: str) -> torch.Tensor:
-    """A batch of RGB images (B, H, W, 3) in [0, 1] (ComfyUI's IMAGE) as float, or a clear error."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise MetaCanvasError(f"{where} must be an image batch (images, height, width, 3), got {shape}")
-    if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
-        raise MetaCanvasError(f"{where} is empty {tuple(images.shape)}: give the image to edit")
-    if images.shape[-1] == 4:
-        raise MetaCanvasError(f"{where} has an alpha channel: give an RGB image (ComfyUI's Load Image gives RGB and "
-                              "puts the alpha in its MASK output)")
-    if images.shape[-1] != 3:
-        raise MetaCanvasError(f"{where} has {images.shape[-1]} channels: give an RGB image")
-    x = images.float()
-    if not torch.isfinite(x).all():
-        raise MetaCanvasError(f"{where} contains NaN or infinite values: check what made it")
-    return x.clamp(0, 1)
-
-
 def source_conditioning(
     backbone: BackboneAdapter, images: torch.Tensor, width: int, height: int, where: str = "source image"
 ) -> Conditioning:
@@ -58,7 +40,7 @@ def source_conditioning(
             f"{where}: the {backbone.architecture} backbone {backbone.name!r} takes no source image to edit: remove "
             "it, or load a FLUX.1-Kontext backbone"
         )
-    x = check_source_images(images, where)
+    x = check_image_batch(images, where)
     pixels = cover_resize(x.movedim(-1, 1), width, height, antialias=True) * 2 - 1
     with torch.no_grad():
         return Conditioning(reference=backbone.encode(pixels.to(backbone.device, backbone.dtype)))
@@ -66,7 +48,7 @@ def source_conditioning(
 
 def source_visuals(images: torch.Tensor, prompts: int, where: str = "source image") -> list[list[np.ndarray]]:
     """What each of `prompts` prompts' planner sees: its own source image (one image serves them all)."""
-    x = check_source_images(images, where)
+    x = check_image_batch(images, where)
     if x.shape[0] not in (1, prompts):
         raise MetaCanvasError(f"{where} holds {x.shape[0]} images for {prompts} prompts: give 1 or {prompts}")
     arr = (x.cpu().numpy() * 255 + 0.5).astype(np.uint8)

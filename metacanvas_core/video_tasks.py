@@ -26,8 +26,7 @@ import torch
 
 from .backbones.base import BackboneAdapter, Conditioning
 from .checkpoints import LoadedConnector
-from .clips import cover_resize
-from .editing import check_source_images
+from .clips import check_image_batch, cover_resize
 from .errors import MetaCanvasError
 from .visual_inputs import Video
 
@@ -91,7 +90,7 @@ def clip_visual(clip: torch.Tensor, fps: float, where: str = "source clip") -> V
 def _clip_frames(clip: torch.Tensor, where: str) -> torch.Tensor:
     if isinstance(clip, torch.Tensor) and clip.ndim == 4 and 0 in clip.shape[:3]:
         raise MetaCanvasError(f"{where} is empty {tuple(clip.shape)}: give the clip to edit (frames, height, width, 3)")
-    return check_source_images(clip, where)
+    return check_image_batch(clip, where)
 
 
 def edit_conditioning(backbone: BackboneAdapter, clip: torch.Tensor, where: str = "source clip") -> Conditioning:
@@ -128,7 +127,7 @@ def in_context_inputs(
     mask_channels = _check_backbone(backbone, where)
     if not references:
         raise MetaCanvasError(f"{where}: no reference images: give at least one")
-    refs = [check_source_images(r if r.ndim == 4 else r[None], f"{where} {i + 1}") for i, r in enumerate(references)]
+    refs = [check_image_batch(r if r.ndim == 4 else r[None], f"{where} {i + 1}") for i, r in enumerate(references)]
     if any(r.shape[0] != 1 for r in refs):
         raise MetaCanvasError(f"{where}: give each reference as one image, not a batch")
     sizes = sorted({tuple(r.shape[1:3]) for r in refs})
