@@ -180,12 +180,12 @@ def _emit(result: dict, path: Path | None) -> None:
 
 
 def _evaluate_edit(args) -> dict:
-    from .evaluation_edit import evaluate_edit
+    from .evaluation import evaluate
 
     if args.vae_round_trip or args.canvas_only:
         raise MetaCanvasError("evaluate --task edit: --vae-round-trip and --canvas-only are --task t2i options")
-    return evaluate_edit(_pipeline(args), n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
-                         split=args.split, sampler=args.sampler, shift=args.shift)
+    return evaluate(_pipeline(args), EDIT, n=args.n, seeds=tuple(args.seeds), steps=args.steps, cfg=args.cfg,
+                    split=args.split, sampler=args.sampler, shift=args.shift)
 
 
 def _edit_table(results: list[dict]) -> str:

@@ -17,6 +17,7 @@ import torch
 
 from .backbones.base import BackboneAdapter
 from .errors import MetaCanvasError
+from .evaluation_edit import score_edit_runs, source_images
 from .pipeline import GenerationResult, MetaCanvasPipeline
 from .sampling import latents_to_images
 from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, make_scheduler, scheduler_name
@@ -28,7 +29,9 @@ from .world.clip_edits import (
 )
 from .world.clip_scorer import PASS_KEYS, score_clips
 from .world.scorer import detect, failure_shares, layout_score, position_score, score_detections
+from .world.edits import edit_benchmark, render_pair
 from .world.shapes import Scene, benchmark_prompts, model_pixels, render
+from .world.tiny_flux import EDIT_IMAGE_SIZE
 from .world.tiny_models import IMAGE_SIZE
 
 
@@ -258,6 +261,11 @@ BENCHMARKS: dict[str, Benchmark] = {
                           clips.FRAMES, lambda refs, rng: _clips_as_vae_input(np.stack(
                               [clips.render_clip(r.scene, rng=rng) for r in refs])),
                           score_reference_runs, given=_in_context_given, batch=1, prompt=lambda r: r.prompt),
+    # Image editing (FLUX.1-Kontext): every sample edits its own source image, which planner and DiT both get.
+    "edit": Benchmark("edit", lambda n, split: edit_benchmark(n, split=split), EDIT_IMAGE_SIZE, EDIT_IMAGE_SIZE, 1,
+                      lambda edits, rng: model_pixels(np.stack([render_pair(e, EDIT_IMAGE_SIZE)[1] for e in edits])),
+                      score_edit_runs, given=lambda chunk, pipe: {"source_image": source_images(chunk)}, batch=25,
+                      prompt=lambda e: e.instruction),
 }
 
 

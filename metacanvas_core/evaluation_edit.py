@@ -1,58 +1,31 @@
 """The shapes-world editing benchmark: held-out edits of world/edits.py, fixed seeds, scores per edit kind.
 
-Every method edits the same source images (unjittered renders) with the same instructions and noise seeds; the
-edit scorer grades each result against its source (`edit_correct`, `preservation`, `overall`).
+Every method edits the same source images (unjittered renders) with the same instructions and noise seeds (the
+`edit` definition of `evaluation.BENCHMARKS`, run by the one `evaluate`); the edit scorer grades each result
+against its source (`edit_correct`, `preservation`, `overall`).
 """
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import torch
 
-from .pipeline import MetaCanvasPipeline
-from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, make_scheduler, scheduler_name
 from .world.edit_scorer import score_edits
-from .world.edits import EDIT_KINDS, edit_benchmark, render_pair
+from .world.edits import EDIT_KINDS, Edit, render_pair
 from .world.tiny_flux import EDIT_IMAGE_SIZE
 
 SUMMARY = ("overall", "edit_correct", "preservation")
 
 
-def evaluate_edit(
-    pipe: MetaCanvasPipeline,
-    n: int = 100,
-    seeds: tuple[int, ...] = (0,),
-    steps: int = 20,
-    cfg: float = 3.0,
-    batch: int = 25,
-    split: str = "heldout",
-    sampler: str = DEFAULT_SAMPLER,
-    shift: float = DEFAULT_SHIFT,
-    size: int = EDIT_IMAGE_SIZE,
-) -> dict:
-    """Scores over `n` benchmark edits (`split="train"`: seen combinations) for each seed, their mean and spread.
+def source_images(edits: list[Edit], size: int = EDIT_IMAGE_SIZE) -> torch.Tensor:
+    """The edits' source images (unjittered renders), (B, size, size, 3) in [0, 1]: what every method edits."""
+    return torch.from_numpy(np.stack([render_pair(e, size)[0] for e in edits])).float().div(255)
 
-    Edit i of seed s starts from noise seeded with s * 1_000_003 + i, for every method alike."""
-    edits = edit_benchmark(n, split=split)
+
+def score_edit_runs(edits: list[Edit], runs: list[list[np.ndarray]], size: int = EDIT_IMAGE_SIZE) -> dict:
+    """Edit scores of one list of outputs per seed, each graded against its source (`summarise`)."""
     sources = [render_pair(e, size)[0] for e in edits]
-    scheduler = make_scheduler(pipe.model.backbone.scheduler, sampler, shift)  # fails early on a bad name
-    t0 = time.time()
-    per_seed = []
-    for s in seeds:
-        images = []
-        for i in range(0, n, batch):
-            chunk = edits[i: i + batch]
-            source = torch.from_numpy(np.stack(sources[i: i + len(chunk)])).float().div(255)
-            result = pipe([e.instruction for e in chunk], source_image=source, width=size, height=size, steps=steps,
-                          cfg=cfg, seed=[s * 1_000_003 + i + j for j in range(len(chunk))], sampler=sampler,
-                          shift=shift)
-            images.extend(result.images.numpy())
-        per_seed.append(score_edits(edits, images, sources))
-    return {"task": "edit", "n": n, "seeds": list(seeds), "steps": steps, "cfg": cfg,
-            "strength": pipe.model.strength, "scheduler": scheduler_name(scheduler), "split": split,
-            **summarise(per_seed, n), "seconds": round(time.time() - t0, 1)}
+    return summarise([score_edits(edits, outputs, sources) for outputs in runs], len(edits))
 
 
 def summarise(per_seed: list[dict], n: int) -> dict:
