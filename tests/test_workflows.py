@@ -125,15 +125,20 @@ def _runs(wf: dict):
     return result
 
 
-@pytest.mark.parametrize("name", sorted(VIDEO_WORKFLOWS))
-def test_video_workflows_run_on_builtin_names(builtin_video, name, monkeypatch):
-    """The video workflows as saved, on untrained tiny files placed under the built-in names (mechanics only)."""
+def _run_video_workflow(name: str, monkeypatch):
+    """A saved video workflow at 2 steps: the workflow, its result, and the visuals every planner call was given."""
     visuals, encode = [], Planner.encode
     monkeypatch.setattr(Planner, "encode",
                         lambda self, *a, **k: visuals.append(k.get("visuals")) or encode(self, *a, **k))
     wf = load_workflow(PACK_DIR / "workflows" / name)
     _set_widget(wf, "MetaCanvasSampleVideo", "steps", 2)
-    result = _runs(wf)
+    return wf, _runs(wf), visuals
+
+
+@pytest.mark.parametrize("name", sorted(VIDEO_WORKFLOWS))
+def test_video_workflows_run_on_builtin_names(builtin_video, name, monkeypatch):
+    """The video workflows as saved, on untrained tiny files placed under the built-in names (mechanics only)."""
+    wf, result, visuals = _run_video_workflow(name, monkeypatch)
     save = next(k for k in result.ui if result.prompt[k]["class_type"] == "SaveVideo")
     assert result.ui[save]["images"].shape == (17, 32, 32, 3) and result.ui[save]["frame_rate"] == 8
     sample = result.prompt[_first(wf, "MetaCanvasSampleVideo")]["inputs"]
@@ -152,12 +157,7 @@ def test_context_workflows_run_on_builtin_names(builtin_context, name, monkeypat
     in the graph) as saved, on untrained tiny files under the built-in names (mechanics only)."""
     from metacanvas_core.visual_inputs import Video
 
-    visuals, encode = [], Planner.encode
-    monkeypatch.setattr(Planner, "encode",
-                        lambda self, *a, **k: visuals.append(k.get("visuals")) or encode(self, *a, **k))
-    wf = load_workflow(PACK_DIR / "workflows" / name)
-    _set_widget(wf, "MetaCanvasSampleVideo", "steps", 2)
-    result = _runs(wf)
+    wf, result, visuals = _run_video_workflow(name, monkeypatch)
     saves = [k for k in result.ui if result.prompt[k]["class_type"] == "SaveVideo"]
     assert saves and all(result.ui[k]["images"].shape == (17, 32, 32, 3) for k in saves)
     samples = [k for k in result.prompt if result.prompt[k]["class_type"] == "MetaCanvasSampleVideo"]
