@@ -66,6 +66,21 @@ def random_edit_weights(tmp_path_factory, random_kontext_dir):
 
 
 @pytest.fixture(scope="session")
+def wan_pair(tmp_path_factory):
+    """A tiny text-to-video Wan backbone and the same widened for context (4 mask channels), loaded from folders."""
+    from metacanvas_core.backbones import load_backbone
+    from metacanvas_core.backbones.wan import widened_for_context
+    from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
+
+    torch.manual_seed(2)
+    dit, vae, sched = new_wan_dit(layers=2), new_wan_vae(base_dim=8), new_wan_scheduler()
+    t2v_dir, wide_dir = tmp_path_factory.mktemp("t2v"), tmp_path_factory.mktemp("wide")
+    save_wan_pipeline_folder(t2v_dir, dit, vae, sched)
+    save_wan_pipeline_folder(wide_dir, widened_for_context(dit), vae, sched)
+    return load_backbone(t2v_dir), load_backbone(wide_dir)
+
+
+@pytest.fixture(scope="session")
 def video_asset_dir(tmp_path_factory):
     """A built-in asset folder as it will be once video weights ship: the shipped files (linked) plus an
     *untrained* tiny Wan folder and untrained video weights under their built-in names (k=3, k=1 and global)."""

@@ -360,3 +360,19 @@ def load_pack(name: str = PACK_NAME):
         del sys.modules[name]
         raise
     return module
+
+
+def call(key: str, **inputs):
+    """Run one node of the pack as ComfyUI calls it: its FUNCTION on a fresh instance."""
+    cls = load_pack().NODE_CLASS_MAPPINGS[key]
+    return getattr(cls(), cls.FUNCTION)(**inputs)
+
+
+def expect_error(node: str, *fragments: str):
+    """pytest.raises for a node error: the message starts with the node's display name and holds each fragment."""
+    import re
+
+    import pytest
+
+    pattern = "^" + re.escape(f"{node}: ") + "".join(f"(?=.*{re.escape(f)})" for f in fragments)
+    return pytest.raises(ValueError, match=re.compile(pattern, re.S))

@@ -4,28 +4,15 @@ references, the DiT is conditioned on them, bad input is reported by the node's 
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 import torch
 
-from editor_graph import load_pack
+from editor_graph import call, expect_error
 from metacanvas_core.checkpoints import load_connector
 from metacanvas_core.world.clip_edits import render_clip_edit, sample_clip_edit
 
-NODES = load_pack().NODE_CLASS_MAPPINGS
 FAST = dict(seed=0, steps=1, cfg=3.0, width=32, height=32, frames=17)
-
-
-def call(key: str, **inputs):
-    cls = NODES[key]
-    return getattr(cls(), cls.FUNCTION)(**inputs)
-
-
-def expect_error(node: str, *fragments: str):
-    pattern = "^" + re.escape(f"{node}: ") + "".join(f"(?=.*{re.escape(f)})" for f in fragments)
-    return pytest.raises(ValueError, match=re.compile(pattern, re.S))
 
 
 @pytest.fixture

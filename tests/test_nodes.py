@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import re
 import subprocess
 import sys
 import textwrap
@@ -20,7 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from editor_graph import PACK_DIR, PACK_NAME, load_pack
+from editor_graph import PACK_DIR, PACK_NAME, call, expect_error, load_pack
 
 pack = load_pack()
 comfy_glue = importlib.import_module(f"{PACK_NAME}.nodes.comfy")
@@ -44,11 +43,6 @@ MC, GLOBAL = "built-in tiny: metacanvas_t2i", "built-in tiny: global_t2i"
 FAST = dict(seed=0, steps=3, cfg=3.0, width=32, height=32, batch_size=1)
 
 
-def call(key: str, **inputs):
-    cls = NODES[key]
-    return getattr(cls(), cls.FUNCTION)(**inputs)
-
-
 @pytest.fixture(scope="module")
 def models():
     planner, = call("MetaCanvasPlannerLoader", planner=PLANNER, dtype="auto", device="auto")
@@ -58,12 +52,6 @@ def models():
     plan, = call("MetaCanvasPlan", planner=planner, connector=mc, prompt=PROMPT, canvas_only=False)
     injected, = call("MetaCanvasInject", backbone=backbone, connector=mc, strength=1.0)
     return types.SimpleNamespace(planner=planner, backbone=backbone, mc=mc, glob=glob, plan=plan, injected=injected)
-
-
-def expect_error(node: str, *fragments: str):
-    """pytest.raises for a node error: the message starts with the node's display name and holds each fragment."""
-    pattern = "^" + re.escape(f"{node}: ") + "".join(f"(?=.*{re.escape(f)})" for f in fragments)
-    return pytest.raises(ValueError, match=re.compile(pattern, re.S))
 
 
 # -- the package as ComfyUI sees it ---------------------------------------------------------------------------

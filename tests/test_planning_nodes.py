@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 import torch
 
-from editor_graph import load_pack
+from editor_graph import call, expect_error
 from metacanvas_core.checkpoints import load_connector, save_connector
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.world import shapes
 
-NODES = load_pack().NODE_CLASS_MAPPINGS
 PROMPT = "a red circle at top left"
-
-
-def call(key: str, **inputs):
-    cls = NODES[key]
-    return getattr(cls(), cls.FUNCTION)(**inputs)
-
-
-def expect_error(node: str, *fragments: str):
-    pattern = "^" + re.escape(f"{node}: ") + "".join(f"(?=.*{re.escape(f)})" for f in fragments)
-    return pytest.raises(ValueError, match=re.compile(pattern, re.S))
 
 
 @pytest.fixture(scope="module")

@@ -5,33 +5,20 @@ import numpy as np
 import pytest
 import torch
 
-from metacanvas_core.backbones import load_backbone
-from metacanvas_core.backbones.wan import widened_for_context
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.planner import Planner
 from metacanvas_core.plan import CanvasPlan
 from metacanvas_core.sampling import InjectedBackbone, sample
 from metacanvas_core.video_tasks import in_context_inputs, video_edit_inputs
 from metacanvas_core.visual_inputs import Video
-from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
-
-
-@pytest.fixture(scope="module")
-def backbones(tmp_path_factory):
-    torch.manual_seed(2)
-    dit, vae, sched = new_wan_dit(layers=1), new_wan_vae(base_dim=8), new_wan_scheduler()
-    t2v_dir, wide_dir = tmp_path_factory.mktemp("t2v"), tmp_path_factory.mktemp("wide")
-    save_wan_pipeline_folder(t2v_dir, dit, vae, sched)
-    save_wan_pipeline_folder(wide_dir, widened_for_context(dit), vae, sched)
-    return load_backbone(t2v_dir), load_backbone(wide_dir)
 
 
 def _clip(frames=17, size=32):  # the clip world's size
     return torch.rand(frames, size, size, 3, generator=torch.Generator().manual_seed(frames))
 
 
-def test_video_edit_inputs(backbones):
-    _, wide = backbones
+def test_video_edit_inputs(wan_pair):
+    _, wide = wan_pair
     clip = _clip()
     got = video_edit_inputs(wide, clip, fps=8)
     assert (got.width, got.height, got.frames) == (32, 32, 17)
@@ -48,8 +35,8 @@ def test_video_edit_inputs(backbones):
     assert out.shape == (1, 16, 5, 8, 8)
 
 
-def test_in_context_inputs_put_reference_r_in_latent_frame_r(backbones):
-    _, wide = backbones
+def test_in_context_inputs_put_reference_r_in_latent_frame_r(wan_pair):
+    _, wide = wan_pair
     refs = [torch.rand(1, 64, 64, 3), torch.rand(64, 64, 3)]  # references larger than the clip: downscaled
     got = in_context_inputs(wide, refs, 32, 32, 17)
     ctx, mask = got.conditioning.context, got.conditioning.context_mask
@@ -63,10 +50,10 @@ def test_in_context_inputs_put_reference_r_in_latent_frame_r(backbones):
     assert [v.shape for v in got.visuals] == [(64, 64, 3)] * 2  # as given: the planner's processor scales them
 
 
-def test_the_shipped_planner_reads_the_visuals_before_the_prompt(backbones):
+def test_the_shipped_planner_reads_the_visuals_before_the_prompt(wan_pair):
     from metacanvas_core.builtin import PLANNER
 
-    _, wide = backbones
+    _, wide = wan_pair
     planner = Planner.from_pretrained(PLANNER)
     edit = video_edit_inputs(wide, _clip(5), fps=8)
     ref = in_context_inputs(wide, [torch.rand(1, 64, 64, 3)], 32, 32, 5)  # read at the planner's 32x32: 16 tokens
@@ -78,8 +65,8 @@ def test_the_shipped_planner_reads_the_visuals_before_the_prompt(backbones):
     assert planner.encode(["the red circle moves"], visuals=[ref.visuals]).text_states.shape[1] == plain.shape[1] + 18
 
 
-def test_bad_inputs_are_named(backbones):
-    t2v, wide = backbones
+def test_bad_inputs_are_named(wan_pair):
+    t2v, wide = wan_pair
     with pytest.raises(MetaCanvasError, match=r"--video: frames 16 .*use 13 or 17"):
         video_edit_inputs(wide, _clip(16), 8, where="--video")
     with pytest.raises(MetaCanvasError, match=r"--video: width 30 and height 30 do not fit.*of 4.*use width 32"):

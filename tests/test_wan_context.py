@@ -14,20 +14,8 @@ from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.plan import CanvasPlan
 from metacanvas_core.sampling import InjectedBackbone, sample
-from metacanvas_core.world.tiny_wan import new_wan_dit, new_wan_scheduler, new_wan_vae, save_wan_pipeline_folder
 
 KW = dict(width=32, height=32, frames=17, steps=2, cfg=1.0, seed=3)  # a clip-world clip
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    """A tiny text-to-video Wan backbone and the same widened for context (4 mask channels), loaded from folders."""
-    torch.manual_seed(2)
-    dit, vae, sched = new_wan_dit(layers=2), new_wan_vae(base_dim=8), new_wan_scheduler()
-    t2v_dir, wide_dir = tmp_path_factory.mktemp("t2v"), tmp_path_factory.mktemp("wide")
-    save_wan_pipeline_folder(t2v_dir, dit, vae, sched)
-    save_wan_pipeline_folder(wide_dir, widened_for_context(dit), vae, sched)
-    return load_backbone(t2v_dir), load_backbone(wide_dir)
 
 
 def _plan(text, canvas=None):
@@ -39,8 +27,8 @@ def _context(batch=1, mask_channels=4):
     return Conditioning(context=torch.randn(batch, 16, 5, 8, 8), context_mask=torch.ones(batch, mask_channels, 5, 8, 8))
 
 
-def test_widened_folder_is_a_real_wan_config(pair):
-    t2v, wide = pair
+def test_widened_folder_is_a_real_wan_config(wan_pair):
+    t2v, wide = wan_pair
     assert wide.transformer.config.in_channels == 16 * 2 + 4 and wide.transformer.config.out_channels == 16
     assert (t2v.latent_channels, wide.latent_channels, t2v.mask_channels, wide.mask_channels) == (16, 16, 0, 4)
     assert wide.latent_shape(1, 32, 32, 17) == t2v.latent_shape(1, 32, 32, 17) == (1, 16, 5, 8, 8)
@@ -51,8 +39,8 @@ def test_widened_folder_is_a_real_wan_config(pair):
         widened_for_context(wide.transformer)
 
 
-def test_zero_new_weights_are_bit_identical_to_t2v_with_conditioning_and_canvas(pair):
-    t2v, wide = pair
+def test_zero_new_weights_are_bit_identical_to_t2v_with_conditioning_and_canvas(wan_pair):
+    t2v, wide = wan_pair
     text = torch.randn(1, 4, t2v.caption_channels)
     cond = _context()
     assert torch.equal(sample(InjectedBackbone(t2v), _plan(text), **KW),
@@ -75,8 +63,8 @@ def test_zero_new_weights_are_bit_identical_to_t2v_with_conditioning_and_canvas(
     assert torch.equal(steered, sample(injected(wide), _plan(text, canvas), conditioning=cond, **KW))
 
 
-def test_nonzero_new_weights_make_the_conditioning_matter(pair):
-    _, wide = pair
+def test_nonzero_new_weights_make_the_conditioning_matter(wan_pair):
+    _, wide = wan_pair
     dit = WanTransformer3DModel.from_config(wide.transformer.config)
     dit.load_state_dict(wide.transformer.state_dict())
     torch.nn.init.normal_(dit.patch_embedding.weight[:, 16:].data, std=0.1)
@@ -89,8 +77,8 @@ def test_nonzero_new_weights_make_the_conditioning_matter(pair):
         assert not torch.allclose(bb.predict(x, t, text, m, a), bb.predict(x, t, text, m, masked))
 
 
-def test_bad_context_is_refused_clearly(pair, random_sana_dir):
-    t2v, wide = pair
+def test_bad_context_is_refused_clearly(wan_pair, random_sana_dir):
+    t2v, wide = wan_pair
     plan = _plan(torch.randn(1, 4, t2v.caption_channels))
     with pytest.raises(MetaCanvasError, match="takes no source clip or reference images.*load a Wan folder made"):
         sample(InjectedBackbone(t2v), plan, conditioning=_context(), **KW)
