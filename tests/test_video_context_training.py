@@ -43,7 +43,7 @@ def t2v(tmp_path_factory):
 def _args(t2v, **kw) -> argparse.Namespace:
     a = dict(stage="metacanvas", planner=PLANNER, base=t2v / "backbone", base_connector=None, keyframes=3,
              in_context_share=0.5, canvas_lr_scale=1.0, text_only_dropout=0.1, timestep_sampling="uniform",
-             export_name=None)
+             export_name=None, pool=0, cache_dir=None)
     return argparse.Namespace(**{**a, **kw})
 
 

@@ -54,20 +54,22 @@ def test_i2v_loss_ignores_the_given_frame(tmp_path):
 
     tiny_wan.save_wan_pipeline_folder(tmp_path / "wan", tiny_wan.new_wan_dit(layers=1), tiny_wan.new_wan_vae(16),
                                       tiny_wan.new_wan_scheduler())
-    args = argparse.Namespace(stage="global-continue", planner=PLANNER, base=tmp_path / "wan", base_connector=None,
-                              vae=None, keyframes=1, i2v_share=0.5, canvas_lr_scale=1.0, text_only_dropout=0.0,
-                              timestep_sampling="uniform")
+    ap = argparse.ArgumentParser()
+    TextToVideo.add_arguments(ap)
+    args = ap.parse_args(["--stage", "global-continue", "--planner", str(PLANNER), "--base", str(tmp_path / "wan"),
+                          "--keyframes", "1", "--text-only-dropout", "0", "--pool", "0"])
     task = TextToVideo(args, torch.device("cpu"), torch.float32)
     samples = [task.sample(sample_rng(0, 0, i), 0, i) for i in range(2)]
-    for s, i2v in zip(samples, (False, True)):
-        s.data["i2v"] = i2v
+    for s, kind in zip(samples, ("t2v", "i2v")):
+        s.data["kind"] = kind
+        s.data["start"] = (s.data["clip"][:, 0].permute(1, 2, 0).numpy() * 127.5 + 127.5).astype("uint8")
     batch = task.batch(samples)
-    assert batch["z"].shape == (2, 16, 5, 8, 8)
+    assert [z.shape for z in batch["z"]] == [(16, 5, 8, 8)] * 2
     with torch.no_grad():
         loss = task.loss(batch)
         for i, changes in ((1, False), (0, True)):
-            other = dict(batch, noise=batch["noise"].clone())
-            other["noise"][i, :, 0] += 1.0
+            other = dict(batch, noise=[n.clone() for n in batch["noise"]])
+            other["noise"][i][:, 0] += 1.0
             assert (task.loss(other) != loss) == changes
 
 
@@ -92,7 +94,8 @@ def test_vae_loss_reads_the_decoder_before_its_clamp():
     from metacanvas_core.training.tasks.wan_vae import WanVaePretraining
 
     torch.manual_seed(0)
-    task = WanVaePretraining(argparse.Namespace(base_dim=16, frames=5, crop=32, kl_weight=0.0), torch.device("cpu"),
+    task = WanVaePretraining(argparse.Namespace(base_dim=16, latent_channels=16, frames=5, crop=32,
+                                                kl_weight=0.0), torch.device("cpu"),
                              torch.float32)
     with torch.no_grad():
         task.vae.decoder.conv_out.bias.fill_(3.0)  # overshoots everywhere
@@ -100,3 +103,56 @@ def test_vae_loss_reads_the_decoder_before_its_clamp():
         rec, clamped = task._unclamped_decode(z), task.vae.decode(z).sample
     assert rec.shape == clamped.shape and rec.max() > 1.5
     assert torch.equal(rec.clamp(-1, 1), clamped)
+
+
+def _video_task(tmp_path, *flags: str) -> TextToVideo:
+    from metacanvas_core.world import tiny_wan
+
+    torch.manual_seed(0)
+    if not (tmp_path / "wan").is_dir():
+        tiny_wan.save_wan_pipeline_folder(tmp_path / "wan", tiny_wan.new_wan_dit(layers=1), tiny_wan.new_wan_vae(8),
+                                          tiny_wan.new_wan_scheduler())
+    ap = argparse.ArgumentParser()
+    TextToVideo.add_arguments(ap)
+    args = ap.parse_args(["--stage", "global-continue", "--planner", str(PLANNER), "--base", str(tmp_path / "wan"),
+                          *flags])
+    return TextToVideo(args, torch.device("cpu"), torch.float32)
+
+
+def test_pool_examples_are_fixed_and_their_latents_encoded_once(tmp_path, monkeypatch):
+    """Pool example k is the same clip whichever sample draws it; its latents are encoded once, kept on disk under
+    --cache-dir, and equal to a fresh encode (to float16 rounding, the same rounding every time)."""
+    task = _video_task(tmp_path, "--pool", "3", "--cache-dir", str(tmp_path / "cache"))
+    samples = [task.sample(sample_rng(0, s, i), s, i) for s in range(3) for i in range(4)]
+    keys = {s.data["key"] for s in samples}
+    assert keys <= {"clip:0", "clip:1", "clip:2"} and len(keys) > 1
+    first = {}
+    for s in samples:
+        first.setdefault(s.data["key"], s.data["clip"])
+        assert torch.equal(first[s.data["key"]], s.data["clip"])
+    calls = []
+    encode = task.bb.encode
+    monkeypatch.setattr(task.bb, "encode", lambda x: calls.append(len(x)) or encode(x))
+    z = task.batch(samples)["z"]
+    assert sum(calls) == len(keys)  # each pool clip once
+    fresh = encode(torch.stack([first[k] for k in sorted(keys)]))
+    by_key = {s.data["key"]: zi for s, zi in zip(samples, z)}
+    for k, f in zip(sorted(keys), fresh):
+        assert torch.equal(by_key[k], f.half().float())
+    again = _video_task(tmp_path, "--pool", "3", "--cache-dir", str(tmp_path / "cache"))  # a resumed run
+    calls.clear()
+    monkeypatch.setattr(again.bb, "encode", lambda x: calls.append(len(x)) or encode(x))
+    assert all(torch.equal(a, b) for a, b in zip(again.batch(samples)["z"], z)) and not calls
+
+
+def test_image_share_trains_still_images_as_one_frame_clips(tmp_path):
+    task = _video_task(tmp_path, "--image-share", "0.5", "--pool", "0")
+    samples = [task.sample(sample_rng(0, 0, i), 0, i) for i in range(8)]
+    kinds = [s.data["kind"] for s in samples]
+    assert "image" in kinds and {"t2v", "i2v"} & set(kinds)
+    batch = task.batch(samples)
+    for kind, z in zip(kinds, batch["z"]):
+        assert z.shape == ((16, 1, 8, 8) if kind == "image" else (16, 5, 8, 8))
+    loss = task.loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and task.bb.transformer.patch_embedding.weight.grad.abs().sum() > 0

@@ -179,3 +179,11 @@ def edit_words() -> set[str]:
     for p in POSITIONS:
         words |= set(p.split())
     return words
+
+
+def identity_edit(edit: Edit, rng: np.random.Generator) -> Edit:
+    """An edit of `edit`'s source that changes nothing: "move the red circle to top left" for the red circle already
+    at top left (target = source). The sanity task of editing: a Kontext DiT that cannot learn it does not read its
+    reference tokens."""
+    subject = edit.source[int(rng.integers(len(edit.source)))]
+    return Edit("move", edit.source, edit.source, instruction("move", subject, subject), subject, subject)

@@ -22,10 +22,10 @@ WAN_HEADS, WAN_HEAD_DIM = 2, 32
 WAN_LAYERS = 6
 
 
-def new_wan_vae(base_dim: int = 16) -> AutoencoderKLWan:
+def new_wan_vae(base_dim: int = 16, z_dim: int = WAN_LATENT_CHANNELS) -> AutoencoderKLWan:
     # Measured at 32x32: 8x compression with the 2x2 patch (the real TI2V layout) reconstructed clips too poorly to
     # score (held-out round trip 0.37 after 900 steps), 4x learns far faster; base_dim 16 keeps it at 1.4 MB.
-    z = WAN_LATENT_CHANNELS
+    z = z_dim
     return AutoencoderKLWan(
         base_dim=base_dim, z_dim=z, dim_mult=[1, 2, 2], num_res_blocks=1, attn_scales=[],
         temperal_downsample=[True, True], is_residual=True, in_channels=3, out_channels=3, patch_size=None,
@@ -35,12 +35,15 @@ def new_wan_vae(base_dim: int = 16) -> AutoencoderKLWan:
     )
 
 
-def new_wan_dit(layers: int = WAN_LAYERS, heads: int = WAN_HEADS) -> WanTransformer3DModel:
-    """Width `heads` x 32; text_dim is the caption channels the planner's text connector produces."""
+def new_wan_dit(
+    layers: int = WAN_LAYERS, heads: int = WAN_HEADS, latent_channels: int = WAN_LATENT_CHANNELS
+) -> WanTransformer3DModel:
+    """Width `heads` x 32; `latent_channels` the VAE's z_dim; text_dim the caption channels the planner's text
+    connector produces."""
     dim = heads * WAN_HEAD_DIM
     return WanTransformer3DModel(
         patch_size=(1, 1, 1), num_attention_heads=heads, attention_head_dim=WAN_HEAD_DIM,
-        in_channels=WAN_LATENT_CHANNELS, out_channels=WAN_LATENT_CHANNELS, text_dim=CAPTION_CHANNELS,
+        in_channels=latent_channels, out_channels=latent_channels, text_dim=CAPTION_CHANNELS,
         freq_dim=256, ffn_dim=4 * dim, num_layers=layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
         eps=1e-6, rope_max_seq_len=1024,
     )

@@ -33,13 +33,15 @@ from ...editing import EDIT_TASK
 from ...errors import MetaCanvasError
 from ...injection import canvas_injected
 from ...planner import Planner
-from ...world.edits import render_pair, sample_edit
+from ...world.edits import identity_edit, render_pair, sample_edit
 from ...world.shapes import model_pixels
 from ...world.tiny_flux import (
     EDIT_IMAGE_SIZE, FLUX_DOUBLE_LAYERS, FLUX_SINGLE_LAYERS, new_flux_dit, new_flux_scheduler, new_flux_vae,
     save_flux_kontext_folder,
 )
+from ..data import DiskCache
 from ..dit_lora import merge_dit_lora
+from ..world_pool import FrozenMemo, add_pool_arguments, example_rng, module_fingerprint
 from .base import Sample, torch_generator
 from .t2i import CAPTION_DROPOUT, STAGES, TEXT_ONLY_DROPOUT, TextToImage, add_recipe_arguments, planner_lora, \
     sample_timestep
@@ -81,6 +83,10 @@ class ImageEditing(TextToImage):
         ap.add_argument("--single-layers", type=int, default=FLUX_SINGLE_LAYERS,
                         help="stage global: DiT depth (single-stream blocks)")
         ap.add_argument("--resolution", type=int, default=EDIT_IMAGE_SIZE, help="training image size (square)")
+        ap.add_argument("--identity-share", type=float, default=0.0,
+                        help="share of samples that are identity edits (\"move the red circle to top left\" where it "
+                             "already is: the target is the source), the sanity task of reference copying")
+        add_pool_arguments(ap, "edits")
         add_recipe_arguments(ap)
 
     @classmethod
@@ -100,6 +106,8 @@ class ImageEditing(TextToImage):
             ap.error("--planner-lora-rank and --text-only-dropout only apply to --stage metacanvas")
         if not 0.0 <= args.text_only_dropout <= 1.0 - CAPTION_DROPOUT:
             ap.error(f"--text-only-dropout must lie in [0, {1.0 - CAPTION_DROPOUT}]")
+        if not 0.0 <= args.identity_share <= 1.0 or args.pool < 0:
+            ap.error("--identity-share must lie in [0, 1] and --pool be 0 (fresh draws) or a number of edits")
 
     def __init__(self, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
         self.args, self.device, self.res = args, device, args.resolution
@@ -121,19 +129,33 @@ class ImageEditing(TextToImage):
                               canvas_grid=[1, *grid[1:]], use_canvas=args.stage == "metacanvas",
                               planner_lora=planner_lora(self.planner, args.planner_lora_rank))
         self._attach(bb, cfg, device, dtype)
+        disk = DiskCache(args.cache_dir) if args.cache_dir else None
+        self.latents = FrozenMemo(f"kontext-latents|{module_fingerprint(bb.vae)}|{self.res}", disk)
+        self.seen = FrozenMemo(f"planner-seen|{module_fingerprint(self.planner.model)}|{self.res}", disk)
 
     def sample(self, rng: np.random.Generator, step: int, index: int) -> Sample:
-        edit = sample_edit(rng, split="train")
-        source, target = render_pair(edit, self.res, rng)
+        a = self.args
+        k = int(rng.integers(a.pool)) if a.pool else None
+        ex = rng if k is None else example_rng("edit-world", k)
+        edit = sample_edit(ex, split="train")
+        source, target = render_pair(edit, self.res, ex)
+        identity = bool(rng.random() < a.identity_share)
+        if identity:
+            edit, target = identity_edit(edit, rng), source
         u = rng.random()  # one draw decides both dropouts, as in text-to-image
         dropped = u < CAPTION_DROPOUT
         extra = self.args.text_only_dropout if self.conn.use_canvas else 0.0
         t = sample_timestep(rng, self.args.timestep_sampling)
         gen = torch_generator(rng)
+        text_prompt = "" if u < CAPTION_DROPOUT + extra else edit.instruction
+        # Cache keys (pool index): the latents of source and target, the planner's states of the text it reads.
+        keys = {"source": None if k is None else f"source:{k}", "target": None if k is None else
+                f"source:{k}" if identity else f"target:{k}",
+                "text": None if k is None or not text_prompt else f"seen:{k}:{text_prompt}"}
         return Sample({
-            "source": source, "target": target,
+            "source": source, "target": target, "keys": keys,
             "canvas_prompt": "" if dropped else edit.instruction,
-            "text_prompt": "" if u < CAPTION_DROPOUT + extra else edit.instruction,
+            "text_prompt": text_prompt,
             "sees_source": not dropped,
             "t": t,
             "noise": torch.randn(self.latent_shape, generator=gen),
@@ -144,12 +166,35 @@ class ImageEditing(TextToImage):
         """What the planner sees before each sample's prompt `key`: the source, unless that prompt was dropped."""
         return [[x["source"]] if x["sees_source"] and x[key] else [] for x in d]
 
+    def _latents(self, d: list[dict], which: str) -> torch.Tensor:
+        def encode(todo: list[int]) -> torch.Tensor:
+            pixels = torch.from_numpy(model_pixels(np.stack([d[i][which] for i in todo]))).to(self.device)
+            with torch.no_grad():
+                return self.bb.encode(pixels).float()
+
+        return torch.stack(self.latents.many([x["keys"][which] for x in d], encode)).to(self.device)
+
+    def _text_states(self, d: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The planner's states of each sample's text after its source (`seen_text_states`), from the memo where
+        the same pool edit was read before; padded (states, mask)."""
+        prompts, visuals = [x["text_prompt"] for x in d], self._visuals(d, "text_prompt")
+
+        def encode(todo: list[int]) -> list[torch.Tensor]:
+            states, mask = seen_text_states(self.planner, [prompts[i] for i in todo], [visuals[i] for i in todo])
+            return [s[: int(m.sum())] for s, m in zip(states, mask)]
+
+        found = self.seen.many([x["keys"]["text"] for x in d], encode)
+        n = max(s.shape[0] for s in found)
+        text = torch.zeros(len(found), n, self.planner.hidden_size, device=self.device)
+        mask = torch.zeros(len(found), n, dtype=torch.long, device=self.device)
+        for i, s in enumerate(found):
+            text[i, : s.shape[0]], mask[i, : s.shape[0]] = s.to(self.device), 1
+        return text, mask
+
     def batch(self, samples: list[Sample]) -> dict:
         d = [s.data for s in samples]
-        with torch.no_grad():
-            pixels = lambda k: torch.from_numpy(model_pixels(np.stack([x[k] for x in d]))).to(self.device)  # noqa
-            z, ref = self.bb.encode(pixels("target")).float(), self.bb.encode(pixels("source")).float()
-        text, mask = seen_text_states(self.planner, [x["text_prompt"] for x in d], self._visuals(d, "text_prompt"))
+        z, ref = self._latents(d, "target"), self._latents(d, "source")
+        text, mask = self._text_states(d)
         return {"z": z, "reference": ref, "text_states": text, "text_mask": mask,
                 "canvas_prompts": [x["canvas_prompt"] for x in d], "canvas_visuals": self._visuals(d, "canvas_prompt"),
                 "t": torch.tensor([x["t"] for x in d], device=self.device),
@@ -181,6 +226,7 @@ class ImageEditing(TextToImage):
                 "timestep_sampling": a.timestep_sampling, "canvas_lr_scale": a.canvas_lr_scale if canvas else None,
                 "planner_lora_rank": a.planner_lora_rank if self.conn.canvas_lora else 0,
                 "dit_lora_rank": a.dit_lora_rank, "resolution": [self.res, self.res], "data": "edit world",
+                "identity_share": a.identity_share, "pool": a.pool,
                 "base": str(a.base) if a.base else None}
 
     def export(self, state: dict, out: Path, recipe: dict) -> list[Path]:

@@ -34,6 +34,7 @@ from ...world.clip_edits import (
     MAX_REFERENCES, render_clip_edit, render_references, sample_clip_edit, sample_reference_scene,
 )
 from ...world.tiny_wan import save_wan_pipeline_folder
+from ..world_pool import add_pool_arguments
 from .base import Sample, torch_generator
 from .edit import seen_text_states
 from .t2i import CAPTION_DROPOUT, sample_timestep
@@ -57,6 +58,7 @@ class VideoContext(TextToVideo):
     def add_data_arguments(cls, ap: argparse.ArgumentParser) -> None:
         ap.add_argument("--in-context-share", type=float, default=0.5,
                         help="share of samples that are reference-to-video scenes (the rest are clip edits)")
+        add_pool_arguments(ap, "clip edits and reference scenes")
 
     @classmethod
     def check_arguments(cls, ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:

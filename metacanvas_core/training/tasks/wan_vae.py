@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ...world import clips, shapes
-from ...world.tiny_wan import WAN_VAE_SPATIAL, new_wan_vae
+from ...world.tiny_wan import WAN_LATENT_CHANNELS, WAN_VAE_SPATIAL, new_wan_vae
 from .base import Sample, Task
 
 STATS_CLIPS = 64  # clips the exported latent statistics are measured on (a fixed generator, not training draws)
@@ -37,6 +37,8 @@ class WanVaePretraining(Task):
         ap.add_argument("--crop", type=int, default=clips.SIZE,
                         help=f"train on random square crops of this size (a multiple of {WAN_VAE_SPATIAL}, the VAE's "
                              "compression; convolutions see the same local content, 4x cheaper at half the size)")
+        ap.add_argument("--latent-channels", type=int, default=WAN_LATENT_CHANNELS,
+                        help="the VAE's z_dim (Wan 2.1: 16, Wan 2.2: 48)")
         ap.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the posterior's KL term")
 
     @classmethod
@@ -49,7 +51,7 @@ class WanVaePretraining(Task):
 
     def __init__(self, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
         self.args, self.device = args, device
-        self.vae = new_wan_vae(args.base_dim).to(device)
+        self.vae = new_wan_vae(args.base_dim, args.latent_channels).to(device)
 
     def trained_modules(self) -> dict[str, torch.nn.Module]:
         return {"vae": self.vae}
@@ -90,12 +92,12 @@ class WanVaePretraining(Task):
         return unpatchify(out, patch_size=p) if p else out
 
     def recipe(self) -> dict:
-        return {"task": "vae-wan", "base_dim": self.args.base_dim, "kl_weight": self.args.kl_weight,
+        return {"task": "vae-wan", "base_dim": self.args.base_dim, "latent_channels": self.args.latent_channels, "kl_weight": self.args.kl_weight,
                 "frames": self.args.frames, "crop": self.args.crop,
                 "clip": [clips.SIZE, clips.SIZE, clips.FRAMES]}
 
     def export(self, state: dict, out: Path, recipe: dict) -> list[Path]:
-        vae = new_wan_vae(self.args.base_dim)
+        vae = new_wan_vae(self.args.base_dim, self.args.latent_channels)
         vae.load_state_dict(state["vae"])
         rng = np.random.default_rng(99)
         x = torch.stack([clip_pixels(clips.render_clip(clips.sample_clip(rng), rng=rng)) for _ in range(STATS_CLIPS)])
