@@ -9,9 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 R=${RUNS:-runs-video}
-VAE_STEPS=${VAE_STEPS:-1200}
-GLOBAL_STEPS=${GLOBAL_STEPS:-1000}
-EXTRA_STEPS=${EXTRA_STEPS:-400}  # stage 2, each of the three runs
+VAE_STEPS=${VAE_STEPS:-5000}
+GLOBAL_STEPS=${GLOBAL_STEPS:-4000}
+EXTRA_STEPS=${EXTRA_STEPS:-2000}  # stage 2, each of the three runs
 BATCH=${BATCH:-16}
 VAE_BATCH=${VAE_BATCH:-8}
 THREADS=${THREADS:-1}  # per run (the shipped weights trained beside the editing runs, one core each)
@@ -22,21 +22,29 @@ T="$PY -m metacanvas_core train"
 # average over that cooldown (horizon about a quarter of it).
 cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 4 / $c}")"; }
 
-# 1. The Wan VAE learns to compress clips (on 5-frame windows; its latent statistics are measured on full clips).
+# 1. The Wan VAE learns to compress clips: 48 latent channels as Wan 2.2's (16 kept too little: colours drifted),
+#    on 9-frame windows (two chunks after the first frame, so the chunk cache is trained) of 16x16 crops; its latent
+#    statistics are measured on full clips.
 export OMP_NUM_THREADS=$THREADS
 [ -f "$R/vae_run/vae/config.json" ] || $T vae-wan --out "$R/vae_run" --steps "$VAE_STEPS" --batch "$VAE_BATCH" \
-  --lr 1e-3 --warmup 30 $(cool "$VAE_STEPS") --save-every 50 --seed 0 --resume > "$R/logs/vae.log" 2>&1
+  --latent-channels 48 --frames 9 --crop 16 --lr 1e-3 --warmup 30 $(cool "$VAE_STEPS") --save-every 100 --seed 0 \
+  --resume > "$R/logs/vae.log" 2>&1
+
+# Every DiT run draws from the same fixed pools of clips and images, whose VAE latents are computed once and kept in
+# $R/cache (the stage-2 runs find them there); half the samples are still images (one latent frame, as Wan 2.2
+# trains on images and clips jointly), half of the clips start from their given first frame (image-to-video).
+DATA="--image-share 0.5 --i2v-share 0.5 --pool 20000 --cache-dir $R/cache"
 
 # 2. The pretrained backbone: a fresh tiny Wan DiT with global conditioning only, text- and image-to-video.
 [ -f "$R/global_run/backbone/model_index.json" ] || $T video --stage global --planner "$PLANNER" \
   --vae "$R/vae_run/vae" --out "$R/global_run" --steps "$GLOBAL_STEPS" --batch "$BATCH" --lr 1e-3 --warmup 50 \
-  $(cool "$GLOBAL_STEPS") --save-every 50 --seed 0 --resume > "$R/logs/global.log" 2>&1
+  $DATA $(cool "$GLOBAL_STEPS") --save-every 100 --seed 0 --resume > "$R/logs/global.log" 2>&1
 
 # 3. Same extra budget, DiT LR and seed for all three: MetaCanvas adds the canvas (its new parts, which start from
 #    zero, learn at 4x the LR), with 3 keyframes and with 1; the baseline just trains on.
 export OMP_NUM_THREADS=$THREADS
 BASE="--planner $PLANNER --base $R/global_run/backbone --base-connector $R/global_run/global_base_t2v.safetensors"
-BASE="$BASE --steps $EXTRA_STEPS --batch $BATCH --warmup 20 $(cool "$EXTRA_STEPS") --lr 3e-4 --save-every 25"
+BASE="$BASE --steps $EXTRA_STEPS --batch $BATCH --warmup 20 $(cool "$EXTRA_STEPS") --lr 3e-4 --save-every 50 $DATA"
 BASE="$BASE --seed 0 --resume"
 [ -f "$R/metacanvas_run/metacanvas_t2v.safetensors" ] || $T video --stage metacanvas --keyframes 3 $BASE \
   --canvas-lr-scale 4 --out "$R/metacanvas_run" > "$R/logs/metacanvas.log" 2>&1 &

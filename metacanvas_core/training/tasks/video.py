@@ -116,7 +116,8 @@ class TextToVideo(TextToImage):
         from ...backbones.wan import WanBackbone
         from ...world.tiny_wan import new_wan_dit, new_wan_scheduler
 
-        return WanBackbone(new_wan_dit(), AutoencoderKLWan.from_pretrained(args.vae), new_wan_scheduler(), "tiny-wan")
+        vae = AutoencoderKLWan.from_pretrained(args.vae)
+        return WanBackbone(new_wan_dit(latent_channels=vae.config.z_dim), vae, new_wan_scheduler(), "tiny-wan")
 
     def _example(self, rng: np.random.Generator, kind: str) -> tuple[np.ndarray, str, str | None]:
         """A clip (F, H, W, 3) or still image (1, H, W, 3), uint8, its caption and its cache key (pool index)."""

@@ -31,9 +31,12 @@ class WanVaePretraining(Task):
     @classmethod
     def add_arguments(cls, ap: argparse.ArgumentParser) -> None:
         ap.add_argument("--base-dim", type=int, default=16, help="VAE width (channels of its first level)")
-        ap.add_argument("--frames", type=int, default=5,
-                        help="train on windows of this many consecutive frames (4k+1; the VAE is causal and "
-                             "convolutional, so it encodes full clips after training on short windows, 3x faster)")
+        ap.add_argument("--frames", type=int, default=9,
+                        help="train on windows of this many consecutive frames (4k+1, at least 9): the VAE is causal "
+                             "and encodes a clip chunk by chunk, each chunk reading a cache of the one before, so the "
+                             "window must hold two 4-frame chunks after the first frame for later chunks to be "
+                             "trained at all (5-frame windows drifted in colour from frame 5 on); 9 frames is half "
+                             "the cost of a full 17-frame clip")
         ap.add_argument("--crop", type=int, default=clips.SIZE,
                         help=f"train on random square crops of this size (a multiple of {WAN_VAE_SPATIAL}, the VAE's "
                              "compression; convolutions see the same local content, 4x cheaper at half the size)")
@@ -43,8 +46,9 @@ class WanVaePretraining(Task):
 
     @classmethod
     def check_arguments(cls, ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-        if args.frames < 1 or (args.frames - 1) % 4 or args.frames > clips.FRAMES:
-            ap.error(f"--frames must be 4k+1 and at most {clips.FRAMES}")
+        if args.frames < 9 or (args.frames - 1) % 4 or args.frames > clips.FRAMES:
+            ap.error(f"--frames must be 4k+1 in [9, {clips.FRAMES}] (shorter windows never train the chunks that "
+                     "read a real previous chunk)")
         s = WAN_VAE_SPATIAL
         if args.crop < s or args.crop % s or args.crop > clips.SIZE:
             ap.error(f"--crop must be a multiple of {s} in [{s}, {clips.SIZE}]")
