@@ -129,3 +129,24 @@ def test_base_must_be_a_text_to_video_folder(t2v, tmp_path):
     save_wan_pipeline_folder(tmp_path / "wide", task.bb.transformer, task.bb.vae, task.bb.scheduler)
     with pytest.raises(MetaCanvasError, match="give the text-to-video Wan folder"):
         VideoContext(_args(t2v, base=tmp_path / "wide"), torch.device("cpu"), torch.float32)
+
+
+def test_pool_batches_equal_fresh_ones_and_encode_once(t2v, monkeypatch):
+    """On a pool, a batch's conditioning, targets and seen-text states are those of the samples' own inputs (to
+    float16 rounding), computed once per pool example."""
+    task = VideoContext(_args(t2v, stage="global-continue", pool=2), torch.device("cpu"), torch.float32)
+    samples = [task.sample(sample_rng(0, 0, i), 0, i) for i in range(6)]
+    first = task.batch(samples)
+    calls = []
+    encode = task.bb.encode
+    monkeypatch.setattr(task.bb, "encode", lambda x: calls.append(len(x)) or encode(x))
+    again = task.batch(samples)
+    assert not calls
+    for key in ("z", "context", "context_mask", "text_states"):
+        assert torch.equal(first[key], again[key])
+    x = samples[0].data
+    inputs = task._inputs(x)
+    # (a VAE batch of one differs from a batch of several in the last bits: close, not equal)
+    assert torch.allclose(first["context"][0], inputs.conditioning.context[0], atol=2e-3)
+    assert torch.equal(first["context_mask"][0], inputs.conditioning.context_mask[0])
+    assert torch.allclose(first["z"][0], encode(x["clip"][None])[0], atol=2e-3)

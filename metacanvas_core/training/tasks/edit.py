@@ -50,18 +50,23 @@ from .vae import VaePretraining
 EXPORT_NAMES = {"global": "global_base_edit", "metacanvas": "metacanvas_edit", "global-continue": "global_edit"}
 
 
+def padded(states: list[torch.Tensor], hidden: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample text states (L_i, hidden) as one zero-padded batch (states, mask)."""
+    n = max(s.shape[0] for s in states)
+    text = torch.zeros(len(states), n, hidden, device=device)
+    mask = torch.zeros(len(states), n, dtype=torch.long, device=device)
+    for i, s in enumerate(states):
+        text[i, : s.shape[0]], mask[i, : s.shape[0]] = s.to(device), 1
+    return text, mask
+
+
 def seen_text_states(planner: Planner, prompts: list[str], visuals: list[list]) -> tuple[torch.Tensor, torch.Tensor]:
     """The planner's text states of each prompt after its visuals (the source image, clip or references), padded
     (states, mask). Each sample alone: a padded batch would change their last bits with the batch's other samples,
     so a resumed or split run would drift."""
     with torch.no_grad():
         states = [planner.encode([p], visuals=[v]).text_states[0].float() for p, v in zip(prompts, visuals)]
-    n = max(s.shape[0] for s in states)
-    text = torch.zeros(len(states), n, planner.hidden_size, device=planner.device)
-    mask = torch.zeros(len(states), n, dtype=torch.long, device=planner.device)
-    for i, s in enumerate(states):
-        text[i, : s.shape[0]], mask[i, : s.shape[0]] = s, 1
-    return text, mask
+    return padded(states, planner.hidden_size, planner.device)
 
 
 class ImageEditing(TextToImage):
@@ -183,13 +188,7 @@ class ImageEditing(TextToImage):
             states, mask = seen_text_states(self.planner, [prompts[i] for i in todo], [visuals[i] for i in todo])
             return [s[: int(m.sum())] for s, m in zip(states, mask)]
 
-        found = self.seen.many([x["keys"]["text"] for x in d], encode)
-        n = max(s.shape[0] for s in found)
-        text = torch.zeros(len(found), n, self.planner.hidden_size, device=self.device)
-        mask = torch.zeros(len(found), n, dtype=torch.long, device=self.device)
-        for i, s in enumerate(found):
-            text[i, : s.shape[0]], mask[i, : s.shape[0]] = s.to(self.device), 1
-        return text, mask
+        return padded(self.seen.many([x["keys"]["text"] for x in d], encode), self.planner.hidden_size, self.device)
 
     def batch(self, samples: list[Sample]) -> dict:
         d = [s.data for s in samples]

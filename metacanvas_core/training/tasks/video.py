@@ -104,8 +104,11 @@ class TextToVideo(TextToImage):
                                                      .state_dict())
         self.latent_shape = bb.latent_shape(1, clips.SIZE, clips.SIZE, clips.FRAMES)[1:]
         self.image_latent_shape = bb.latent_shape(1, clips.SIZE, clips.SIZE, 1)[1:]
-        self.latents = FrozenMemo(f"wan-latents|{module_fingerprint(bb.vae)}|{clips.SIZE}",
-                                  DiskCache(args.cache_dir) if args.cache_dir else None)
+        self._memos(DiskCache(args.cache_dir) if args.cache_dir else None)
+
+    def _memos(self, disk: DiskCache | None) -> None:
+        """What frozen models compute from pool examples, kept by example (world_pool)."""
+        self.latents = FrozenMemo(f"wan-latents|{module_fingerprint(self.bb.vae)}|{clips.SIZE}", disk)
 
     def _backbone(self, args: argparse.Namespace):
         """Stage global: a fresh tiny Wan DiT on the trained VAE; later stages: the --base folder."""

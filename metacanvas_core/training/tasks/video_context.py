@@ -28,15 +28,15 @@ from ...backbones.wan import widened_for_context
 from ...checkpoints import save_connector
 from ...connectors import MetaCanvasConnector
 from ...errors import MetaCanvasError
-from ...video_tasks import IN_CONTEXT, VIDEO_EDIT, in_context_inputs, video_edit_inputs
+from ...video_tasks import IN_CONTEXT, VIDEO_EDIT, clip_visual, in_context_inputs, planner_visual, video_edit_inputs
 from ...world import clips
 from ...world.clip_edits import (
     MAX_REFERENCES, render_clip_edit, render_references, sample_clip_edit, sample_reference_scene,
 )
 from ...world.tiny_wan import save_wan_pipeline_folder
-from ..world_pool import add_pool_arguments
+from ..world_pool import FrozenMemo, add_pool_arguments, example_rng, module_fingerprint
 from .base import Sample, torch_generator
-from .edit import seen_text_states
+from .edit import padded, seen_text_states
 from .t2i import CAPTION_DROPOUT, sample_timestep
 from .video import TextToVideo
 from .wan_vae import clip_pixels
@@ -78,23 +78,34 @@ class VideoContext(TextToVideo):
         bb.transformer = widened_for_context(bb.transformer).eval()
         return bb
 
+    def _memos(self, disk) -> None:
+        super()._memos(disk)
+        self.texts_seen = FrozenMemo(f"planner-seen|{module_fingerprint(self.planner.model)}", disk)
+
     def sample(self, rng: np.random.Generator, step: int, index: int) -> Sample:
         a = self.args
-        if rng.random() < a.in_context_share:
-            scene = sample_reference_scene(rng, split="train")
-            refs = render_references(scene, rng)
-            target, source, prompt = clips.render_clip(scene.scene, rng=rng), None, scene.prompt
+        in_context = bool(rng.random() < a.in_context_share)
+        world = "reference-world" if in_context else "clip-edit-world"
+        k = int(rng.integers(a.pool)) if a.pool else None
+        ex = rng if k is None else example_rng(world, k)
+        if in_context:
+            scene = sample_reference_scene(ex, split="train")
+            refs = render_references(scene, ex)
+            target, source, prompt = clips.render_clip(scene.scene, rng=ex), None, scene.prompt
         else:
-            edit = sample_clip_edit(rng, split="train")
-            (source, target), refs, prompt = render_clip_edit(edit, rng=rng), None, edit.instruction
+            edit = sample_clip_edit(ex, split="train")
+            (source, target), refs, prompt = render_clip_edit(edit, rng=ex), None, edit.instruction
         u = rng.random()
         extra = a.text_only_dropout if self.conn.use_canvas else 0.0
         t = sample_timestep(rng, a.timestep_sampling)
         gen = torch_generator(rng)
+        text_prompt = "" if u < CAPTION_DROPOUT + extra else prompt
+        key = None if k is None else f"{world}:{k}"
         return Sample({
             "clip": clip_pixels(target), "source": source, "references": refs,
+            "key": key, "text_key": None if key is None or not text_prompt else f"{key}:{text_prompt}",
             "canvas_prompt": "" if u < CAPTION_DROPOUT else prompt,
-            "text_prompt": "" if u < CAPTION_DROPOUT + extra else prompt,
+            "text_prompt": text_prompt,
             "t": t, "noise": torch.randn(self.latent_shape, generator=gen),
             "dropout_seed": int(torch.randint(2**62, (), generator=gen)),
         })
@@ -107,16 +118,43 @@ class VideoContext(TextToVideo):
         return in_context_inputs(self.bb, refs, clips.SIZE, clips.SIZE, clips.FRAMES, "training references",
                                  MAX_REFERENCES)
 
+    def _visuals(self, x: dict) -> list:
+        """What the planner sees before the prompt (as `video_tasks` gives it at sampling): the source clip as a
+        `Video`, or the reference images."""
+        if x["references"] is None:
+            return [clip_visual(_float_image(x["source"]), clips.FPS, "training clip")]
+        return list(planner_visual(_float_image(np.stack(x["references"]))))
+
     def batch(self, samples: list[Sample]) -> dict:
         d = [s.data for s in samples]
-        inputs = [self._inputs(x) for x in d]
-        with torch.no_grad():
-            z = self.bb.encode(torch.stack([x["clip"] for x in d]).to(self.device)).float()
-        seen = lambda key: [list(i.visuals) if x[key] else [] for x, i in zip(d, inputs)]  # noqa: E731
-        text_states, text_mask = seen_text_states(self.planner, [x["text_prompt"] for x in d], seen("text_prompt"))
+        key = lambda x, what: None if x["key"] is None else f"{x['key']}:{what}"  # noqa: E731
+
+        def conditioning(todo: list[int]) -> list[torch.Tensor]:  # context latents and mask, one tensor per sample
+            out = []
+            for i in todo:
+                c = self._inputs(d[i]).conditioning
+                out.append(torch.cat([c.context, c.context_mask], 1)[0].float())
+            return out
+
+        def targets(todo: list[int]) -> torch.Tensor:
+            with torch.no_grad():
+                return self.bb.encode(torch.stack([d[i]["clip"] for i in todo]).to(self.device)).float()
+
+        cond = torch.stack(self.latents.many([key(x, "condition") for x in d], conditioning)).to(self.device)
+        z = torch.stack(self.latents.many([key(x, "target") for x in d], targets)).to(self.device)
+        visuals = [self._visuals(x) for x in d]
+        seen = lambda k: [v if x[k] else [] for x, v in zip(d, visuals)]  # noqa: E731
+        prompts, text_visuals = [x["text_prompt"] for x in d], seen("text_prompt")
+
+        def text(todo: list[int]) -> list[torch.Tensor]:
+            states, mask = seen_text_states(self.planner, [prompts[i] for i in todo], [text_visuals[i] for i in todo])
+            return [s[: int(m.sum())] for s, m in zip(states, mask)]
+
+        text_states, text_mask = padded(self.texts_seen.many([x["text_key"] for x in d], text), self.planner.hidden_size,
+                                        self.device)
+        c = z.shape[1]
         return {"z": z, "text_states": text_states, "text_mask": text_mask,
-                "context": torch.cat([i.conditioning.context for i in inputs]).float(),
-                "context_mask": torch.cat([i.conditioning.context_mask for i in inputs]).float(),
+                "context": cond[:, :c], "context_mask": cond[:, c:],
                 "canvas_prompts": [x["canvas_prompt"] for x in d], "canvas_visuals": seen("canvas_prompt"),
                 "t": torch.tensor([x["t"] for x in d], device=self.device),
                 "noise": torch.stack([x["noise"] for x in d]).to(self.device),
@@ -135,7 +173,7 @@ class VideoContext(TextToVideo):
                 "text_only_dropout": a.text_only_dropout if canvas else 0.0,
                 "keyframes": a.keyframes if canvas else None, "canvas_lr_scale": a.canvas_lr_scale if canvas else None,
                 "timestep_sampling": a.timestep_sampling,
-                "mask_channels": self.bb.mask_channels, "clip": [clips.SIZE, clips.SIZE, clips.FRAMES],
+                "mask_channels": self.bb.mask_channels, "clip": [clips.SIZE, clips.SIZE, clips.FRAMES], "pool": a.pool,
                 "fps": clips.FPS, "data": "clip edits + reference scenes (training split)", "base": str(a.base)}
 
     def export(self, state: dict, out: Path, recipe: dict) -> list[Path]:
