@@ -19,8 +19,11 @@ export OMP_NUM_THREADS=1
 T="$PY -m metacanvas_core train"
 PLANNER=metacanvas_core/assets/tiny/planner
 VAE_STEPS=${VAE_STEPS:-500}
-GLOBAL_STEPS=${GLOBAL_STEPS:-1500}
-EXTRA_STEPS=${EXTRA_STEPS:-600}  # stage 2, each of the two runs
+GLOBAL_STEPS=${GLOBAL_STEPS:-4000}
+EXTRA_STEPS=${EXTRA_STEPS:-2500}  # stage 2, each of the two runs
+# Every DiT run draws from one fixed pool of edits whose VAE latents and planner states are computed once and kept
+# in $R/edit_cache (the stage-2 runs find them there).
+POOL="--pool 20000 --cache-dir $R/edit_cache"
 # Each run ends the same way: the LR falls linearly to zero over its last third, and the weights written out are an
 # average over that cooldown (horizon about a quarter of it).
 cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 4 / $c}") --save-every 100"; }
@@ -29,16 +32,18 @@ cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 
 [ -f "$R/edit_vae_run/vae/config.json" ] || $T vae-kontext --out "$R/edit_vae_run" --steps "$VAE_STEPS" $(cool "$VAE_STEPS") --seed 0 --resume \
   > "$R/logs/edit_vae.log" 2>&1
 
-# 2. The pretrained Kontext backbone = global conditioning only (the planner's text states, having seen the source).
+# 2. The pretrained Kontext backbone = global conditioning only (the planner's text states, having seen the source);
+#    a fifth of its samples are identity edits ("move the red circle to top left" where it already is), so it learns
+#    to copy the reference first, as any Kontext must.
 [ -f "$R/edit_global_run/backbone/model_index.json" ] || $T edit --stage global --planner "$PLANNER" \
   --vae "$R/edit_vae_run/vae" --out "$R/edit_global_run" --steps "$GLOBAL_STEPS" $(cool "$GLOBAL_STEPS") --seed 0 --resume \
-  > "$R/logs/edit_global.log" 2>&1
+  --identity-share 0.2 $POOL > "$R/logs/edit_global.log" 2>&1
 
 # 3. Same extra budget, LR and seed for both: MetaCanvas adds the canvas (its new parts learn at 4x the LR), the
 #    baseline just trains on.
 G="$R/edit_global_run"
 BASE="--planner $PLANNER --base $G/backbone --base-connector $G/global_base_edit.safetensors"
-BASE="$BASE --steps $EXTRA_STEPS $(cool "$EXTRA_STEPS") --lr 3e-4 --seed 0 --resume"
+BASE="$BASE --steps $EXTRA_STEPS $(cool "$EXTRA_STEPS") --lr 3e-4 --seed 0 --resume $POOL"
 [ -f "$R/edit_metacanvas_run/metacanvas_edit.safetensors" ] || $T edit --stage metacanvas $BASE \
   --canvas-lr-scale 4 --out "$R/edit_metacanvas_run" > "$R/logs/edit_metacanvas.log" 2>&1 &
 [ -f "$R/edit_global_continue_run/global_edit.safetensors" ] || $T edit --stage global-continue $BASE \

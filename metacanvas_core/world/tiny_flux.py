@@ -3,9 +3,15 @@
 The real classes with small configs. `AutoencoderKL` keeps FLUX's 16 latent channels, its block types and the
 shift/scale convention, but with two blocks it compresses 2x (the released one has four blocks, 8x): a 32x32
 image is a 16x16 latent, packed 2x2 into an 8x8 token grid, the same grid as the tiny SANA world. The
-`FluxTransformer2DModel` is 2 double-stream + 4 single-stream blocks of width 64 (2 heads of 32; the rotary axes
-8 + 12 + 12 sum to the head dim, as 16 + 56 + 56 = 128 do in the released one), text and pooled widths both the
+`FluxTransformer2DModel` is 2 double-stream + 4 single-stream blocks of width 64 (one head of 64; the rotary axes
+16 + 24 + 24 sum to the head dim, as 16 + 56 + 56 = 128 do in the released one), text and pooled widths both the
 planner connector's 64 channels, and no guidance embedding (the tiny model is not guidance-distilled).
+
+Why one head of 64 rather than two of 32: editing copies the source, so a generated token must find the reference
+token at its own (row, column), and FLUX tells positions apart only through its rotary frequencies (theta 10000,
+fixed in diffusers). Two heads of 32 split as 8 + 12 + 12 left rows and columns 6 frequencies each, of which only
+two turn noticeably across an 8-token grid: measured on identity edits (600 steps, batch 16, same seed), held-out
+preservation 81 % with 2 x 32 against 94 % with 1 x 64 (12 frequencies per axis), same width and parameter count.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from .tiny_models import CAPTION_CHANNELS
 
 EDIT_IMAGE_SIZE = 32
 FLUX_LATENT_CHANNELS = 16
-FLUX_HEADS, FLUX_HEAD_DIM = 2, 32
-FLUX_ROPE_AXES = (8, 12, 12)  # (source/generated, row, col); must sum to the head dim
+FLUX_HEADS, FLUX_HEAD_DIM = 1, 64
+FLUX_ROPE_AXES = (16, 24, 24)  # (source/generated, row, col); must sum to the head dim
 FLUX_DOUBLE_LAYERS, FLUX_SINGLE_LAYERS = 2, 4
 
 
