@@ -5,6 +5,11 @@ The real classes with small configs: a residual `AutoencoderKLWan` (Wan 2.2's bl
 32x32 clip, the size of the shapes world's images, is 5 latent frames of 8x8), and a
 6-layer width-64 `WanTransformer3DModel` with patch (1, 1, 1) sees one token per latent pixel, so a k=3 keyframe
 canvas is sparse over the 5 latent frames and each frame holds a 3x3 layout comfortably.
+
+The DiT has one attention head of 64, not two of 32, for the reason the tiny FLUX does (world/tiny_flux.py): Wan's
+3-D rotary embedding gives rows and columns 2 x (head_dim // 6) channels each, so a head of 32 left them 5 rotary
+frequencies (two that turn across an 8-token grid) and a head of 64 gives them 10; the tiny FLUX's identity edits
+went from 81 % to 94 % held-out preservation with that change at the same width and cost.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from .tiny_models import CAPTION_CHANNELS
 
 WAN_LATENT_CHANNELS = 16
 WAN_VAE_SPATIAL = 4  # pixels per latent pixel across (two downsamplings, no pixel patch)
-WAN_HEADS, WAN_HEAD_DIM = 2, 32
+WAN_HEADS, WAN_HEAD_DIM = 1, 64
 WAN_LAYERS = 6
 
 
@@ -38,7 +43,7 @@ def new_wan_vae(base_dim: int = 16, z_dim: int = WAN_LATENT_CHANNELS) -> Autoenc
 def new_wan_dit(
     layers: int = WAN_LAYERS, heads: int = WAN_HEADS, latent_channels: int = WAN_LATENT_CHANNELS
 ) -> WanTransformer3DModel:
-    """Width `heads` x 32; `latent_channels` the VAE's z_dim; text_dim the caption channels the planner's text
+    """Width `heads` x 64; `latent_channels` the VAE's z_dim; text_dim the caption channels the planner's text
     connector produces."""
     dim = heads * WAN_HEAD_DIM
     return WanTransformer3DModel(
