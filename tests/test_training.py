@@ -22,7 +22,7 @@ from metacanvas_core.checkpoints import load_connector
 from metacanvas_core.planner import Planner
 from metacanvas_core.training import trainer
 from metacanvas_core.training.data import DataStream, ImageFolder, export_shapes, open_dataset
-from metacanvas_core.training.tasks import t2i
+from metacanvas_core.training.tasks import canvas_dit, t2i
 from metacanvas_core.world import shapes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,21 +245,21 @@ def test_tiny_world_tasks_write_what_the_loaders_read(tmp_path):
 
 
 def test_timestep_sampling_keeps_the_uniform_draw_and_centres_logit_normal():
-    assert t2i.sample_timestep(np.random.default_rng(3)) == np.random.default_rng(3).random()
+    assert canvas_dit.sample_timestep(np.random.default_rng(3)) == np.random.default_rng(3).random()
     rng = np.random.default_rng(3)
-    t = np.array([t2i.sample_timestep(rng, "logit-normal") for _ in range(20000)])
+    t = np.array([canvas_dit.sample_timestep(rng, "logit-normal") for _ in range(20000)])
     assert 0 < t.min() and t.max() < 1 and abs(float(np.median(t)) - 0.5) < 0.02
     # sigmoid(N(0, 1)) puts P(|z| < ln 3) = 73 % of the draws in [0.25, 0.75], against 50 % for uniform.
     assert abs(float(((t > 0.25) & (t < 0.75)).mean()) - 0.728) < 0.02
     with pytest.raises(ValueError, match="logit-normal"):
-        t2i.sample_timestep(np.random.default_rng(3), "cosine")
+        canvas_dit.sample_timestep(np.random.default_rng(3), "cosine")
 
 
 def test_text_state_cache_does_not_depend_on_the_batch_a_prompt_came_in():
     planner = Planner.from_pretrained(PLANNER)
     prompt, longer = "a red circle at top left", "two blue squares and a green triangle at bottom right"
-    alone = t2i.TextStateCache(planner)([prompt])[0][0]
-    states, mask = t2i.TextStateCache(planner)([longer, prompt])
+    alone = canvas_dit.TextStateCache(planner)([prompt])[0][0]
+    states, mask = canvas_dit.TextStateCache(planner)([longer, prompt])
     n = int(mask[1].sum())
     assert n == alone.shape[0] and not mask[1, n:].any() and not states[1, n:].any()
     assert torch.equal(states[1, :n], alone)
@@ -269,8 +269,9 @@ def test_text_only_dropout_keeps_the_canvas_prompt_and_drops_the_dit_text():
     def prompts(share: float, on: str = "all", n: int = 48):
         args = type("A", (), {"text_only_dropout": share, "text_only_dropout_on": on, "timestep_sampling": "uniform",
                               "batch": n})()
-        task = object.__new__(t2i.TextToImage)
-        task.args, task.res, task.stream, task.disk, task.latent_shape = args, 32, None, None, (16, 8, 8)
+        task, src = object.__new__(t2i.TextToImage), object.__new__(t2i.ImagesAndCaptions)
+        src.args, src.res, src.stream, src.noise_shape = args, 32, None, lambda kind: (16, 8, 8)
+        task.args, task.src = args, src
         task.conn = load_connector(ASSETS / "metacanvas_t2i.safetensors").connector
         out = [task.sample(np.random.default_rng([0, 0, i]), 0, i).data for i in range(n)]
         return [(d["text_prompt"], d["canvas_prompt"]) for d in out]

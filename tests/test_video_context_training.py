@@ -20,7 +20,9 @@ from metacanvas_core.clips import save_clip
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.training import publish
 from metacanvas_core.training.tasks.base import sample_rng
+from metacanvas_core.training.cli import train_parser
 from metacanvas_core.training.tasks.video_context import VideoContext
+from metacanvas_core.training.tasks.wan_vae import clip_pixels
 from metacanvas_core.world import clips
 from metacanvas_core.world.clip_edits import render_clip_edit, sample_clip_edit
 from metacanvas_core.world.tiny_models import PLANNER_HIDDEN
@@ -41,10 +43,11 @@ def t2v(tmp_path_factory):
 
 
 def _args(t2v, **kw) -> argparse.Namespace:
-    a = dict(stage="metacanvas", planner=PLANNER, base=t2v / "backbone", base_connector=None, keyframes=3,
-             in_context_share=0.5, canvas_lr_scale=1.0, text_only_dropout=0.1, timestep_sampling="uniform",
-             export_name=None, pool=0, cache_dir=None)
-    return argparse.Namespace(**{**a, **kw})
+    """The task's flags as the CLI parses them (stage metacanvas, fresh draws), `kw` overriding."""
+    args = train_parser("video-context").parse_args(
+        ["--stage", "metacanvas", "--planner", str(PLANNER), "--base", str(t2v / "backbone"), "--base-connector",
+         str(t2v / "global_base_t2v.safetensors"), "--pool", "0", "--out", str(t2v / "run")])
+    return argparse.Namespace(**{**vars(args), **kw})
 
 
 def test_two_stages_export_load_and_generate_both_tasks(t2v, tmp_path, monkeypatch):
@@ -101,7 +104,7 @@ def test_widened_dit_at_step_0_is_the_t2v_backbone_bit_for_bit(t2v):
     batch = task.batch(samples)
     assert batch["context"].shape == batch["z"].shape and batch["context"].abs().sum() > 0
     t2v_bb = load_backbone(t2v / "backbone")
-    zt, t = batch["noise"], torch.tensor([0.7, 0.7]) * 1000
+    zt, t = torch.stack(batch["noise"]), torch.tensor([0.7, 0.7]) * 1000
     text = torch.randn(2, 5, t2v_bb.caption_channels)
     mask = torch.ones(2, 5, dtype=torch.long)
     with torch.no_grad():
@@ -116,10 +119,11 @@ def test_samples_are_seeded_per_step_and_index_and_mix_both_tasks(t2v):
                         torch.float32)
     draw = [task.sample(sample_rng(0, 3, i), 3, i).data for i in range(8)]
     again = task.sample(sample_rng(0, 3, 5), 3, 5).data
-    assert torch.equal(draw[5]["clip"], again["clip"]) and draw[5]["text_prompt"] == again["text_prompt"]
-    kinds = {x["references"] is None for x in draw}
+    assert np.array_equal(draw[5]["ex"].target, again["ex"].target)
+    assert draw[5]["text_prompt"] == again["text_prompt"]
+    kinds = {x["ex"].extra["references"] is None for x in draw}
     assert kinds == {True, False}  # both edits and reference scenes at share 0.5
-    assert all(x["clip"].shape == (3, clips.FRAMES, clips.SIZE, clips.SIZE) for x in draw)
+    assert all(x["ex"].target.shape == (clips.FRAMES, clips.SIZE, clips.SIZE, 3) for x in draw)
 
 
 def test_base_must_be_a_text_to_video_folder(t2v, tmp_path):
@@ -144,9 +148,9 @@ def test_pool_batches_equal_fresh_ones_and_encode_once(t2v, monkeypatch):
     assert not calls
     for key in ("z", "context", "context_mask", "text_states"):
         assert torch.equal(first[key], again[key])
-    x = samples[0].data
-    inputs = task._inputs(x)
+    x = samples[0].data["ex"]
+    inputs = task.src._inputs(x)
     # (a VAE batch of one differs from a batch of several in the last bits: close, not equal)
     assert torch.allclose(first["context"][0], inputs.conditioning.context[0], atol=2e-3)
     assert torch.equal(first["context_mask"][0], inputs.conditioning.context_mask[0])
-    assert torch.allclose(first["z"][0], encode(x["clip"][None])[0], atol=2e-3)
+    assert torch.allclose(first["z"][0], encode(clip_pixels(x.target)[None])[0], atol=2e-3)

@@ -13,8 +13,10 @@ from metacanvas_core.__main__ import main as cli
 from metacanvas_core.builtin import PLANNER
 from metacanvas_core.checkpoints import load_connector
 from metacanvas_core.pipeline import MetaCanvasPipeline
+from metacanvas_core.training.cli import train_parser
 from metacanvas_core.training.tasks.base import sample_rng
 from metacanvas_core.training.tasks.video import TextToVideo
+from metacanvas_core.training.tasks.wan_vae import clip_pixels
 from metacanvas_core.world import clips
 
 
@@ -54,15 +56,13 @@ def test_i2v_loss_ignores_the_given_frame(tmp_path):
 
     tiny_wan.save_wan_pipeline_folder(tmp_path / "wan", tiny_wan.new_wan_dit(layers=1), tiny_wan.new_wan_vae(16),
                                       tiny_wan.new_wan_scheduler())
-    ap = argparse.ArgumentParser()
-    TextToVideo.add_arguments(ap)
-    args = ap.parse_args(["--stage", "global-continue", "--planner", str(PLANNER), "--base", str(tmp_path / "wan"),
-                          "--keyframes", "1", "--text-only-dropout", "0", "--pool", "0"])
+    args = train_parser("video").parse_args(["--stage", "global-continue", "--planner", str(PLANNER), "--base",
+                                             str(tmp_path / "wan"), "--keyframes", "1", "--pool", "0",
+                                             "--out", str(tmp_path / "run")])
     task = TextToVideo(args, torch.device("cpu"), torch.float32)
     samples = [task.sample(sample_rng(0, 0, i), 0, i) for i in range(2)]
     for s, kind in zip(samples, ("t2v", "i2v")):
         s.data["kind"] = kind
-        s.data["start"] = (s.data["clip"][:, 0].permute(1, 2, 0).numpy() * 127.5 + 127.5).astype("uint8")
     batch = task.batch(samples)
     assert [z.shape for z in batch["z"]] == [(16, 5, 8, 8)] * 2
     with torch.no_grad():
@@ -112,10 +112,8 @@ def _video_task(tmp_path, *flags: str) -> TextToVideo:
     if not (tmp_path / "wan").is_dir():
         tiny_wan.save_wan_pipeline_folder(tmp_path / "wan", tiny_wan.new_wan_dit(layers=1), tiny_wan.new_wan_vae(8),
                                           tiny_wan.new_wan_scheduler())
-    ap = argparse.ArgumentParser()
-    TextToVideo.add_arguments(ap)
-    args = ap.parse_args(["--stage", "global-continue", "--planner", str(PLANNER), "--base", str(tmp_path / "wan"),
-                          *flags])
+    args = train_parser("video").parse_args(["--stage", "global-continue", "--planner", str(PLANNER), "--base",
+                                             str(tmp_path / "wan"), "--out", str(tmp_path / "run"), *flags])
     return TextToVideo(args, torch.device("cpu"), torch.float32)
 
 
@@ -124,19 +122,19 @@ def test_pool_examples_are_fixed_and_their_latents_encoded_once(tmp_path, monkey
     --cache-dir, and equal to a fresh encode (to float16 rounding, the same rounding every time)."""
     task = _video_task(tmp_path, "--pool", "3", "--cache-dir", str(tmp_path / "cache"))
     samples = [task.sample(sample_rng(0, s, i), s, i) for s in range(3) for i in range(4)]
-    keys = {s.data["key"] for s in samples}
+    keys = {s.data["ex"].key for s in samples}
     assert keys <= {"clip:0", "clip:1", "clip:2"} and len(keys) > 1
     first = {}
     for s in samples:
-        first.setdefault(s.data["key"], s.data["clip"])
-        assert torch.equal(first[s.data["key"]], s.data["clip"])
+        first.setdefault(s.data["ex"].key, s.data["ex"].target)
+        assert np.array_equal(first[s.data["ex"].key], s.data["ex"].target)
     calls = []
     encode = task.bb.encode
     monkeypatch.setattr(task.bb, "encode", lambda x: calls.append(len(x)) or encode(x))
     z = task.batch(samples)["z"]
     assert sum(calls) == len(keys)  # each pool clip once
-    fresh = encode(torch.stack([first[k] for k in sorted(keys)]))
-    by_key = {s.data["key"]: zi for s, zi in zip(samples, z)}
+    fresh = encode(torch.stack([clip_pixels(first[k]) for k in sorted(keys)]))
+    by_key = {s.data["ex"].key: zi for s, zi in zip(samples, z)}
     for k, f in zip(sorted(keys), fresh):
         assert torch.equal(by_key[k], f.half().float())
     again = _video_task(tmp_path, "--pool", "3", "--cache-dir", str(tmp_path / "cache"))  # a resumed run

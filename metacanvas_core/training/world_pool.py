@@ -69,15 +69,18 @@ class FrozenMemo:
     def many(self, keys: list[str | None], compute: Callable[[list[int]], Sequence[torch.Tensor]]
              ) -> list[torch.Tensor]:
         """The tensor of every key; `compute(indices)` makes those not kept yet (a key None is never kept) in one
-        batch, returning them stacked in the order of `indices`."""
+        batch, returning them stacked in the order of `indices`. Kept ones come back on the CPU, others where
+        `compute` made them."""
         out: list[torch.Tensor | None] = [None if k is None else self.get(k) for k in keys]
         first: dict[str, int] = {}  # a key twice in one batch is computed once
         todo = [i for i, v in enumerate(out) if v is None and (keys[i] is None or first.setdefault(keys[i], i) == i)]
         if todo:
             for i, v in zip(todo, compute(todo)):
-                out[i] = v.detach().cpu().half().float()
-                if keys[i] is not None:
+                if keys[i] is None:  # never kept, so never rounded
+                    out[i] = v.detach()
+                else:
                     self.put(keys[i], v)
+                    out[i] = self.mem[keys[i]].float()
         return [out[first[k]] if v is None else v for k, v in zip(keys, out)]
 
 def module_fingerprint(module: torch.nn.Module) -> str:
