@@ -97,6 +97,21 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert not list(state.glob("pytorch_model*"))
 
 
+def test_a_resume_with_other_model_flags_is_refused_naming_them(tmp_path, capsys):
+    """run.json keeps the task's flags; resuming with another --text-only-dropout (or as another task) is a clear
+    error before any model loads, while trainer flags such as a longer --steps may change."""
+    assert train(*mc_args(tmp_path / "a", "--steps", "1", "--save-every", "1")) == 0
+    flags = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert flags["task"] == "t2i" and flags["flags"]["stage"] == "metacanvas" and "steps" not in flags["flags"]
+    assert train(*mc_args(tmp_path / "a", "--steps", "1", "--text-only-dropout", "0.3", "--resume")) == 2
+    err = capsys.readouterr().err
+    assert "--text-only-dropout 0.3 (now" not in err and "--text-only-dropout 0.1 (now 0.3)" in err
+    assert train(*mc_args(tmp_path / "a", "--steps", "2", "--save-every", "1", "--resume")) == 0
+    assert train("edit", "--stage", "global-continue", "--planner", PLANNER, "--base", SANA_T2I,
+                 "--out", tmp_path / "a", "--steps", "3", "--resume") == 2
+    assert "holds a `train t2i` run, not `train edit`" in capsys.readouterr().err
+
+
 def test_a_longer_resume_starts_its_own_average(tmp_path, monkeypatch):
     """Resuming a finished 4-step run with --steps 8 moves the cooldown to steps 6-8: the average the 4-step run
     kept over its own cooldown must not leak into the new one."""

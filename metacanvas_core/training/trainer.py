@@ -9,7 +9,9 @@ exported. The LR is a function of the step alone, so a resume needs no scheduler
 
 State every `--save-every` steps under OUT/state/step-N: accelerate's `save_state` (model weights as safetensors;
 optimizer moments through torch.save, which holds no model weights), plus the weight average as safetensors and
-the step in JSON. `--resume` continues from the latest. OUT/log.jsonl: one JSON object per logged step.
+the step in JSON. `--resume` continues from the latest. OUT/log.jsonl: one JSON object per logged step. OUT/run.json:
+the task's flags at the start; a `--resume` with other model flags is refused, naming them (the trainer's own flags,
+e.g. a longer --steps, may change).
 """
 
 from __future__ import annotations
@@ -99,6 +101,33 @@ def _check_tracker(name: str | None) -> None:
                                   "(log.jsonl and the progress bar are always written)")
 
 
+RESUMABLE_TASK_FLAGS = {"cache_dir"}  # task flags a resume may change: where caches live, not what is trained
+
+
+def task_flags(task_cls: type[Task], args: argparse.Namespace) -> dict[str, str]:
+    """The task's own flags (those its `add_arguments` registers) as strings: what a run's models and data are."""
+    ap = argparse.ArgumentParser(add_help=False)
+    task_cls.add_arguments(ap)
+    dests = {a.dest for a in ap._actions} - RESUMABLE_TASK_FLAGS
+    return {d: str(getattr(args, d)) for d in sorted(dests) if hasattr(args, d)}
+
+
+def check_resume_flags(out: Path, name: str, flags: dict[str, str]) -> None:
+    """Refuse to resume a run started as another task or with other model flags (a bare state-dict error later)."""
+    path = out / "run.json"
+    if not path.is_file():  # a run from before run.json was written
+        return
+    saved = json.loads(path.read_text())
+    if saved.get("task") != name:
+        raise MetaCanvasError(f"--resume: {out} holds a `train {saved.get('task')}` run, not `train {name}`: resume it "
+                              "with that task, or give a new --out")
+    old = saved.get("flags", {})
+    diff = [f"--{k.replace('_', '-')} {old[k]} (now {v})" for k, v in flags.items() if k in old and old[k] != v]
+    if diff:
+        raise MetaCanvasError(f"--resume: {out} was started with other model flags: {', '.join(diff)}; resume with "
+                              f"the run's own flags ({path} lists them), or give a new --out")
+
+
 def _states(out: Path) -> list[Path]:
     return sorted((out / "state").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -123,6 +152,10 @@ class Trainer:
         ds = acc.state.deepspeed_plugin
         if args.ema and ds is not None and ds.zero_stage == 3:
             raise MetaCanvasError("--ema needs whole weights in each process; ZeRO-3 shards them: use ZeRO-2 or FSDP")
+        flags = task_flags(task_cls, args)
+        resuming = args.resume and bool(_states(out))
+        if resuming:
+            check_resume_flags(out, task_cls.name, flags)
         # What the frozen models run in: the autocast precision (fp8 autocast still keeps them in bf16).
         dtype = {"no": torch.float32, "fp16": torch.float16}.get(acc.mixed_precision, torch.bfloat16)
         torch.manual_seed(args.seed)  # the same initial weights in every process
@@ -134,10 +167,12 @@ class Trainer:
         self.params = [p for g in self.opt.param_groups for p in g["params"]]
         self.step, self.elapsed, self.skipped, self.ema = 0, 0.0, 0, None
         self.ema_start = args.steps - args.cooldown
-        if args.resume and _states(out):
+        if resuming:
             self._load(_states(out)[-1])
         if acc.is_main_process:
             out.mkdir(parents=True, exist_ok=True)
+            if not resuming:
+                (out / "run.json").write_text(json.dumps({"task": task_cls.name, "flags": flags}, indent=1) + "\n")
         if args.report_to:
             acc.init_trackers(f"metacanvas-{task_cls.name}", config={k: str(v) for k, v in vars(args).items()})
 
