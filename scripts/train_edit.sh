@@ -33,11 +33,11 @@ cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 
   > "$R/logs/edit_vae.log" 2>&1
 
 # 2. The pretrained Kontext backbone = global conditioning only (the planner's text states, having seen the source);
-#    a fifth of its samples are identity edits ("move the red circle to top left" where it already is), so it learns
-#    to copy the reference first, as any Kontext must.
+#    a tenth of its samples are identity edits ("move the red circle to top left" where it already is), and a dropped
+#    instruction (caption dropout) asks for no edit too, so it learns to copy the reference, as any Kontext must.
 [ -f "$R/edit_global_run/backbone/model_index.json" ] || $T edit --stage global --planner "$PLANNER" \
   --vae "$R/edit_vae_run/vae" --out "$R/edit_global_run" --steps "$GLOBAL_STEPS" $(cool "$GLOBAL_STEPS") --seed 0 --resume \
-  --identity-share 0.2 $POOL > "$R/logs/edit_global.log" 2>&1
+  --identity-share 0.1 $POOL > "$R/logs/edit_global.log" 2>&1
 
 # 3. Same extra budget, LR and seed for both: MetaCanvas adds the canvas (its new parts learn at 4x the LR), the
 #    baseline just trains on.

@@ -9,7 +9,8 @@ connector) are added to the generated tokens only. `--identity-share`: identity 
 left" where it already is), the sanity task of reference copying.
 
 Stages, dropouts, loss and export are every task's (canvas_dit.py); a dropped caption drops the planner's view of
-the source too but keeps the reference latents (sampling gives them to both CFG branches). Exports record
+the source too but keeps the reference latents (sampling gives them to both CFG branches), and asks for no edit:
+its target is the source. Exports record
 `task: "edit"` in the weights' recipe: sampling refuses them without a source image. The Kontext VAE is trained by
 the `vae-kontext` task below.
 """
@@ -103,6 +104,14 @@ class EditTriples(Source):
             {"source": f"source:{k}", "target": f"source:{k}" if identity else f"target:{k}"}
         return Drawn(target, edit.instruction, None if k is None else f"edit-world:{k}:{int(identity)}",
                      extra={"source": source, "keys": keys}), []
+
+    def without_caption(self, ex: Drawn) -> Drawn:
+        """No instruction asks for no edit: the target is the source. So CFG's unconditional branch (the empty
+        prompt, the same source) reconstructs the source, and guidance changes only what the instruction asks for;
+        trained towards the average of all edits instead, it drew fragments all over the image at CFG 3 (measured:
+        held-out preservation 4 % at CFG 3 against ~95 % at CFG 1, same weights)."""
+        keys = {**ex.extra["keys"], "target": ex.extra["keys"]["source"]}
+        return Drawn(ex.extra["source"], ex.caption, ex.key, ex.category, {**ex.extra, "keys": keys})
 
     def noise_shape(self, kind: str) -> tuple[int, ...]:
         return self.bb.latent_shape(1, self.res, self.res)[1:]
