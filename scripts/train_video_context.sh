@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 R=${RUNS:-runs-video-context}
 BASE_RUNS=${BASE_RUNS:-runs-video}
-EXTRA_STEPS=${EXTRA_STEPS:-300}
+EXTRA_STEPS=${EXTRA_STEPS:-2000}
 BATCH=${BATCH:-8}
 THREADS=${THREADS:-1}
 PLANNER=${PLANNER:-metacanvas_core/assets/tiny/planner}
@@ -27,7 +27,10 @@ cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 
 export OMP_NUM_THREADS=$THREADS
 BASE="--planner $PLANNER --base $BASE_RUNS/global_run/backbone"
 BASE="$BASE --base-connector $BASE_RUNS/global_run/global_base_t2v.safetensors --in-context-share 0.5"
-BASE="$BASE --steps $EXTRA_STEPS --batch $BATCH --warmup 20 $(cool "$EXTRA_STEPS") --lr 3e-4 --save-every 25"
+BASE="$BASE --steps $EXTRA_STEPS --batch $BATCH --warmup 20 $(cool "$EXTRA_STEPS") --lr 3e-4 --save-every 50"
+# Both runs draw from the same fixed pools of clip edits and reference scenes, whose conditioning and target latents
+# are computed once and kept in $R/cache (about 70 kB per example).
+BASE="$BASE --pool 10000 --cache-dir $R/cache"
 BASE="$BASE --seed 0 --resume"
 [ -f "$R/metacanvas_run/metacanvas_video_context.safetensors" ] || $T --stage metacanvas --keyframes 3 $BASE \
   --canvas-lr-scale 4 --out "$R/metacanvas_run" > "$R/logs/metacanvas.log" 2>&1 &
