@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..errors import MetaCanvasError
 from .tasks.base import Task
 
 # Task name -> (module, class): imported only when that task runs (accelerate and peft are the `train` extra).
@@ -54,11 +55,25 @@ def cmd_train(args: argparse.Namespace) -> None:
     train(task_class(args.task), targs)
 
 
+# export-dataset's tasks -> the dataset layout they write (text- and image-to-video share the clip layout).
+EXPORT_LAYOUTS = {"t2i": "t2i", "t2v": "t2v", "i2v": "t2v", "edit": "edit", "video-edit": "video-edit",
+                  "in-context": "in-context"}
+
+
 def cmd_export_dataset(args: argparse.Namespace) -> None:
     from .data import export_shapes
+    from .datasets import write_dataset, world_samples
+    from ..world import clips
 
-    where = export_shapes(args.out, args.n, args.seed, args.resolution, args.format)
-    print(f"wrote {args.n} shapes-world samples to {where}")
+    if args.task == "t2i":
+        where = export_shapes(args.out, args.n, args.seed, args.resolution, args.format)
+    else:
+        if args.resolution != 32:
+            raise MetaCanvasError(f"export-dataset --task {args.task}: the built-in worlds are 32x32; drop --resolution")
+        layout = EXPORT_LAYOUTS[args.task]
+        where = write_dataset(args.out, layout, world_samples(layout, args.n, args.seed), args.format, clips.FPS,
+                              args.video_format)
+    print(f"wrote {args.n} {args.task} samples of the built-in world to {where}")
 
 
 def cmd_cost(args: argparse.Namespace) -> None:
@@ -76,13 +91,19 @@ def register(sub) -> None:
     t.add_argument("rest", nargs=argparse.REMAINDER, help="the task's and trainer's flags")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("export-dataset", help="write shapes-world samples in the training data layout")
-    e.add_argument("--task", choices=("t2i",), default="t2i")
+    e = sub.add_parser("export-dataset", help="write the built-in world's training samples in a task's data layout "
+                                              "(what `train ... --data` reads)")
+    e.add_argument("--task", choices=tuple(EXPORT_LAYOUTS), default="t2i",
+                   help="t2i: images + text; t2v/i2v: clips + text; edit: source, target, instruction; video-edit: "
+                        "source and target clips, instruction; in-context: references, clip, text")
     e.add_argument("--n", type=int, required=True)
     e.add_argument("--out", type=Path, required=True)
     e.add_argument("--format", choices=("folder", "tar"), default="folder",
                    help="folder: images + metadata.jsonl (imagefolder); tar: one webdataset shard")
     e.add_argument("--resolution", type=int, default=32)
+    e.add_argument("--video-format", choices=("mp4", "gif", "frames"), default="mp4",
+                   help="how clips are written: mp4 (lossless H.264, needs PyAV), gif, or folders of PNG frames "
+                        "(folder format only)")
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=cmd_export_dataset)
 

@@ -32,6 +32,8 @@ from ...world.tiny_flux import (
     EDIT_IMAGE_SIZE, FLUX_DOUBLE_LAYERS, FLUX_SINGLE_LAYERS, new_flux_dit, new_flux_scheduler, new_flux_vae,
     save_flux_kontext_folder,
 )
+from ..data import DataStream
+from ..datasets import Sizes, TaskDataset
 from ..world_pool import FrozenMemo, add_pool_arguments, example_rng, module_fingerprint
 from .base import Sample
 from .canvas_dit import CanvasDiTTask, Drawn, Source
@@ -51,6 +53,10 @@ class EditTriples(Source):
         ap.add_argument("--single-layers", type=int, default=FLUX_SINGLE_LAYERS,
                         help="stage global: DiT depth (single-stream blocks)")
         ap.add_argument("--resolution", type=int, default=EDIT_IMAGE_SIZE, help="training image size (square)")
+        ap.add_argument("--data", type=Path,
+                        help="edit triples: a folder with metadata.jsonl ({\"source\": image, \"target\": image, "
+                             "\"instruction\": ...}) or tar shards (<key>.source.png, <key>.target.png, <key>.json); "
+                             "default: the edit world")
         ap.add_argument("--identity-share", type=float, default=0.0,
                         help="share of samples that are identity edits (\"move the red circle to top left\" where it "
                              "already is: the target is the source), the sanity task of reference copying")
@@ -63,10 +69,17 @@ class EditTriples(Source):
             ap.error("--double-layers/--single-layers only apply to --stage global; later stages keep the --base DiT")
         if not 0.0 <= args.identity_share <= 1.0 or args.pool < 0:
             ap.error("--identity-share must lie in [0, 1] and --pool be 0 (fresh draws) or a number of edits")
+        if args.data is not None and args.identity_share:
+            ap.error("--identity-share builds identity edits of the edit world's scenes; with --data, add identity "
+                     "triples (target = source) to the data instead")
+        if args.data is None and args.resolution != EDIT_IMAGE_SIZE:
+            ap.error(f"the edit world is {EDIT_IMAGE_SIZE}x{EDIT_IMAGE_SIZE}: give --data for another --resolution")
 
     def __init__(self, args: argparse.Namespace, device: torch.device, disk) -> None:
         super().__init__(args, device, disk)
         self.res = args.resolution
+        self.stream = None if args.data is None else DataStream(TaskDataset(args.data, EDIT_TASK, Sizes(self.res)),
+                                                                args.seed, args.strict)
 
     def fresh_backbone(self) -> BackboneAdapter:
         from diffusers import AutoencoderKL
@@ -85,25 +98,34 @@ class EditTriples(Source):
 
     def bind(self, bb: BackboneAdapter) -> None:
         self.bb, self.token_grid = bb, bb.token_grid(self.res, self.res)  # a size it cannot tile fails up front
-        self.latents = FrozenMemo(f"kontext-latents|{module_fingerprint(bb.vae)}|{self.res}", self.disk)
+        data = f"|{self.args.data}" if self.stream else ""
+        self.latents = FrozenMemo(f"kontext-latents|{module_fingerprint(bb.vae)}|{self.res}{data}", self.disk)
 
     def canvas(self) -> dict:
         return {"canvas_grid": [1, *self.token_grid[1:]]}
 
     def example(self, rng: np.random.Generator, position: int) -> tuple[Drawn, list[str]]:
         a = self.args
-        k = int(rng.integers(a.pool)) if a.pool else None
-        ex = rng if k is None else example_rng("edit-world", k)
-        edit = sample_edit(ex, split="train")
-        source, target = render_pair(edit, self.res, ex)
+        if self.stream is not None:
+            rec, skipped = self.stream[position]
+            k, world = rec.key, "data"
+            source, target, instruction = rec.media["source"], rec.media["target"], rec.text
+        else:
+            skipped, world = [], "edit-world"
+            k = int(rng.integers(a.pool)) if a.pool else None
+            ex = rng if k is None else example_rng(world, k)
+            edit = sample_edit(ex, split="train")
+            source, target = render_pair(edit, self.res, ex)
+            instruction = edit.instruction
         identity = bool(rng.random() < a.identity_share)
         if identity:
             edit, target = identity_edit(edit, rng), source
+            instruction = edit.instruction
         # The latents of source and target are cached by pool edit (an identity edit's target is its source).
         keys = {"source": None, "target": None} if k is None else \
             {"source": f"source:{k}", "target": f"source:{k}" if identity else f"target:{k}"}
-        return Drawn(target, edit.instruction, None if k is None else f"edit-world:{k}:{int(identity)}",
-                     extra={"source": source, "keys": keys}), []
+        return Drawn(target, instruction, None if k is None else f"{world}:{k}:{int(identity)}",
+                     extra={"source": source, "keys": keys}), skipped
 
     def without_caption(self, ex: Drawn) -> Drawn:
         """No instruction asks for no edit: the target is the source. So CFG's unconditional branch (the empty
@@ -140,7 +162,7 @@ class EditTriples(Source):
 
     def recipe(self) -> dict:
         a = self.args
-        return {"task": self.task, "resolution": [self.res, self.res], "data": "edit world",
+        return {"task": self.task, "resolution": [self.res, self.res], "data": str(a.data) if a.data else "edit world",
                 "identity_share": a.identity_share, "pool": a.pool}
 
     def trained_sizes(self) -> list[list[int]]:

@@ -30,9 +30,11 @@ from ...world import clips
 from ...world.clip_edits import (
     MAX_REFERENCES, render_clip_edit, render_references, sample_clip_edit, sample_reference_scene,
 )
+from ..data import DataStream
+from ..datasets import Sizes, TaskDataset
 from ..world_pool import add_pool_arguments, example_rng
-from .canvas_dit import CanvasDiTTask, Drawn, take
-from .video import ClipsAndImages
+from .canvas_dit import CanvasDiTTask, Drawn, Source, take
+from .video import ClipsAndImages, add_data_arguments, check_sizes
 from .wan_vae import clip_pixels
 
 VIDEO_CONTEXT_TASK = "video-context"  # the recipe's task; `serves` lists what the weights generate
@@ -60,6 +62,11 @@ class ClipContexts(ClipsAndImages):
         ap.add_argument("--keyframes", type=int, default=3, help="stage metacanvas: canvas keyframes k")
         ap.add_argument("--in-context-share", type=float, default=0.5,
                         help="share of samples that are reference-to-video scenes (the rest are clip edits)")
+        add_data_arguments(ap, "clip edits: a folder with metadata.jsonl ({\"source\": clip, \"target\": clip, "
+                               "\"instruction\": ...}) or tar shards (default: the clip edits world)")
+        ap.add_argument("--reference-data", type=Path,
+                        help="reference sets: metadata.jsonl ({\"references\": [images], \"file_name\": clip, "
+                             "\"text\": ...}) or tar shards (default: the reference world)")
         add_pool_arguments(ap, "clip edits and reference scenes")
 
     @classmethod
@@ -71,6 +78,26 @@ class ClipContexts(ClipsAndImages):
             ap.error("--in-context-share must lie in [0, 1] and --keyframes be at least 1")
         if args.pool < 0:
             ap.error("--pool must be 0 (fresh draws) or a number of examples")
+        check_sizes(ap, args, args.data is not None or args.reference_data is not None)
+        if (args.data is None) != (args.reference_data is None):
+            only = 0.0 if args.reference_data is None else 1.0
+            if args.in_context_share != only:
+                ap.error(f"with only {'--data' if only == 0.0 else '--reference-data'} there is one kind of sample: "
+                         f"give --in-context-share {only:g}, or both --data and --reference-data")
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, disk) -> None:
+        Source.__init__(self, args, device, disk)
+        self.size, self.frames, self.fps = args.resolution, args.frames, args.fps
+        sizes, self.streams = Sizes(self.size, self.frames, self.fps), {}
+        for kind, data, layout in (("edit", args.data, VIDEO_EDIT), ("reference", args.reference_data, IN_CONTEXT)):
+            if data is not None:
+                self.streams[kind] = DataStream(TaskDataset(data, layout, sizes), args.seed, args.strict)
+        # The world's scenes have at most MAX_REFERENCES; a clip holds one per latent frame (video_tasks).
+        self.max_references = (self.frames - 1) // 4 + 1 if args.reference_data is not None else MAX_REFERENCES
+
+    def _data_id(self) -> str:
+        a = self.args
+        return f"|{a.data}|{a.reference_data}|{self.frames}|{self.fps:g}" if self.streams else ""
 
     def fresh_backbone(self) -> BackboneAdapter:
         raise MetaCanvasError("video-context has no global stage: it trains on top of the text-to-video backbone")
@@ -85,6 +112,14 @@ class ClipContexts(ClipsAndImages):
     def example(self, rng: np.random.Generator, position: int) -> tuple[Drawn, list[str]]:
         a = self.args
         in_context = bool(rng.random() < a.in_context_share)
+        if self.streams:
+            kind = "reference" if in_context else "edit"
+            rec, skipped = self.streams[kind][position]
+            m = rec.media
+            extra = {"source": None, "references": m["references"]} if in_context else \
+                {"source": m["source"], "references": None}
+            return Drawn(m["file_name"] if in_context else m["target"], rec.text, f"data-{kind}:{rec.key}",
+                         extra=extra), skipped
         world = "reference-world" if in_context else "clip-edit-world"
         k = int(rng.integers(a.pool)) if a.pool else None
         ex = rng if k is None else example_rng(world, k)
@@ -109,21 +144,21 @@ class ClipContexts(ClipsAndImages):
         return "context"
 
     def noise_shape(self, kind: str) -> tuple[int, ...]:
-        return self.bb.latent_shape(1, clips.SIZE, clips.SIZE, clips.FRAMES)[1:]
+        return self.bb.latent_shape(1, self.size, self.size, self.frames)[1:]
 
     def _inputs(self, ex: Drawn):
         """`video_tasks`' planner visuals and DiT conditioning of one example."""
         if ex.extra["references"] is None:
-            return video_edit_inputs(self.bb, _float_image(ex.extra["source"]), clips.FPS, "training clip")
+            return video_edit_inputs(self.bb, _float_image(ex.extra["source"]), self.fps, "training clip")
         refs = [_float_image(r) for r in ex.extra["references"]]
-        return in_context_inputs(self.bb, refs, clips.SIZE, clips.SIZE, clips.FRAMES, "training references",
-                                 MAX_REFERENCES)
+        return in_context_inputs(self.bb, refs, self.size, self.size, self.frames, "training references",
+                                 self.max_references)
 
     def visuals(self, ex: Drawn, kind: str) -> list:
         """What the planner sees before the prompt, as `video_tasks` gives it at sampling (without encoding): the
         source clip as a `Video`, or the reference images."""
         if ex.extra["references"] is None:
-            return [clip_visual(_float_image(ex.extra["source"]), clips.FPS, "training clip")]
+            return [clip_visual(_float_image(ex.extra["source"]), self.fps, "training clip")]
         return list(planner_visual(_float_image(np.stack(ex.extra["references"]))))
 
     def inputs(self, drawn: list[Drawn], kinds: list[str]) -> dict:
@@ -151,10 +186,12 @@ class ClipContexts(ClipsAndImages):
 
     def recipe(self) -> dict:
         a = self.args
-        return {"task": self.task, "serves": list(self.serves), "max_references": MAX_REFERENCES,
+        data = "clip edits + reference scenes (training split)" if not self.streams else \
+            " + ".join(str(d) for d in (a.data, a.reference_data) if d is not None)
+        return {"task": self.task, "serves": list(self.serves), "max_references": self.max_references,
                 "in_context_share": a.in_context_share, "keyframes": a.keyframes if a.stage == "metacanvas" else None,
-                "mask_channels": self.bb.mask_channels, "clip": [clips.SIZE, clips.SIZE, clips.FRAMES],
-                "fps": clips.FPS, "pool": a.pool, "data": "clip edits + reference scenes (training split)"}
+                "mask_channels": self.bb.mask_channels, "clip": [self.size, self.size, self.frames],
+                "fps": self.fps, "pool": a.pool, "data": data}
 
 
 class VideoContext(CanvasDiTTask):
