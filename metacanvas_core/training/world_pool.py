@@ -15,6 +15,7 @@ draw would show it, minus the combinatorial tail.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -41,30 +42,45 @@ def add_pool_arguments(ap, what: str) -> None:
 
 
 class FrozenMemo:
-    """Tensors computed by frozen models, by key: in memory and, with a `DiskCache`, on disk. Kept as float16 (half
-    the memory; a 20k pool of clip latents is ~0.6 GB) and handed out as that rounding whether just computed or read
-    back, so a resumed run sees the very values an uninterrupted one did. `fingerprint` names the frozen models and
-    settings, so another VAE or planner never reads them."""
+    """Tensors computed by frozen models, by key: in memory (the least recently used go past `max_bytes`) and, with a
+    `DiskCache`, on disk. With `half`, kept as float16 (half the memory; a 20k pool of clip latents is ~0.6 GB) and
+    handed out as that rounding whether just computed or read back, so a resumed run sees the very values an
+    uninterrupted one did. `fingerprint` names the frozen models and settings, so another VAE or planner never reads
+    them."""
 
-    def __init__(self, fingerprint: str, disk: DiskCache | None = None) -> None:
-        self.fingerprint, self.disk, self.mem = fingerprint, disk, {}
+    def __init__(self, fingerprint: str, disk: DiskCache | None = None, max_bytes: int = 4 << 30,
+                 half: bool = True) -> None:
+        self.fingerprint, self.disk, self.max_bytes, self.half = fingerprint, disk, max_bytes, half
+        self.mem: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.bytes = 0
 
     def _key(self, key: str) -> str:
         return f"{self.fingerprint}|{key}"
 
+    def _keep(self, key: str, value: torch.Tensor) -> torch.Tensor:
+        value = value.detach().cpu()
+        value = value.half() if self.half else value.float()
+        if key in self.mem:
+            self.bytes -= self.mem.pop(key).nbytes
+        self.mem[key] = value
+        self.bytes += value.nbytes
+        while self.bytes > self.max_bytes and len(self.mem) > 1:  # a bound, so real-scale runs never fill the RAM
+            self.bytes -= self.mem.popitem(last=False)[1].nbytes
+        return value
+
     def get(self, key: str) -> torch.Tensor | None:
         if key in self.mem:
+            self.mem.move_to_end(key)
             return self.mem[key].float()
         found = self.disk.get(self._key(key)) if self.disk else None
-        if found is not None:
-            self.mem[key] = found.half()
-            return self.mem[key].float()
-        return None
+        return None if found is None else self._keep(key, found).float()
 
-    def put(self, key: str, value: torch.Tensor) -> None:
-        self.mem[key] = value.detach().cpu().half()
+    def put(self, key: str, value: torch.Tensor) -> torch.Tensor:
+        """Keep `value`; returns what `get` will hand out for it."""
+        kept = self._keep(key, value)
         if self.disk:
-            self.disk.put(self._key(key), self.mem[key])
+            self.disk.put(self._key(key), kept)
+        return kept.float()
 
     def many(self, keys: list[str | None], compute: Callable[[list[int]], Sequence[torch.Tensor]]
              ) -> list[torch.Tensor]:
@@ -76,12 +92,9 @@ class FrozenMemo:
         todo = [i for i, v in enumerate(out) if v is None and (keys[i] is None or first.setdefault(keys[i], i) == i)]
         if todo:
             for i, v in zip(todo, compute(todo)):
-                if keys[i] is None:  # never kept, so never rounded
-                    out[i] = v.detach()
-                else:
-                    self.put(keys[i], v)
-                    out[i] = self.mem[keys[i]].float()
+                out[i] = v.detach() if keys[i] is None else self.put(keys[i], v)  # never kept, never rounded
         return [out[first[k]] if v is None else v for k, v in zip(keys, out)]
+
 
 def module_fingerprint(module: torch.nn.Module) -> str:
     """A short digest of a frozen module's weights: cached outputs of one VAE are never read for another."""

@@ -84,27 +84,22 @@ def seen_text_states(planner: Planner, prompts: list[str], visuals: list[list]) 
 
 
 class TextStateCache:
-    """The planner is frozen, so a prompt's text states never change: compute each prompt once (in memory, and on
-    disk under --cache-dir).
+    """The planner is frozen, so a prompt's text states never change: compute each prompt once (kept exactly, in
+    memory up to a bound and on disk under --cache-dir).
 
     Each prompt is encoded alone: in a padded batch its states would differ in the last bits with the batch's other
     prompts, so a resumed run (empty cache) or another split of the batch would drift."""
 
-    def __init__(self, planner: Planner, disk: DiskCache | None = None) -> None:
-        self.planner, self.cache, self.disk = planner, {}, disk
+    def __init__(self, planner: Planner, disk: DiskCache | None = None, max_bytes: int = 4 << 30) -> None:
+        self.planner = planner
+        self.memo = FrozenMemo(f"text|{planner.name}", disk, max_bytes, half=False)
 
     def __call__(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        for p in dict.fromkeys(prompts):
-            if p not in self.cache:
-                key = f"text|{self.planner.name}|{p}"
-                states = self.disk.get(key) if self.disk else None
-                if states is None:
-                    with torch.no_grad():
-                        states = self.planner.encode([p]).text_states[0].float()
-                    if self.disk:
-                        self.disk.put(key, states)
-                self.cache[p] = states.to(self.planner.device)
-        return padded([self.cache[p] for p in prompts], self.planner.hidden_size, self.planner.device)
+        def encode(todo: list[int]) -> list[torch.Tensor]:
+            with torch.no_grad():
+                return [self.planner.encode([prompts[i]]).text_states[0].float() for i in todo]
+
+        return padded(self.memo.many(prompts, encode), self.planner.hidden_size, self.planner.device)
 
 
 def take(x: torch.Tensor | list[torch.Tensor], idx: list[int]) -> torch.Tensor:
@@ -212,11 +207,21 @@ class Source(ABC):
         """Write the (trained) backbone as a pipeline folder of its family."""
 
 
+def canvas_grid_size(text: str) -> tuple[int, int]:
+    """argparse type of --canvas-grid: ROWSxCOLS."""
+    rows, sep, cols = text.lower().partition("x")
+    if not sep or not rows.isdigit() or not cols.isdigit() or int(rows) < 1 or int(cols) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ROWSxCOLS, e.g. 11x20")
+    return int(rows), int(cols)
+
+
 def add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
     """The MetaCanvas recipe's flags, the same for every generation task."""
     ap.add_argument("--dit-lora-rank", type=int, default=0,
                     help="train the DiT as a LoRA of this rank through peft (0 = the whole DiT); exported merged")
-    ap.add_argument("--gradient-checkpointing", action="store_true", help="recompute DiT activations in backward")
+    ap.add_argument("--gradient-checkpointing", action="store_true",
+                    help="recompute activations in backward: the DiT's and, in stage metacanvas, the planner's (which "
+                         "the canvas tokens' gradient crosses; not with --planner-lora-rank)")
     ap.add_argument("--planner-lora-rank", type=int, default=0,
                     help="stage metacanvas: rank of a canvas-only LoRA on the frozen planner (0 = none)")
     ap.add_argument("--canvas-lr-scale", type=float, default=1.0,
@@ -229,6 +234,13 @@ def add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--timestep-sampling", choices=TIMESTEP_SAMPLING, default="uniform",
                     help="noise levels: uniform (the shipped weights) or logit-normal (SD3/SANA)")
     ap.add_argument("--export-name", help="exported weights' file name (default: by stage)")
+    ap.add_argument("--canvas-grid", type=canvas_grid_size,
+                    help="stage metacanvas: the canvas's rows x cols, e.g. 11x20 (default: the DiT's token grid); a "
+                         "coarser canvas is resampled to the token grid, and costs the planner far fewer tokens "
+                         "(the paper's Wan 2.2 canvas is 11x20 for a 22x40 token grid)")
+    ap.add_argument("--memory-cache-gb", type=float, default=4.0,
+                    help="each in-memory cache of frozen outputs (latents, planner states) holds at most this; the "
+                         "least recently used go (and are read from --cache-dir, or computed, again)")
 
 
 class CanvasDiTTask(Task):
@@ -267,21 +279,37 @@ class CanvasDiTTask(Task):
         if not 0.0 <= args.text_only_dropout <= 1.0 - CAPTION_DROPOUT:
             ap.error(f"--text-only-dropout must lie in [0, {1.0 - CAPTION_DROPOUT}] (captions are already dropped "
                      f"for {CAPTION_DROPOUT} of the samples)")
+        if args.canvas_grid is not None and args.stage != "metacanvas":
+            ap.error("--canvas-grid only applies to --stage metacanvas (the baselines have no canvas)")
+        if args.memory_cache_gb < 0:
+            ap.error("--memory-cache-gb must be 0 or more")
         cls.source.check_arguments(ap, args)
 
     def __init__(self, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
         self.args, self.device = args, device
         self.planner = Planner.from_pretrained(args.planner, dtype=dtype, device=device)
         disk = DiskCache(args.cache_dir) if getattr(args, "cache_dir", None) else None
-        self.texts = TextStateCache(self.planner, disk)
-        self.seen = FrozenMemo(f"planner-seen|{module_fingerprint(self.planner.model)}", disk)
+        budget = int(args.memory_cache_gb * (1 << 30))
+        self.texts = TextStateCache(self.planner, disk, budget)
+        self.seen = FrozenMemo(f"planner-seen|{module_fingerprint(self.planner.model)}", disk, budget)
         self.src = src = self.source(args, device, disk)
         bb = src.fresh_backbone() if args.stage == "global" else src.from_base(load_backbone(args.base))
         src.bind(bb)
-        cfg = ConnectorConfig(self.planner.hidden_size, bb.dit_dim, bb.caption_channels, **src.canvas(),
+        src.latents.max_bytes = budget
+        canvas = src.canvas()
+        if args.canvas_grid is not None:
+            canvas["canvas_grid"] = [canvas["canvas_grid"][0], *args.canvas_grid]
+        cfg = ConnectorConfig(self.planner.hidden_size, bb.dit_dim, bb.caption_channels, **canvas,
                               use_canvas=args.stage == "metacanvas",
                               planner_lora=planner_lora(self.planner, args.planner_lora_rank))
         self._attach(bb, cfg, device, dtype)
+        if args.gradient_checkpointing and cfg.use_canvas and self.conn.canvas_lora is None:
+            # The canvas tokens' gradient crosses the frozen planner: keep only its layers' inputs, recompute the
+            # rest in backward (at 7B, the planner's activations for a few thousand canvas tokens are tens of GB).
+            # Not with a canvas-only planner LoRA: its hooks act during one forward, a recomputation would miss them.
+            lm = self.planner.language_model
+            lm.activation_checkpointing_enable({"use_reentrant": False})
+            lm.train()  # transformers checkpoints only in train mode; the planner has no dropout to switch on
 
     def _attach(self, bb: BackboneAdapter, cfg: ConnectorConfig, device: torch.device, dtype: torch.dtype) -> None:
         """Make `bb` and a connector of `cfg` the trained models (the base's text connector, the DiT in full or as a
@@ -298,6 +326,10 @@ class CanvasDiTTask(Task):
                                                      .state_dict())
         if args.dit_lora_rank:
             add_dit_lora(bb.transformer, args.dit_lora_rank)
+            if dtype != torch.float32:  # the frozen DiT in the run's precision; only the LoRA is trained, in fp32
+                for p in bb.transformer.parameters():
+                    if not p.requires_grad:
+                        p.data = p.data.to(dtype)
         else:
             bb.transformer.requires_grad_(True)
         if args.gradient_checkpointing:
@@ -426,7 +458,9 @@ class CanvasDiTTask(Task):
                 "timestep_sampling": a.timestep_sampling, "canvas_lr_scale": a.canvas_lr_scale if canvas else None,
                 "planner_lora_rank": a.planner_lora_rank if self.conn.canvas_lora else 0,
                 "planner_lora_lr_scale": a.planner_lora_lr_scale if self.conn.canvas_lora else None,
-                "dit_lora_rank": a.dit_lora_rank, "base": str(a.base) if a.base else None}
+                "dit_lora_rank": a.dit_lora_rank, "base": str(a.base) if a.base else None,
+                "canvas_grid": self.conn.config.canvas_grid if canvas else None,
+                "gradient_checkpointing": a.gradient_checkpointing}
 
     def export(self, state: dict, out: Path, recipe: dict) -> list[Path]:
         dit = merge_dit_lora(state["dit"]) if self.args.dit_lora_rank else state["dit"]
