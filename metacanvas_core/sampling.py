@@ -188,7 +188,7 @@ def sample(
     conditioning = conditioning if conditioning is not None else NO_CONDITIONING
     bb.check_conditioning(conditioning, shape)
     conditioning = conditioning.batched(batch)
-    model_conditioning = conditioning.batched(2 * batch) if use_cfg else conditioning
+    model_conditioning = conditioning.for_cfg() if use_cfg else conditioning
     scheduler = prepared(scheduler if scheduler is not None else bb.scheduler, steps,
                          lambda s: bb.set_timesteps(s, steps, shape))
     text, mask = plan.text.to(bb.device, bb.dtype), plan.text_mask.to(bb.device)

@@ -90,6 +90,13 @@ class Conditioning:
 
         return replace(self, **{f.name: rep(getattr(self, f.name)) for f in fields(self)})
 
+    def for_cfg(self) -> "Conditioning":
+        """The conditioning of a CFG call, whose batch is the negative half then the positive half of the same
+        samples in the same order: every tensor tiled twice (never interleaved, which would hand each sample
+        another sample's source in one branch)."""
+        return replace(self, **{f.name: None if getattr(self, f.name) is None else torch.cat([getattr(self, f.name)] * 2)
+                                for f in fields(self)})
+
 
 NO_CONDITIONING = Conditioning()
 # What each Conditioning field is, and which backbone takes it, for the error when a backbone cannot.
