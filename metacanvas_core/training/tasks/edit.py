@@ -129,9 +129,10 @@ class EditTriples(Source):
 
     def without_caption(self, ex: Drawn) -> Drawn:
         """No instruction asks for no edit: the target is the source. So CFG's unconditional branch (the empty
-        prompt, the same source) reconstructs the source, and guidance changes only what the instruction asks for;
-        trained towards the average of all edits instead, it drew fragments all over the image at CFG 3 (measured:
-        held-out preservation 4 % at CFG 3 against ~95 % at CFG 1, same weights)."""
+        prompt, the same source) reconstructs the source, and guidance pushes only where the instruction's
+        prediction differs from keeping the image; an edit with an empty instruction returns the image. (Not
+        measured against the usual average-of-all-edits target; the fragments first blamed on that came from a
+        sampling bug, fixed since: CFG batches interleaved their per-sample sources.)"""
         keys = {**ex.extra["keys"], "target": ex.extra["keys"]["source"]}
         return Drawn(ex.extra["source"], ex.caption, ex.key, ex.category, {**ex.extra, "keys": keys})
 
