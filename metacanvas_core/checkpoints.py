@@ -1,9 +1,16 @@
-"""MetaCanvas weights on disk: one safetensors file with JSON metadata, never pickle.
+"""MetaCanvas weights on disk: one small safetensors file with JSON metadata (never pickle), and beside it the DiT
+part as it was trained.
 
-Tensors: ``canvas_tokens``, ``text_connector.*``, ``canvas_encoder.*``, ``canvas_fuser.*`` (the connector) and,
-where the DiT was trained too, ``transformer.*`` (full weights of the DiT that goes with it). Metadata says what
-the weights belong to (backbone architecture and width, planner width, canvas grid) and how they were trained,
-so a mismatch is a clear error instead of a shape crash.
+The file holds the connector only: ``canvas_tokens``, ``text_connector.*``, ``canvas_encoder.*``,
+``canvas_fuser.*`` (and a canvas-only planner LoRA). Its metadata says what the weights belong to (backbone
+architecture and width, planner width, canvas grid), how they were trained, and what they do to the DiT (`dit`):
+- nothing (`none`): the backbone's own DiT (global base weights);
+- `lora`: a LoRA file `<name>_dit_lora.safetensors` in diffusers/peft keys (``transformer.<module>.lora_A.weight``),
+  loaded onto the backbone's DiT once and switched on while sampling, as diffusers' `load_lora_adapter` does;
+- `transformer`: a fine-tuned DiT, the folder `<name>_dit/` in the diffusers transformer layout (config.json +
+  safetensors), loaded once like any backbone's transformer and used in place of the backbone's.
+Format 1 files carried the whole DiT inside (``transformer.*`` tensors), swapped into the backbone for each run;
+they still load, and `convert-weights` writes them in this format.
 """
 
 from __future__ import annotations
@@ -22,8 +29,28 @@ from .connectors import ConnectorConfig, MetaCanvasConnector
 from .errors import MetaCanvasError, MetaCanvasWarning
 
 FORMAT = "metacanvas"
-FORMAT_VERSION = 1
-DIT_PREFIX = "transformer."
+FORMAT_VERSION = 2
+DIT_PREFIX = "transformer."  # format 1's DiT tensors inside the file; the LoRA file's keys
+DIT_FOLDER, DIT_LORA = "{}_dit", "{}_dit_lora.safetensors"  # the DiT part beside `<name>.safetensors`
+DIT_KINDS = ("none", "lora", "transformer", "inline")
+
+
+@dataclass(frozen=True)
+class DitPart:
+    """What MetaCanvas weights do to the backbone's DiT: nothing, a LoRA file, a fine-tuned transformer folder
+    (beside the weights), or format 1's full tensors inside the file ("inline")."""
+
+    kind: str = "none"
+    path: Path | None = None
+
+
+NO_DIT = DitPart()
+
+
+def is_dit_part(path: Path) -> bool:
+    """A DiT part that lives beside MetaCanvas weights (listed with them it would look like weights of its own)."""
+    return path.name.endswith(DIT_LORA.format("")) or (path.name.endswith(DIT_FOLDER.format("")) and
+                                                        (path / "config.json").is_file())
 
 
 @dataclass
@@ -33,11 +60,33 @@ class LoadedConnector:
     connector: MetaCanvasConnector
     backbone_architecture: str
     name: str
-    dit_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    dit_state: dict[str, torch.Tensor] = field(default_factory=dict)  # format 1 only: the DiT's tensors inside
     recipe: dict = field(default_factory=dict)
     backbone_config: dict = field(default_factory=dict)
     trained_sizes: list[list[int]] = field(default_factory=list)  # [width, height(, frames)]; [] = not recorded
+    dit: DitPart = NO_DIT
     _placed: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.dit_state and self.dit.kind == "none":
+            object.__setattr__(self, "dit", DitPart("inline"))
+
+    def dit_module(self, like: torch.nn.Module) -> torch.nn.Module:
+        """The fine-tuned DiT of `transformer` weights, loaded once per device and dtype of `like` (the backbone's
+        own transformer, whose class it is)."""
+        key = ("dit", str(like.device), like.dtype)
+        if key not in self._placed:
+            from .backbones.base import pretrained_kwargs
+
+            module = type(like).from_pretrained(self.dit.path, **pretrained_kwargs(like.dtype))
+            self._placed[key] = module.to(like.device).eval().requires_grad_(False)
+        return self._placed[key]
+
+    def dit_lora_state(self) -> dict[str, torch.Tensor]:
+        """The DiT LoRA's tensors (diffusers/peft keys), read once."""
+        if "lora" not in self._placed:
+            self._placed["lora"] = load_file(str(self.dit.path))
+        return self._placed["lora"]
 
     def on(self, device: torch.device | str, dtype: torch.dtype) -> "LoadedConnector":
         """These weights with the connector on `device` in `dtype`: itself if already there, else a copy made
@@ -51,6 +100,8 @@ class LoadedConnector:
             module.load_state_dict(self.connector.state_dict())
             module.to(device=device, dtype=dtype).eval().requires_grad_(False)
             self._placed[key] = dataclasses.replace(self, connector=module, _placed={})
+            self._placed[key]._placed.update({k: v for k, v in self._placed.items() if not isinstance(k, tuple)
+                                              or k[0] == "dit"})  # the DiT part is shared, not reloaded
         return self._placed[key]
 
     @property
@@ -83,9 +134,21 @@ class LoadedConnector:
             )
         have = backbone.fingerprint()
         diff = {k: (v, have[k]) for k, v in self.backbone_config.items() if k in have and have[k] != v}
-        own = backbone.transformer.state_dict()
+        # (LoRA adapters other weights loaded onto this DiT do not change what its own tensors are)
+        own = {k.replace(".base_layer.", "."): v for k, v in backbone.transformer.state_dict().items() if ".lora_" not in k}
         diff.update({f"tensor {k}": (tuple(v.shape), tuple(own[k].shape)) for k, v in self.dit_state.items()
                      if k in own and own[k].shape != v.shape})
+        if self.dit.kind == "transformer":  # the folder's tensors (names and shapes, read from their headers)
+            shapes = {}
+            for f in sorted(self.dit.path.glob("*.safetensors")):
+                with safe_open(str(f), framework="pt") as st:
+                    shapes.update({k: tuple(st.get_slice(k).get_shape()) for k in st.keys()})
+            diff.update({f"tensor {k}": (shapes.get(k, "none"), tuple(v.shape)) for k, v in own.items()
+                         if shapes.get(k) != tuple(v.shape)})
+        if self.dit.kind == "lora":
+            targets = {k[len(DIT_PREFIX):].split(".lora_")[0] for k in self.dit_lora_state()}
+            missing = sorted(targets - {n for n, _ in backbone.transformer.named_modules()})
+            diff.update({f"LoRA target {n}": ("a module", "none") for n in missing[:3]})
         if diff:
             detail = ", ".join(f"{k}: trained with {a!r}, this backbone has {b!r}"
                                for k, (a, b) in sorted(diff.items()))
@@ -125,14 +188,35 @@ def save_connector(
     dit_state: dict[str, torch.Tensor] | None = None,
     recipe: dict | None = None,
     trained_sizes: list[list[int]] | None = None,
-) -> None:
-    """Write `connector` (and the DiT weights trained with it) for `backbone`, a BackboneAdapter.
+    dit_lora: dict[str, torch.Tensor] | None = None,
+) -> list[Path]:
+    """Write `connector` for `backbone`, a BackboneAdapter, and the DiT part trained with it beside it: a fine-tuned
+    DiT's full `dit_state` as the transformer folder `<name>_dit/` (in the layout of the backbone's transformer), or
+    a LoRA's `dit_lora` tensors (peft keys of the DiT's modules, e.g. ``blocks.0.attn1.to_q.lora_A.weight``) as
+    `<name>_dit_lora.safetensors`. Returns the files and folders written.
 
     `trained_sizes`: the output sizes the weights were trained at, each [width, height] (video: [width, height,
     frames]); sampling far from all of them warns (the plan and the DiT only saw those token grids)."""
+    path = Path(path)
+    if dit_state and dit_lora:
+        raise MetaCanvasError("save_connector: give the DiT as a full state or as a LoRA, not both")
     tensors = {k: v.detach().contiguous().cpu() for k, v in connector.state_dict().items()}
-    for k, v in (dit_state or {}).items():
-        tensors[DIT_PREFIX + k] = v.detach().contiguous().cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written, dit = [path], {"kind": "none"}
+    if dit_state:
+        folder = path.parent / DIT_FOLDER.format(path.stem)
+        folder.mkdir(exist_ok=True)
+        backbone.transformer.save_config(folder)  # the backbone's own transformer config: what the state fills
+        save_file({k: v.detach().contiguous().cpu() for k, v in dit_state.items()},
+                  str(folder / "diffusion_pytorch_model.safetensors"))
+        written.append(folder)
+        dit = {"kind": "transformer", "path": folder.name}
+    elif dit_lora:
+        lora = path.parent / DIT_LORA.format(path.stem)
+        save_file({DIT_PREFIX + k: v.detach().contiguous().cpu() for k, v in dit_lora.items()}, str(lora),
+                  metadata={"format": "metacanvas-dit-lora", "for": path.name})
+        written.append(lora)
+        dit = {"kind": "lora", "path": lora.name}
     meta = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
@@ -147,8 +231,9 @@ def save_connector(
     }
     if trained_sizes:
         meta["trained_sizes"] = json.dumps(_sizes(trained_sizes, MetaCanvasError))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    meta["dit"] = json.dumps(dit)
     save_file(tensors, str(path), metadata=meta)
+    return written
 
 
 def _near(trained: list[int], width: int, height: int, frames: int) -> bool:
@@ -260,7 +345,44 @@ def load_connector(
         recipe = _json(meta, "training_recipe", dict, {})
         backbone_config = _json(meta, "backbone_config", dict, {})
         sizes = _sizes(_json(meta, "trained_sizes", list, []), _Invalid)
+        dit = _dit_part(path, _json(meta, "dit", dict, {"kind": "none"}), bool(dit_state))
     except _Invalid as e:
         raise _invalid(path, str(e)) from None
     connector.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    return LoadedConnector(connector, architecture, path.stem, dit_state, recipe, backbone_config, sizes)
+    return LoadedConnector(connector, architecture, path.stem, dit_state, recipe, backbone_config, sizes, dit)
+
+
+def _dit_part(path: Path, raw: dict, inline: bool) -> DitPart:
+    kind = raw.get("kind")
+    if kind not in DIT_KINDS[:3]:
+        raise _Invalid(f"dit kind {kind!r} is not one of {', '.join(DIT_KINDS[:3])}")
+    if inline:
+        if kind != "none":
+            raise _Invalid("it carries DiT tensors inside and names a DiT part beside it")
+        return DitPart("inline")
+    if kind == "none":
+        return NO_DIT
+    part = path.parent / str(raw.get("path", ""))
+    if not raw.get("path") or not (part / "config.json" if kind == "transformer" else part).exists():
+        what = "fine-tuned DiT folder" if kind == "transformer" else "DiT LoRA file"
+        raise MetaCanvasError(f"{path.name!r}: its {what} {part.name!r} is missing beside it: the weights were trained "
+                              f"with it; copy it along from where {path.name!r} came from")
+    return DitPart(kind, part)
+
+
+def convert_to_current(path: str | Path, backbone, out: str | Path | None = None) -> list[Path]:
+    """Rewrite format 1 weights (the DiT's tensors inside) in the current format: the connector file and the DiT
+    part beside it, a transformer folder in the layout of `backbone` (a BackboneAdapter of the checkpoint the weights
+    were trained on; checked). Tensors keep their dtype. Returns what was written (`out` defaults to `path`)."""
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        dtype = f.get_tensor(next(iter(f.keys()))).dtype
+    loaded = load_connector(path, dtype=dtype)
+    if loaded.dit.kind != "inline":
+        raise MetaCanvasError(f"{path.name!r} is already in format {FORMAT_VERSION} (its DiT part is "
+                              f"{loaded.dit.kind!r}): nothing to convert")
+    loaded.check_backbone(backbone, where="convert-weights: weights")
+    target = Path(out) if out is not None else path
+    state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in loaded.dit_state.items()}
+    return save_connector(target, loaded.connector, backbone, dit_state=state, recipe=loaded.recipe,
+                          trained_sizes=loaded.trained_sizes or None)

@@ -10,6 +10,7 @@ loaded backbone serves injected and plain branches of a graph alike.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ class InjectedBackbone:
         The first `clean_frames` frames of `grid` are given (conditioning), never canvas-steered."""
         with ExitStack() as stack:
             if self.connector is not None:
-                stack.enter_context(weights_swapped(self.backbone.transformer, self.connector.dit_state))
+                stack.enter_context(dit_applied(self.backbone, self.connector))
                 use_canvas = self.connector.config.use_canvas and plan.canvas is not None and self.strength != 0
                 if use_canvas:
                     conn = self.connector.connector
@@ -65,8 +66,40 @@ class InjectedBackbone:
 
 
 @contextmanager
+def dit_applied(backbone: BackboneAdapter, weights: LoadedConnector) -> Iterator[None]:
+    """The weights' DiT part in effect for one sampling run: a LoRA switched on (loaded onto the backbone's DiT as
+    an adapter of its own the first time; off again afterwards, so plain and other weights' runs see the DiT as it
+    was), a fine-tuned transformer used in place of the backbone's (loaded once), or format 1's tensors swapped in.
+    Nothing is copied per run."""
+    kind = weights.dit.kind
+    if kind == "inline":
+        with weights_swapped(backbone.transformer, weights.dit_state):
+            yield
+    elif kind == "transformer":
+        own = backbone.transformer
+        backbone.transformer = weights.dit_module(own)
+        try:
+            yield
+        finally:
+            backbone.transformer = own
+    elif kind == "lora":
+        dit = backbone.transformer
+        name = "metacanvas_" + hashlib.sha1(str(weights.dit.path).encode()).hexdigest()[:12]  # one adapter per file
+        if name not in (getattr(dit, "peft_config", None) or {}):
+            dit.load_lora_adapter(weights.dit_lora_state(), adapter_name=name, prefix="transformer")
+        dit.enable_lora()
+        dit.set_adapters([name])
+        try:
+            yield
+        finally:
+            dit.disable_lora()
+    else:
+        yield
+
+
+@contextmanager
 def weights_swapped(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> Iterator[None]:
-    """Load `state` into `module` and put the original tensors back afterwards."""
+    """Format 1 weights: load `state` into `module` and put the original tensors back afterwards."""
     if not state:
         yield
         return

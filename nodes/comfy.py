@@ -161,12 +161,15 @@ def backbone_choices() -> dict[str, Path]:
 
 def connector_choices() -> dict[str, Path]:
     """The shipped MetaCanvas weights first, then *.safetensors under models/metacanvas."""
+    from metacanvas_core.checkpoints import is_dit_part  # (the pack imports nothing heavy at ComfyUI's start)
+
     files: dict[str, Path] = {}
     for root in _search_paths(METACANVAS_FOLDER):
         for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            # (the DiT part beside a weights file goes with it: never listed as weights of its own)
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not is_dit_part(Path(dirpath) / d))
             for f in filenames:
-                if f.lower().endswith(".safetensors"):
+                if f.lower().endswith(".safetensors") and not is_dit_part(Path(f)):
                     rel = os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/")
                     files.setdefault(rel, Path(dirpath) / f)
     return {**builtin_connectors(), **dict(sorted(files.items()))}

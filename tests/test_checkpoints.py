@@ -5,7 +5,7 @@ import re
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from metacanvas_core.backbones import load_backbone
 from metacanvas_core.checkpoints import load_connector, read_metadata, save_connector
@@ -32,16 +32,45 @@ def test_round_trip_keeps_every_tensor_and_the_metadata(tmp_path, backbone):
     conn = _connector(backbone)
     dit = {k: v + 1 for k, v in backbone.transformer.state_dict().items()}
     path = tmp_path / "mc.safetensors"
-    save_connector(path, conn, backbone, dit_state=dit, recipe={"steps": 7})
+    written = save_connector(path, conn, backbone, dit_state=dit, recipe={"steps": 7})
     meta = read_metadata(path)
     assert meta["format"] == "metacanvas" and meta["backbone_architecture"] == "sana"
     assert json.loads(meta["canvas_grid"]) == [1, 8, 8] and meta["planner_hidden_size"] == "128"
+    # The file holds the connector only; the fine-tuned DiT is a transformer folder beside it.
+    assert written == [path, tmp_path / "mc_dit"] and not any(k.startswith("transformer.") for k in load_file(path))
     loaded = load_connector(path)
     for k, v in conn.state_dict().items():
         assert torch.equal(loaded.connector.state_dict()[k], v)
-    assert all(torch.equal(loaded.dit_state[k], v) for k, v in dit.items())
+    assert loaded.dit.kind == "transformer" and not loaded.dit_state
+    dit_module = loaded.dit_module(backbone.transformer)
+    assert type(dit_module) is type(backbone.transformer)
+    assert all(torch.equal(dit_module.state_dict()[k], v) for k, v in dit.items())
+    assert loaded.dit_module(backbone.transformer) is dit_module  # loaded once
     assert loaded.recipe == {"steps": 7} and loaded.method == "metacanvas"
     loaded.check_backbone(backbone)
+
+
+def test_a_missing_dit_part_is_a_clear_error(tmp_path, backbone):
+    import shutil
+
+    path = tmp_path / "mc.safetensors"
+    save_connector(path, _connector(backbone), backbone, dit_state=backbone.transformer.state_dict())
+    shutil.rmtree(tmp_path / "mc_dit")
+    with pytest.raises(MetaCanvasError, match="fine-tuned DiT folder 'mc_dit' is missing beside it"):
+        load_connector(path)
+
+
+def test_format_1_weights_with_the_dit_inside_still_load(tmp_path, backbone):
+    """Format 1 files carried the DiT's tensors inside (`transformer.*`): they load, as an inline DiT part."""
+    conn, dit = _connector(backbone), {k: v + 1 for k, v in backbone.transformer.state_dict().items()}
+    path = tmp_path / "old.safetensors"
+    save_connector(path, conn, backbone)
+    meta = read_metadata(path)
+    del meta["dit"]
+    tensors = {**load_file(path), **{f"transformer.{k}": v for k, v in dit.items()}}
+    save_file(tensors, str(path), metadata={**meta, "format_version": "1"})
+    loaded = load_connector(path)
+    assert loaded.dit.kind == "inline" and all(torch.equal(loaded.dit_state[k], v) for k, v in dit.items())
 
 
 def test_global_checkpoint_has_no_canvas(tmp_path, backbone):
@@ -215,3 +244,52 @@ def test_backbone_loader_reads_safetensors_only(tmp_path, backbone, random_sana_
     # the adapter itself refuses pickle too (no silent fallback when both kinds or variants are present)
     with pytest.raises(OSError, match="safetensors"):
         ADAPTERS["SanaTransformer2DModel"].from_folder(folder, torch.float32, "cpu")
+
+
+def test_shipped_format_1_weights_convert_and_sample_identically(tmp_path):
+    """`convert_to_current` turns weights with the DiT inside into the connector file + DiT folder: the same
+    connector, the same DiT, so the same picture bit for bit."""
+    from metacanvas_core.builtin import ASSETS, PLANNER
+    from metacanvas_core.checkpoints import convert_to_current
+    from metacanvas_core.pipeline import MetaCanvasPipeline
+
+    old = tmp_path / "old.safetensors"
+    bb = load_backbone(ASSETS / "sana_t2i")
+    conn = load_connector(ASSETS / "metacanvas_t2i.safetensors")
+    tensors = {**load_file(ASSETS / "metacanvas_t2i.safetensors")}
+    meta = read_metadata(ASSETS / "metacanvas_t2i.safetensors")
+    if conn.dit.kind != "inline":  # once the shipped file is converted, rebuild its format 1 form to convert
+        dit = conn.dit_module(bb.transformer).state_dict()
+        tensors.update({f"transformer.{k}": v.half() for k, v in dit.items()})
+        meta = {k: v for k, v in meta.items() if k != "dit"}
+    save_file(tensors, str(old), metadata={**meta, "format_version": "1"})
+    new = tmp_path / "new.safetensors"
+    written = convert_to_current(old, bb, new)
+    assert written == [new, tmp_path / "new_dit"] and load_connector(new).dit.kind == "transformer"
+    assert all(v.dtype == torch.float16 for v in load_file(tmp_path / "new_dit" / "diffusion_pytorch_model.safetensors")
+               .values())
+    images = [MetaCanvasPipeline.from_pretrained(PLANNER, ASSETS / "sana_t2i", w)(
+        "a red circle at top left and a blue square at bottom right", steps=4, seed=3).images for w in (old, new)]
+    assert torch.equal(*images)
+    with pytest.raises(MetaCanvasError, match="already in format 2"):
+        convert_to_current(new, bb)
+
+
+def test_the_weights_list_never_shows_a_dit_part(tmp_path, monkeypatch, backbone):
+    """A DiT folder or LoRA file beside weights in models/metacanvas goes with them; it is no entry of its own."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from editor_graph import PACK_NAME, load_pack
+
+    load_pack()
+    comfy = importlib.import_module(f"{PACK_NAME}.nodes.comfy")
+    save_connector(tmp_path / "full.safetensors", _connector(backbone), backbone,
+                   dit_state=backbone.transformer.state_dict())
+    save_connector(tmp_path / "lora.safetensors", _connector(backbone), backbone,
+                   dit_lora={"transformer_blocks.0.attn1.to_q.lora_A.weight": torch.zeros(2, 64)})
+    monkeypatch.setattr(comfy, "_search_paths", lambda name: [str(tmp_path)] if name == "metacanvas" else [])
+    mine = {k for k in comfy.connector_choices() if not k.startswith("built-in")}
+    assert mine == {"full.safetensors", "lora.safetensors"}

@@ -52,7 +52,8 @@ def test_stages_export_edit_weights_that_load_and_edit(runs, tmp_path):
     gc = load_connector(runs / "gc" / "global_edit.safetensors")
     assert (mc.method, gc.method) == ("metacanvas", "global")
     assert mc.recipe["task"] == gc.recipe["task"] == "edit" and mc.recipe["stage"] == "metacanvas"
-    assert mc.dit_state.keys() == load_backbone(runs / "global" / "backbone").transformer.state_dict().keys()
+    base = load_backbone(runs / "global" / "backbone").transformer
+    assert mc.dit.kind == "transformer" and mc.dit_module(base).state_dict().keys() == base.state_dict().keys()
     pipe = MetaCanvasPipeline.from_pretrained(PLANNER, runs / "global" / "backbone",
                                               runs / "mc" / "metacanvas_edit.safetensors")
     source = torch.rand(1, 32, 32, 3)

@@ -122,3 +122,38 @@ def test_a_cfg_batch_gives_each_sample_its_own_conditioning():
         for i in range(2):
             alone = pipe(prompts[i], source_image=sources[i: i + 1], steps=3, cfg=cfg, seed=[5 + i]).images
             assert torch.allclose(both[i], alone[0], atol=1e-4), (cfg, i)
+
+
+def test_lora_weights_sample_as_the_merged_dit_and_leave_the_backbone_plain(tmp_path, random_planner_dir,
+                                                                           random_sana_dir):
+    """A LoRA DiT part is switched on for its own runs only: sampling equals the DiT with the LoRA merged in, and a
+    plain run on the same loaded backbone afterwards equals one on a fresh backbone."""
+    from metacanvas_core.checkpoints import load_connector, save_connector
+    from metacanvas_core.training.dit_lora import add_dit_lora, merge_dit_lora
+
+    planner = Planner.from_pretrained(random_planner_dir)
+    trained = load_backbone(random_sana_dir)
+    add_dit_lora(trained.transformer, 4)
+    torch.manual_seed(1)
+    for name, p in trained.transformer.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)
+    lora = {k.replace(".default.", "."): v for k, v in trained.transformer.state_dict().items() if ".lora_" in k}
+    conn = MetaCanvasConnector(ConnectorConfig(planner.hidden_size, trained.dit_dim, trained.caption_channels,
+                                               use_canvas=False))
+    save_connector(tmp_path / "lora.safetensors", conn, trained, dit_lora=lora)
+    save_connector(tmp_path / "plain.safetensors", conn, trained)
+    merged = load_backbone(random_sana_dir)
+    merged.transformer.load_state_dict(merge_dit_lora(trained.transformer.state_dict()))
+    kw = dict(width=32, height=32, steps=3, cfg=3.0, seed=2)
+
+    def run(bb, weights):
+        loaded = load_connector(weights)
+        return sample(InjectedBackbone(bb).inject(loaded), make_plan(planner, loaded, ["a red circle"], with_unconditional=True), **kw)
+
+    shared = load_backbone(random_sana_dir)
+    with_lora = run(shared, tmp_path / "lora.safetensors")
+    assert torch.allclose(with_lora, run(merged, tmp_path / "plain.safetensors"), atol=1e-4)
+    assert torch.equal(run(shared, tmp_path / "plain.safetensors"),
+                       run(load_backbone(random_sana_dir), tmp_path / "plain.safetensors"))
+    assert torch.equal(run(shared, tmp_path / "lora.safetensors"), with_lora)  # on again, loaded once

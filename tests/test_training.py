@@ -218,13 +218,17 @@ def test_lora_and_full_dit_train_export_and_load_in_canvas_connector(tmp_path, m
                           "--timestep-sampling", "logit-normal", "--text-only-dropout-on", "position")) == 0
     assert train("t2i", "--stage", "global-continue", *BASE, "--out", str(tmp_path / "full"), "--batch", "4",
                  "--steps", "2") == 0
-    base = load_backbone(SANA_T2I).transformer.state_dict()
-    for path, method in ((tmp_path / "lora" / "metacanvas_t2i.safetensors", "metacanvas"),
-                         (tmp_path / "full" / "global_t2i.safetensors", "global")):
-        w = load_connector(path)
-        assert w.method == method and w.dit_state.keys() == base.keys()  # a LoRA is exported merged
-        assert any(not torch.equal(w.dit_state[k], base[k]) for k in base)  # ... and it moved the DiT
-    mc = load_connector(tmp_path / "lora" / "metacanvas_t2i.safetensors")
+    bb = load_backbone(SANA_T2I)
+    base = bb.transformer.state_dict()
+    full = load_connector(tmp_path / "full" / "global_t2i.safetensors")  # a full fine-tune: the DiT folder beside
+    assert full.method == "global" and full.dit.kind == "transformer"
+    trained = full.dit_module(bb.transformer).state_dict()
+    assert trained.keys() == base.keys() and any(not torch.equal(trained[k], base[k]) for k in base)
+    mc = load_connector(tmp_path / "lora" / "metacanvas_t2i.safetensors")  # a LoRA: exported unmerged, beside
+    assert mc.dit.kind == "lora" and mc.dit.path == tmp_path / "lora" / "metacanvas_t2i_dit_lora.safetensors"
+    lora = mc.dit_lora_state()
+    assert lora and all(k.startswith("transformer.") and ".lora_" in k and ".default." not in k for k in lora)
+    mc.check_backbone(bb)
     r = mc.recipe
     assert (r["dit_lora_rank"], r["planner_lora_rank"], r["planner_lora_lr_scale"], r["canvas_lr_scale"]) == \
         (4, 2, .5, 4)
@@ -255,7 +259,7 @@ def test_tiny_world_tasks_write_what_the_loaders_read(tmp_path):
     dit = load_backbone(tmp_path / "g" / "backbone").transformer.config
     assert (dit.num_attention_heads, dit.num_layers) == (1, 2)
     g = load_connector(tmp_path / "g" / "global_base_t2i.safetensors")
-    assert g.method == "global" and not g.dit_state
+    assert g.method == "global" and g.dit.kind == "none"
     assert Planner.from_pretrained(tmp_path / "p" / "planner").hidden_size == 128
 
 
@@ -342,7 +346,5 @@ def test_the_same_task_trains_on_the_other_backbone_adapters(tmp_path, kind):
                  "--out", tmp_path / "run", "--steps", "2", "--batch", "2", "--dit-lora-rank", "2") == 0
     backbone, weights = load_backbone(tmp_path / kind), load_connector(tmp_path / "run" / "metacanvas_t2i.safetensors")
     weights.check_backbone(backbone)
-    base = backbone.transformer.state_dict()
-    assert weights.dit_state.keys() == base.keys()
-    moved = [k for k in base if not torch.equal(weights.dit_state[k], base[k])]
-    assert moved and all(".attn" in k or ".ff" in k or "proj_mlp" in k for k in moved)  # only LoRA targets moved
+    targets = {k.removeprefix("transformer.").split(".lora_")[0] for k in weights.dit_lora_state()}
+    assert targets and all(".attn" in k or ".ff" in k or "proj_mlp" in k for k in targets)  # only LoRA targets

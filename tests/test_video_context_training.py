@@ -8,6 +8,7 @@ import argparse
 import numpy as np
 import pytest
 import torch
+from safetensors import safe_open
 from PIL import Image
 
 from metacanvas_core import builtin
@@ -61,9 +62,9 @@ def test_two_stages_export_load_and_generate_both_tasks(t2v, tmp_path, monkeypat
     w = load_connector(runs / "metacanvas_run" / "metacanvas_video_context.safetensors")
     assert w.method == "metacanvas" and w.recipe["task"] == "video-context" and w.trained_sizes == [[32, 32, 17]]
     assert w.recipe["serves"] == ["video-edit", "in-context"] and w.recipe["max_references"] == 2
-    assert w.connector.config.canvas_grid == [3, 8, 8] and w.dit_state  # the trained DiT rides in the weights
+    assert w.connector.config.canvas_grid == [3, 8, 8] and w.dit.kind == "transformer"  # the trained DiT beside
     g = load_connector(runs / "global_continue_run" / "global_video_context.safetensors")
-    assert g.method == "global" and g.dit_state
+    assert g.method == "global" and g.dit.kind == "transformer"
     assert load_backbone(runs / "metacanvas_run" / "backbone").mask_channels == 4
 
     assets = tmp_path / "assets"  # publish writes the built-in names (float16) here
@@ -71,8 +72,10 @@ def test_two_stages_export_load_and_generate_both_tasks(t2v, tmp_path, monkeypat
     monkeypatch.setattr(publish, "ASSETS", assets)
     publish.main(["--video-context-runs", str(runs)])
     assert (assets / builtin.WAN_VIDEO_CONTEXT / "model_index.json").is_file()
-    assert load_connector(assets / "global_video_context.safetensors").dit_state["patch_embedding.weight"].dtype \
-        == torch.float16
+    published = load_connector(assets / "global_video_context.safetensors")
+    assert published.dit.path == assets / "global_video_context_dit"
+    with safe_open(str(published.dit.path / "diffusion_pytorch_model.safetensors"), framework="pt") as f:
+        assert f.get_tensor("patch_embedding.weight").dtype == torch.float16
     src, _ = render_clip_edit(sample_clip_edit(np.random.default_rng(1), "recolour"))
     save_clip(torch.from_numpy(src).float() / 255, tmp_path / "src.gif", fps=8)
     ref = np.zeros((32, 32, 3), np.uint8)

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from ..builtin import ASSETS, CONTEXT_WEIGHTS, WAN_VIDEO_CONTEXT
+from ..checkpoints import DIT_FOLDER, DIT_LORA
 
 
 def _half_safetensors(src: Path, dst: Path) -> None:
@@ -30,6 +31,22 @@ def _copy_folder_half(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst)
     for f in dst.rglob("*.safetensors"):
         _half_safetensors(f, f)
+
+
+def _weights_half(src: Path, dst: Path) -> None:
+    """MetaCanvas weights and the DiT part beside them (a LoRA file or a fine-tuned DiT folder), as float16."""
+    _half_safetensors(src, dst)
+    for part in (DIT_FOLDER, DIT_LORA):
+        old = dst.parent / part.format(dst.stem)
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+        new = src.parent / part.format(src.stem)
+        if new.is_dir():
+            _copy_folder_half(new, old)
+        elif new.is_file():
+            _half_safetensors(new, old)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -57,14 +74,14 @@ def _publish_video(r: Path) -> None:
     _copy_folder_half(r / "global_run" / "backbone", ASSETS / "wan_t2v")
     for run, name in (("metacanvas_run", "metacanvas_t2v"), ("metacanvas_k1_run", "metacanvas_t2v_k1"),
                       ("global_continue_run", "global_t2v")):
-        _half_safetensors(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
+        _weights_half(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
 
 
 def _publish_edit(r: Path) -> None:
     """scripts/train_edit.sh's run folders -> the built-in names (the global base's Kontext folder serves both)."""
     _copy_folder_half(r / "edit_global_run" / "backbone", ASSETS / "flux_edit")
     for run, name in (("edit_metacanvas_run", "metacanvas_edit"), ("edit_global_continue_run", "global_edit")):
-        _half_safetensors(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
+        _weights_half(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
 
 
 def _publish_video_context(r: Path) -> None:
@@ -73,7 +90,7 @@ def _publish_video_context(r: Path) -> None:
     _copy_folder_half(r / "metacanvas_run" / "backbone", ASSETS / WAN_VIDEO_CONTEXT)
     for run, method in (("metacanvas_run", "metacanvas"), ("global_continue_run", "global")):
         name = CONTEXT_WEIGHTS[method]
-        _half_safetensors(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
+        _weights_half(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
 
 
 def _publish_t2i(r: Path) -> None:
@@ -83,7 +100,7 @@ def _publish_t2i(r: Path) -> None:
     _copy_folder_half(r / "posemb_run" / "backbone", ASSETS / "sana_t2i_posemb")
     for run, name in (("metacanvas_run", "metacanvas_t2i"), ("global_continue_run", "global_t2i"),
                       ("posemb_run", "global_posemb_t2i")):
-        _half_safetensors(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
+        _weights_half(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
 
 
 if __name__ == "__main__":

@@ -463,7 +463,10 @@ class CanvasDiTTask(Task):
                 "gradient_checkpointing": a.gradient_checkpointing}
 
     def export(self, state: dict, out: Path, recipe: dict) -> list[Path]:
-        dit = merge_dit_lora(state["dit"]) if self.args.dit_lora_rank else state["dit"]
+        """Stage global: the backbone folder and the weights (text connector). Later stages: the weights and, beside
+        them, the DiT part as it was trained: the LoRA unmerged (`<name>_dit_lora.safetensors`) or the fine-tuned
+        DiT (`<name>_dit/`); a source that `exports_folder` also writes its backbone folder (the trained DiT)."""
+        lora = self.args.dit_lora_rank > 0
         conn = MetaCanvasConnector(self.conn.config)
         conn.load_state_dict(state["connector"])
         name = self.args.export_name or self.src.export_names[self.args.stage]
@@ -471,11 +474,15 @@ class CanvasDiTTask(Task):
         sizes = self.src.trained_sizes()  # sampling far from the trained sizes warns
         written = []
         if self.args.stage == "global" or self.src.exports_folder:
-            if self.args.dit_lora_rank:  # the folder holds the plain DiT, the LoRA merged in
+            if lora:  # the folder holds the plain DiT, the LoRA merged in
                 self.bb.transformer.unload_lora()
-            self.bb.transformer.load_state_dict(dit)
+            self.bb.transformer.load_state_dict(merge_dit_lora(state["dit"]) if lora else state["dit"])
             self.src.save_folder(out / "backbone", self.bb)
             written.append(out / "backbone")
-        keep_dit = self.args.stage != "global"
-        save_connector(path, conn, self.bb, dit_state=dit if keep_dit else None, recipe=recipe, trained_sizes=sizes)
-        return [*written, path]
+        if self.args.stage == "global":
+            part = {}
+        elif lora:  # peft's keys without the adapter's name, as diffusers' load_lora_adapter reads them
+            part = {"dit_lora": {k.replace(".default.", "."): v for k, v in state["dit"].items() if ".lora_" in k}}
+        else:
+            part = {"dit_state": state["dit"]}
+        return written + save_connector(path, conn, self.bb, recipe=recipe, trained_sizes=sizes, **part)

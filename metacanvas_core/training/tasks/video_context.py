@@ -78,6 +78,9 @@ class ClipContexts(ClipsAndImages):
             ap.error("--in-context-share must lie in [0, 1] and --keyframes be at least 1")
         if args.pool < 0:
             ap.error("--pool must be 0 (fresh draws) or a number of examples")
+        if args.dit_lora_rank:
+            ap.error("--dit-lora-rank: video-context trains the widened patch embedding's new input channels in "
+                     "full, which a LoRA of the DiT's attention and MLP layers cannot; train the DiT in full")
         check_sizes(ap, args, args.data is not None or args.reference_data is not None)
         if (args.data is None) != (args.reference_data is None):
             only = 0.0 if args.reference_data is None else 1.0
