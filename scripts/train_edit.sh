@@ -19,8 +19,8 @@ export OMP_NUM_THREADS=1
 T="$PY -m metacanvas_core train"
 PLANNER=metacanvas_core/assets/tiny/planner
 VAE_STEPS=${VAE_STEPS:-500}
-GLOBAL_STEPS=${GLOBAL_STEPS:-4000}
-EXTRA_STEPS=${EXTRA_STEPS:-2500}  # stage 2, each of the two runs
+GLOBAL_STEPS=${GLOBAL_STEPS:-8000}
+EXTRA_STEPS=${EXTRA_STEPS:-4000}  # stage 2, each of the two runs
 # Every DiT run draws from one fixed pool of edits whose VAE latents and planner states are computed once and kept
 # in $R/edit_cache (the stage-2 runs find them there).
 POOL="--pool 20000 --cache-dir $R/edit_cache"
@@ -33,8 +33,8 @@ cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 
   > "$R/logs/edit_vae.log" 2>&1
 
 # 2. The pretrained Kontext backbone = global conditioning only (the planner's text states, having seen the source);
-#    a tenth of its samples are identity edits ("move the red circle to top left" where it already is), and a dropped
-#    instruction (caption dropout) asks for no edit too, so it learns to copy the reference, as any Kontext must.
+#    a tenth of its samples are identity edits ("move the red circle to top left" where it already is), so it learns
+#    to copy the reference, as any Kontext must.
 [ -f "$R/edit_global_run/backbone/model_index.json" ] || $T edit --stage global --planner "$PLANNER" \
   --vae "$R/edit_vae_run/vae" --out "$R/edit_global_run" --steps "$GLOBAL_STEPS" $(cool "$GLOBAL_STEPS") --seed 0 --resume \
   --identity-share 0.1 $POOL > "$R/logs/edit_global.log" 2>&1

@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 R=${RUNS:-runs-video}
 VAE_STEPS=${VAE_STEPS:-5000}
-GLOBAL_STEPS=${GLOBAL_STEPS:-4000}
-EXTRA_STEPS=${EXTRA_STEPS:-2000}  # stage 2, each of the three runs
+GLOBAL_STEPS=${GLOBAL_STEPS:-16000}
+EXTRA_STEPS=${EXTRA_STEPS:-4000}  # stage 2, each of the three runs
 BATCH=${BATCH:-16}
 VAE_BATCH=${VAE_BATCH:-8}
 THREADS=${THREADS:-1}  # per run (the shipped weights trained beside the editing runs, one core each)

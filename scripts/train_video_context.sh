@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 R=${RUNS:-runs-video-context}
 BASE_RUNS=${BASE_RUNS:-runs-video}
-EXTRA_STEPS=${EXTRA_STEPS:-2000}
+EXTRA_STEPS=${EXTRA_STEPS:-4000}
 BATCH=${BATCH:-8}
 THREADS=${THREADS:-1}
 PLANNER=${PLANNER:-metacanvas_core/assets/tiny/planner}

@@ -11,9 +11,9 @@ video_context.py): what an example is and where it comes from, what the planner 
 DiT is conditioned on, how a fresh backbone is built and saved. Everything else lives here once:
 
 - dropout: one draw per sample decides both dropouts, caption dropout (10 %: empty prompt for text and canvas, so
-  CFG works; the planner then sees no image either, as CFG's unconditional plan does; an editing source may also
-  change the target, `Source.without_caption`) and, with a canvas, text-only dropout (the DiT's text is dropped,
-  the canvas keeps the prompt, so the DiT must learn to read the canvas);
+  CFG works; the planner then sees no image either, as CFG's unconditional plan does) and, with a canvas,
+  text-only dropout (the DiT's text is dropped, the canvas keeps the prompt, so the DiT must learn to read the
+  canvas);
 - noise levels (uniform or logit-normal) and plain rectified flow: z_t = (1 - t) z + t e, target e - z; frames the
   conditioning gives clean are no target; every sample weighs the same, whatever group it is computed in;
 - the text connector's dropout seeded per sample (the same masks however the batch is split across processes);
@@ -163,10 +163,6 @@ class Source(ABC):
     def example(self, rng: np.random.Generator, position: int) -> tuple[Drawn, list[str]]:
         """The example of stream `position` (step x global batch + index) or one drawn from `rng`, and the broken
         files passed over to reach it."""
-
-    def without_caption(self, ex: Drawn) -> Drawn:
-        """The example as caption dropout trains it: by default the same target, now unconditional."""
-        return ex
 
     def kind(self, rng: np.random.Generator, ex: Drawn) -> str:
         """Which group the sample goes in (drawn after the dropout draw)."""
@@ -358,8 +354,6 @@ class CanvasDiTTask(Task):
         a = self.args
         ex, skipped = self.src.example(rng, step * a.batch + index)
         u = rng.random()  # one draw decides both dropouts: their scope changes which samples lose text, not the stream
-        if u < CAPTION_DROPOUT:
-            ex = self.src.without_caption(ex)
         canvas = self.conn.use_canvas
         extra = a.text_only_dropout if canvas and self.src.text_only_applies(ex) else 0.0
         kind = self.src.kind(rng, ex)

@@ -9,8 +9,7 @@ connector) are added to the generated tokens only. `--identity-share`: identity 
 left" where it already is), the sanity task of reference copying.
 
 Stages, dropouts, loss and export are every task's (canvas_dit.py); a dropped caption drops the planner's view of
-the source too but keeps the reference latents (sampling gives them to both CFG branches), and asks for no edit:
-its target is the source. Exports record
+the source too but keeps the reference latents (sampling gives them to both CFG branches). Exports record
 `task: "edit"` in the weights' recipe: sampling refuses them without a source image. The Kontext VAE is trained by
 the `vae-kontext` task below.
 """
@@ -126,15 +125,6 @@ class EditTriples(Source):
             {"source": f"source:{k}", "target": f"source:{k}" if identity else f"target:{k}"}
         return Drawn(target, instruction, None if k is None else f"{world}:{k}:{int(identity)}",
                      extra={"source": source, "keys": keys}), skipped
-
-    def without_caption(self, ex: Drawn) -> Drawn:
-        """No instruction asks for no edit: the target is the source. So CFG's unconditional branch (the empty
-        prompt, the same source) reconstructs the source, and guidance pushes only where the instruction's
-        prediction differs from keeping the image; an edit with an empty instruction returns the image. (Not
-        measured against the usual average-of-all-edits target; the fragments first blamed on that came from a
-        sampling bug, fixed since: CFG batches interleaved their per-sample sources.)"""
-        keys = {**ex.extra["keys"], "target": ex.extra["keys"]["source"]}
-        return Drawn(ex.extra["source"], ex.caption, ex.key, ex.category, {**ex.extra, "keys": keys})
 
     def noise_shape(self, kind: str) -> tuple[int, ...]:
         return self.bb.latent_shape(1, self.res, self.res)[1:]

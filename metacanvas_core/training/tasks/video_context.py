@@ -136,13 +136,6 @@ class ClipContexts(ClipsAndImages):
         return Drawn(target, prompt, None if k is None else f"{world}:{k}",
                      extra={"source": source, "references": refs}), []
 
-    def without_caption(self, ex: Drawn) -> Drawn:
-        """A clip edit without its instruction asks for no edit: the target is the source clip (as for image
-        editing, so CFG's unconditional branch reconstructs the source); a reference scene keeps its clip."""
-        if ex.extra["source"] is None:
-            return ex
-        return Drawn(ex.extra["source"], ex.caption, ex.key, ex.category, {**ex.extra, "unedited": True})
-
     def kind(self, rng: np.random.Generator, ex: Drawn) -> str:
         return "context"
 
@@ -179,8 +172,7 @@ class ClipContexts(ClipsAndImages):
                 return self.bb.encode(torch.stack([clip_pixels(drawn[i].target) for i in todo]).to(self.device)).float()
 
         cond = torch.stack(self.latents.many([key(x, "condition") for x in drawn], conditioning)).to(self.device)
-        z = torch.stack(self.latents.many([key(x, "source" if x.extra.get("unedited") else "target") for x in drawn],
-                                          targets)).to(self.device)
+        z = torch.stack(self.latents.many([key(x, "target") for x in drawn], targets)).to(self.device)
         c = z.shape[1]
         return {"z": z, "context": cond[:, :c], "context_mask": cond[:, c:]}
 
