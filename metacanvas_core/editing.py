@@ -35,7 +35,7 @@ def source_conditioning(
     """The source image(s) as Kontext reference latents of an output of (width, height): another size is scaled to
     cover it and centre-cropped, as ComfyUI's FluxKontextImageScale does (there to a preferred Kontext size; here
     to the output's size, so the source's tokens line up with the generated ones)."""
-    if "reference" not in backbone.conditioning_parts:
+    if not backbone.takes("reference"):
         raise MetaCanvasError(
             f"{where}: the {backbone.architecture} backbone {backbone.name!r} takes no source image to edit: remove "
             "it, or load a FLUX.1-Kontext backbone"

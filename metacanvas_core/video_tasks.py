@@ -63,14 +63,13 @@ def _where(where: str, e: MetaCanvasError) -> MetaCanvasError:
 
 
 def _check_backbone(backbone: BackboneAdapter, where: str) -> int:
-    mask_channels = getattr(backbone, "mask_channels", 0)
-    if "context" not in backbone.conditioning_parts or mask_channels == 0:
+    if not backbone.takes("context"):
         raise MetaCanvasError(
             f"{where}: the {backbone.architecture} backbone {backbone.name!r} takes no source clip or reference "
             "images: load a Wan folder made for video editing or in-context video"
             " (its DiT takes latent x 2 + mask channels)"
         )
-    return mask_channels
+    return backbone.mask_channels
 
 
 def planner_visual(images: torch.Tensor) -> np.ndarray:

@@ -31,6 +31,9 @@ def test_widened_folder_is_a_real_wan_config(wan_pair):
     t2v, wide = wan_pair
     assert wide.transformer.config.in_channels == 16 * 2 + 4 and wide.transformer.config.out_channels == 16
     assert (t2v.latent_channels, wide.latent_channels, t2v.mask_channels, wide.mask_channels) == (16, 16, 0, 4)
+    # What each backbone takes is asked of it: only the widened DiT has channels for context latents and their mask.
+    assert t2v.takes("first_frames") and not t2v.takes("context") and not t2v.takes("reference")
+    assert wide.takes("context") and wide.takes("context_mask")
     assert wide.latent_shape(1, 32, 32, 17) == t2v.latent_shape(1, 32, 32, 17) == (1, 16, 5, 8, 8)
     assert wide.fingerprint() != t2v.fingerprint()  # weights for one never pass for the other
     w = wide.transformer.patch_embedding.weight
@@ -94,6 +97,7 @@ def test_bad_context_is_refused_clearly(wan_pair, random_sana_dir):
     with pytest.raises(MetaCanvasError, match="NaN"):
         sample(InjectedBackbone(wide), plan, conditioning=nan, **KW)
     sana = load_backbone(random_sana_dir)
+    assert sana.mask_channels == 0 and not any(sana.takes(p) for p in ("first_frames", "reference", "context"))
     with pytest.raises(MetaCanvasError, match="takes no source clip or reference images.*widened for video editing"):
         sample(InjectedBackbone(sana), _plan(torch.randn(1, 4, sana.caption_channels)), width=32, height=32,
                steps=1, conditioning=_context())
