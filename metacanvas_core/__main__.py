@@ -86,17 +86,6 @@ def _pipeline(args):
     )
 
 
-def _save_png(images, path: Path, upscale: int) -> None:
-    from PIL import Image
-
-    arr = (images[0].numpy() * 255 + 0.5).clip(0, 255).astype("uint8")
-    img = Image.fromarray(arr)
-    if upscale > 1:
-        img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-
-
 def cmd_generate(args) -> None:
     t0 = time.perf_counter()
     video = args.task in (*VIDEO_TASKS, *CONTEXT_TASKS)
@@ -119,7 +108,7 @@ def cmd_generate(args) -> None:
     frames = args.frames if video else 1
     start = source = None
     if images and args.task != IN_CONTEXT:
-        from .clips import load_image
+        from .pixels import load_image
 
         image = load_image(images[0], "--image")
         start, source = (image, None) if args.task == "i2v" else (None, image)
@@ -137,24 +126,26 @@ def cmd_generate(args) -> None:
         text_prompt="" if args.empty_text else None, sampler=args.sampler, shift=args.shift,
     )
     if video:
-        from .clips import save_clip
+        from .pixels import save_clip
 
         save_clip(result.images, args.out, args.fps, args.upscale)
         print(f"wrote {args.out} ({frames} frames of {args.width}x{args.height}, {args.steps} steps, seed "
               f"{args.seed}) in {time.perf_counter() - t0:.1f} s")
         return
-    _save_png(result.images, args.out, args.upscale)
+    from .pixels import save_image
+
+    save_image(result.images[0], args.out, args.upscale)
     if args.canvas_preview:
         from .preview import canvas_to_rgb
 
-        _save_png(canvas_to_rgb(result.plan, size=args.width * args.upscale), args.canvas_preview, 1)
+        save_image(canvas_to_rgb(result.plan, size=args.width * args.upscale)[0], args.canvas_preview)
     print(f"wrote {args.out} ({args.width}x{args.height}, {args.steps} steps, seed {args.seed}) "
           f"in {time.perf_counter() - t0:.1f} s")
 
 
 def _video_task_inputs(args, pipe, images: list[Path]):
     """The planner's visuals and the DiT's conditioning of --task video-edit (--video) or in-context (--image ...)."""
-    from .clips import load_clip, load_image
+    from .pixels import load_clip, load_image
     from .video_tasks import check_task_weights, in_context_inputs, video_edit_inputs
 
     bb = pipe.model.backbone
@@ -245,7 +236,7 @@ def cmd_bench(args) -> None:
                                steps=args.steps, cfg=args.cfg, repeats=args.repeats)
         result.update(task=args.task, method=args.method)
     elif args.task == EDIT:
-        from .clips import load_image
+        from .pixels import load_image
         from .world.edits import edit_benchmark, render_pair
 
         edit = edit_benchmark(1)[0]  # default: the first held-out benchmark edit

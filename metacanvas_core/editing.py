@@ -12,7 +12,7 @@ import torch
 
 from .backbones.base import BackboneAdapter, Conditioning
 from .checkpoints import LoadedConnector
-from .clips import check_image_batch, cover_resize
+from .pixels import check_image_batch, cover_resize
 from .errors import MetaCanvasError
 
 EDIT_TASK = "edit"

@@ -13,7 +13,7 @@ from .backbones import load_backbone
 from .backbones.base import Conditioning
 from .builtin import PLANNER, T2I_METHODS
 from .checkpoints import load_connector
-from .clips import start_image_pixels
+from .pixels import start_image_pixels
 from .editing import require_source, source_conditioning, source_visuals
 from .errors import MetaCanvasError
 from .limits import checked

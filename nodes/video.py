@@ -91,7 +91,7 @@ class MetaCanvasSampleVideo:
     def sample(self, backbone, positive, seed: int, steps: int, cfg: float, width: int, height: int, frames: int,
                negative=None, start_image=None, source_video=None, reference_images=None):
         from metacanvas_core.backbones.base import Conditioning
-        from metacanvas_core.clips import start_image_pixels
+        from metacanvas_core.pixels import start_image_pixels
         from metacanvas_core.sampling import InjectedBackbone, latents_to_images, sample
 
         bb, connector = backbone.backbone, backbone.connector

@@ -12,7 +12,7 @@ from metacanvas_core.__main__ import main
 from metacanvas_core.backbones import load_backbone
 from metacanvas_core.backbones.wan import widened_for_context
 from metacanvas_core.checkpoints import save_connector
-from metacanvas_core.clips import load_clip, save_clip
+from metacanvas_core.pixels import load_clip, save_clip
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.world.clip_edits import render_clip_edit, sample_clip_edit
 from metacanvas_core.world.tiny_models import PLANNER_HIDDEN

@@ -13,7 +13,7 @@ import torch
 from editor_graph import PACK_NAME, load_pack
 from metacanvas_core.backbones import load_backbone
 from metacanvas_core.checkpoints import LoadedConnector
-from metacanvas_core.clips import start_image_pixels
+from metacanvas_core.pixels import start_image_pixels
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.plan import CanvasPlan
 from metacanvas_core.sampling import InjectedBackbone

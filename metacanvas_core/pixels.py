@@ -1,5 +1,5 @@
-"""Pixels in and out: checking ComfyUI image batches, fitting a start image to a clip's size, writing frames as an
-animated GIF or PNG frames."""
+"""Pixels in and out: checking ComfyUI image batches, fitting an image to an output's size, reading images and clips
+from files and writing them (PNG, animated GIF or PNG frames)."""
 
 from __future__ import annotations
 
@@ -75,14 +75,23 @@ def load_image(path: Path, where: str = "--image") -> torch.Tensor:
     return torch.from_numpy(np.array(img.convert("RGB"))).float().div(255)[None]
 
 
-def save_clip(frames: torch.Tensor, path: Path, fps: int = 8, upscale: int = 1) -> None:
-    """Frames (F, H, W, 3) in [0, 1] as an animated GIF (`*.gif`) or, for any other path, a folder of PNGs."""
+def _pil(image: torch.Tensor, upscale: int):
+    """(H, W, 3) in [0, 1] as a PIL image, enlarged `upscale` times (nearest neighbour: every pixel a block)."""
     from PIL import Image
 
-    arr = (frames.numpy() * 255 + 0.5).clip(0, 255).astype("uint8")
-    images = [Image.fromarray(a) for a in arr]
-    if upscale > 1:
-        images = [im.resize((im.width * upscale, im.height * upscale), Image.NEAREST) for im in images]
+    img = Image.fromarray((image.numpy() * 255 + 0.5).clip(0, 255).astype("uint8"))
+    return img.resize((img.width * upscale, img.height * upscale), Image.NEAREST) if upscale > 1 else img
+
+
+def save_image(image: torch.Tensor, path: Path, upscale: int = 1) -> None:
+    """One image (H, W, 3) in [0, 1] as a PNG, `upscale` times its size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _pil(image, upscale).save(path)
+
+
+def save_clip(frames: torch.Tensor, path: Path, fps: int = 8, upscale: int = 1) -> None:
+    """Frames (F, H, W, 3) in [0, 1] as an animated GIF (`*.gif`) or, for any other path, a folder of PNGs."""
+    images = [_pil(f, upscale) for f in frames]
     if path.suffix.lower() == ".gif":
         path.parent.mkdir(parents=True, exist_ok=True)
         images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
