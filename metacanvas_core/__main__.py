@@ -10,45 +10,38 @@ import time
 import warnings
 from pathlib import Path
 
-from .builtin import (
-    CONTEXT_TASKS, CONTEXT_WEIGHTS, EDIT_METHODS, PLANNER, T2I_METHODS, TASKS, VIDEO_TASKS, VIDEO_WEIGHTS,
-    WAN_VIDEO_CONTEXT, builtin_edit, builtin_methods,
-)
+from .builtin import CONTEXT_MODELS, EDIT_MODELS, PLANNER, T2I_MODELS, VIDEO_MODELS, BuiltinModels
 from .errors import MetaCanvasError, MetaCanvasWarning
 from .limits import CFG, FPS, FRAMES, HEIGHT, PROMPTS, SEED, SHIFT, STEPS, STRENGTH, UPSCALE, WIDTH, Limit
 from .schedulers import DEFAULT_SAMPLER, SAMPLERS
 from .video_tasks import IN_CONTEXT, VIDEO_EDIT
 from .world.clips import SIZE as CLIP_SIZE
 
-METHODS = sorted({*T2I_METHODS, *VIDEO_WEIGHTS, *EDIT_METHODS})
 EDIT = "edit"
+VIDEO_TASKS, CONTEXT_TASKS = ("t2v", "i2v"), (VIDEO_EDIT, IN_CONTEXT)
 T2I_BENCH_PROMPT = "a red circle at top left and a blue square at bottom right"
 VIDEO_BENCH_PROMPT = "a red circle moves from left to right and a yellow square at top left"
 
 
-def _builtin(args) -> tuple:
-    """The built-in (backbone folder, weights) of --method for --task (t2i, t2v, i2v), where the flags leave one to
-    fill."""
+# --task -> its built-in models and what --backbone must be without them
+TASK_MODELS: dict[str, tuple[BuiltinModels, str]] = {
+    "t2i": (T2I_MODELS, "a SANA diffusers folder"),
+    "t2v": (VIDEO_MODELS, "a Wan 2.2 diffusers folder"),
+    "i2v": (VIDEO_MODELS, "a Wan 2.2 diffusers folder"),
+    EDIT: (EDIT_MODELS, "a FLUX.1-Kontext diffusers folder"),
+    VIDEO_EDIT: (CONTEXT_MODELS, "a Wan 2.2 folder made for it: its DiT takes latent x 2 + mask channels"),
+    IN_CONTEXT: (CONTEXT_MODELS, "a Wan 2.2 folder made for it: its DiT takes latent x 2 + mask channels"),
+}
+METHODS = sorted({m for models, _ in TASK_MODELS.values() for m in models.files})
+
+
+def _models(args) -> tuple:
+    """--backbone and --weights, or the built-in ones of --task and --method for what they leave out."""
     task = getattr(args, "task", "t2i")
     if args.backbone is not None and args.weights is not None:
         return args.backbone, args.weights
-    methods = builtin_methods(task)
-    if not methods and task in CONTEXT_TASKS:
-        raise MetaCanvasError(
-            f"--task {task} needs --backbone (a Wan 2.2 folder made for it: its DiT takes latent x 2 + mask channels)"
-            f" and --weights (MetaCanvas weights trained for it): the built-in video-context weights are missing "
-            f"(metacanvas_core/assets/tiny/{WAN_VIDEO_CONTEXT}/ and {CONTEXT_WEIGHTS.get(args.method, '...')}"
-            ".safetensors); train them with scripts/train_video_context.sh"
-        )
-    if not methods:
-        raise MetaCanvasError(
-            f"--task {task} needs --backbone (a Wan 2.2 diffusers folder) and --weights (MetaCanvas weights "
-            "trained for it): the built-in video weights are missing"
-        )
-    if args.method not in methods:
-        raise MetaCanvasError(f"--method {args.method} has no built-in weights for --task {task}; choose one of "
-                              f"{', '.join(sorted(methods))}, or pass --backbone and --weights")
-    backbone, weights = methods[args.method]
+    models, needs = TASK_MODELS[task]
+    backbone, weights = models.get(args.method, task, needs)
     return args.backbone or backbone, args.weights or weights
 
 
@@ -59,28 +52,10 @@ def torch_image(pixels):
     return torch.from_numpy(pixels).float().div(255)[None]
 
 
-def _edit_models(args) -> tuple:
-    """--backbone/--weights, or the built-in edit ones of --method; a clear error while none ship."""
-    if args.backbone is not None and args.weights is not None:
-        return args.backbone, args.weights
-    if args.method not in EDIT_METHODS:
-        raise MetaCanvasError(f"--task edit: --method {args.method} has no edit weights; use one of "
-                              f"{sorted(EDIT_METHODS)}, or give --backbone and --weights")
-    shipped = builtin_edit(args.method)
-    if shipped is None:
-        raise MetaCanvasError(
-            "--task edit: the built-in edit weights are missing (metacanvas_core/assets/tiny/flux_edit/ and "
-            f"{EDIT_METHODS[args.method][1].name}): give --backbone (a FLUX.1-Kontext diffusers folder) and "
-            "--weights (MetaCanvas edit weights for it), or train them with scripts/train_edit.sh"
-        )
-    return args.backbone or shipped[0], args.weights or shipped[1]
-
-
 def _pipeline(args):
     from .pipeline import MetaCanvasPipeline
 
-    task = getattr(args, "task", "t2i")
-    backbone, weights = _edit_models(args) if task == EDIT else _builtin(args)
+    backbone, weights = _models(args)
     return MetaCanvasPipeline.from_pretrained(
         args.planner or PLANNER, backbone, weights, strength=getattr(args, "strength", 1.0), device=args.device,
     )
@@ -204,7 +179,7 @@ def cmd_evaluate(args) -> None:
         if args.canvas_only:
             raise MetaCanvasError(
                 "evaluate: --vae-round-trip scores true renders (no DiT, no canvas); drop --canvas-only")
-        backbone = args.backbone or _builtin(args)[0]
+        backbone = args.backbone or _models(args)[0]
         result = evaluate_vae_round_trip(load_backbone(backbone, device=args.device), args.task, n=args.n,
                                          seeds=tuple(args.seeds), split=args.split)
         result.update(task=args.task, method="true renders, VAE round trip")
@@ -246,9 +221,10 @@ def cmd_bench(args) -> None:
         if args.image is not None:
             raise MetaCanvasError("bench: --image (the source to edit) goes with --task edit")
         compare = list(args.compare or [])
-        if args.compare is None and video and args.weights is None:  # the built-in keyframe ablation, when shipped
-            k1 = builtin_methods(args.task).get("metacanvas-k1")
-            compare = [k1[1]] if k1 and args.method != "metacanvas-k1" else []
+        if args.compare is None and args.weights is None:  # the built-in ablations (keyframes), when shipped
+            models = TASK_MODELS[args.task][0]
+            shipped = models.shipped()
+            compare = [shipped[m][1] for m in models.ablations if m in shipped and m != args.method]
         pipe = _pipeline(args)
         prompt = args.prompt or (VIDEO_BENCH_PROMPT if video else T2I_BENCH_PROMPT)
         result = bench(pipe, prompt, frames=args.frames if video else 1,
@@ -263,7 +239,7 @@ def cmd_probe(args) -> None:
     from .planner import Planner
     from .probe import probe_plan
 
-    weights = args.weights or T2I_METHODS["metacanvas"][1]
+    weights = args.weights or T2I_MODELS.get("metacanvas", "t2i", TASK_MODELS["t2i"][1])[1]
     result = probe_plan(Planner.from_pretrained(args.planner or PLANNER), load_connector(weights),
                         n_train=args.n_train, n_test=args.n_test)
     _emit(result, args.json)
@@ -366,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="text-to-image (PNG) or text/image-to-video (GIF or PNG frames) from a prompt")
-    g.add_argument("--task", choices=(*TASKS, EDIT, *CONTEXT_TASKS), default="t2i",
+    g.add_argument("--task", choices=tuple(TASK_MODELS), default="t2i",
                    help="t2i; t2v or i2v (with --image) on the built-in tiny Wan weights of --method (when shipped) "
                         "or a Wan 2.2 --backbone with --weights for it; edit (with --image) on FLUX.1-Kontext: the "
                         "built-in edit weights, or --backbone and --weights; video-edit (with --video) and in-context "
@@ -395,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     g.set_defaults(func=cmd_generate)
 
     e = sub.add_parser("evaluate", help="score held-out benchmark prompts with the shapes-world detector")
-    e.add_argument("--task", choices=(*TASKS, *TASK_EVALUATIONS, *CONTEXT_TASKS), default="t2i",
+    e.add_argument("--task", choices=tuple(TASK_MODELS), default="t2i",
                    help="t2i: the text-to-image benchmark; t2v / i2v: the clip benchmark (i2v starts from each clip's "
                         "true first frame and also reports its PSNR after the VAE round trip); edit: held-out edits "
                         "of the edit world (FLUX.1-Kontext); video-edit: held-out clip edits (overall, edit_correct, "
@@ -415,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     e.set_defaults(func=cmd_evaluate)
 
     b = sub.add_parser("bench", help="time plain vs MetaCanvas sampling side by side in one run")
-    b.add_argument("--task", choices=(*TASKS, EDIT, *CONTEXT_TASKS), default="t2i",
+    b.add_argument("--task", choices=tuple(TASK_MODELS), default="t2i",
                    help="t2i times images; t2v / i2v time clips (and the 1-keyframe weights); edit: plain Kontext "
                         "sampling vs Kontext with the canvas, on --image; video-edit / in-context: the widened Wan "
                         "with the first held-out benchmark clip edit / reference scene")

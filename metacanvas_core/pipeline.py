@@ -11,7 +11,7 @@ import torch
 
 from .backbones import load_backbone
 from .backbones.base import Conditioning
-from .builtin import PLANNER, T2I_METHODS
+from .builtin import PLANNER, T2I_MODELS
 from .checkpoints import load_connector
 from .pixels import start_image_pixels
 from .editing import require_source, source_conditioning, source_visuals
@@ -49,9 +49,7 @@ class MetaCanvasPipeline:
 
     @classmethod
     def builtin(cls, method: str = "metacanvas", device: str = "cpu") -> "MetaCanvasPipeline":
-        if method not in T2I_METHODS:
-            raise MetaCanvasError(f"unknown method {method!r}; choose one of {sorted(T2I_METHODS)}")
-        backbone, weights = T2I_METHODS[method]
+        backbone, weights = T2I_MODELS.get(method, "t2i", "a SANA diffusers folder")
         return cls.from_pretrained(PLANNER, backbone, weights, device=device)
 
     def plan(self, prompts: list[str], text_prompts: list[str] | None = None, visuals=None) -> CanvasPlan:

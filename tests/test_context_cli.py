@@ -96,7 +96,7 @@ def test_weights_for_another_task_or_backbone(files, tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(builtin, "ASSETS", tmp_path / "no-assets")  # as on an install without the built-in weights
     assert main(["generate", "--task", "in-context", "--image", str(files / "ref1.png"), "--prompt", "a", *out]) == 2
-    assert "--task in-context needs --backbone" in capsys.readouterr().err
+    assert "--task in-context: the built-in video-context weights are missing" in capsys.readouterr().err
 
 
 def test_pipeline_takes_video_inputs_at_their_own_size(files):

@@ -40,15 +40,14 @@ def test_generate_edit_writes_the_edited_image(tmp_path, source_png, models, ran
 
 
 def test_without_shipped_edit_weights_the_cli_says_so(tmp_path, source_png, monkeypatch, capsys):
-    monkeypatch.setattr(builtin, "EDIT_METHODS", {m: (tmp_path / "flux_edit", tmp_path / f"{m}_edit.safetensors")
-                                                  for m in ("metacanvas", "global")})
+    monkeypatch.setattr(builtin, "ASSETS", tmp_path)  # as on an install without the built-in edit weights
     args = ["generate", "--task", "edit", "--image", str(source_png), "--prompt", "remove the red circle",
             "--out", str(tmp_path / "x.png")]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "the built-in edit weights are missing" in err and "scripts/train_edit.sh" in err
     assert main(args + ["--method", "global-posemb"]) == 2
-    assert "has no edit weights" in capsys.readouterr().err
+    assert "--task edit: --method global-posemb has no built-in weights" in capsys.readouterr().err
 
 
 def test_evaluate_edit_same_edits_and_seeds_for_every_method_then_table(tmp_path, models, random_edit_weights,

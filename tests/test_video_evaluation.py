@@ -34,19 +34,17 @@ def test_video_entries_appear_only_where_the_video_weights_are(builtin_video, tm
     comfy = load_pack().nodes.comfy  # the pack as ComfyUI imports it
     backbone_choices, connector_choices = comfy.backbone_choices, comfy.connector_choices
 
-    assert set(builtin.video_methods()) == {"metacanvas", "metacanvas-k1", "global"}
-    assert builtin.builtin_methods("i2v") == builtin.video_methods()
-    assert builtin.builtin_methods("t2i") is builtin.T2I_METHODS
+    assert set(builtin.VIDEO_MODELS.shipped()) == {"metacanvas", "metacanvas-k1", "global"}
     assert "built-in tiny: wan_t2v" in backbone_choices() and "built-in tiny: sana_t2i" in backbone_choices()
     assert {"built-in tiny: metacanvas_t2v", "built-in tiny: metacanvas_t2v_k1", "built-in tiny: global_t2v",
             "built-in tiny: metacanvas_t2i"} <= set(connector_choices())
     (builtin_video / "metacanvas_t2v_k1.safetensors").rename(tmp_path / "k1.safetensors")
     try:  # a weights file missing: that method is simply not offered
-        assert set(builtin.video_methods()) == {"metacanvas", "global"}
+        assert set(builtin.VIDEO_MODELS.shipped()) == {"metacanvas", "global"}
     finally:
         (tmp_path / "k1.safetensors").rename(builtin_video / "metacanvas_t2v_k1.safetensors")
     monkeypatch.setattr(builtin, "ASSETS", tmp_path)  # no Wan folder: no video methods at all
-    assert builtin.video_methods() == {} and backbone_choices() == {}
+    assert builtin.VIDEO_MODELS.shipped() == {} and backbone_choices() == {}
 
 
 def test_without_video_weights_the_cli_says_to_pass_them(tmp_path, monkeypatch, capsys):
@@ -152,7 +150,7 @@ def test_a_method_without_weights_for_the_task_is_named(builtin_video, capsys):
     err = capsys.readouterr().err
     assert "global-posemb" in err and "global, metacanvas, metacanvas-k1" in err
     assert main(["evaluate", "--task", "t2i", "--method", "metacanvas-k1"]) == 2
-    assert "no built-in weights for --task t2i" in capsys.readouterr().err
+    assert "--task t2i: --method metacanvas-k1 has no built-in weights" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("task", ["t2v", "i2v"])
