@@ -73,10 +73,10 @@ def test_vae_round_trip_of_true_renders_scores_near_the_truth(tmp_path, capsys):
 
 
 def test_bench_times_both_side_by_side_and_counts_the_connector(tmp_path, capsys, monkeypatch):
-    from metacanvas_core import bench
+    from metacanvas_core import sampling_cost
 
-    calls, real_sample = [], bench.sample
-    monkeypatch.setattr(bench, "sample", lambda *a, **kw: calls.append(a[0]) or real_sample(*a, **kw))
+    calls, real_sample = [], sampling_cost.sample
+    monkeypatch.setattr(sampling_cost, "sample", lambda *a, **kw: calls.append(a[0]) or real_sample(*a, **kw))
     out = tmp_path / "bench.json"
     main(["bench", "--steps", "2", "--repeats", "2", "--json", str(out)])
     assert len(calls) == 2 * (2 + 1)  # one untimed warm-up pair, then the timed pairs, alternating

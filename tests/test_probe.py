@@ -8,7 +8,7 @@ from metacanvas_core.builtin import PLANNER, T2I_MODELS
 from metacanvas_core.checkpoints import load_connector
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.planner import Planner
-from metacanvas_core.probe import LABELS, SHAPE_LABELS, cell_labels, fit_cell_probe, probe_plan
+from metacanvas_core.canvas_probe import LABELS, SHAPE_LABELS, cell_labels, fit_cell_probe, probe_plan
 from metacanvas_core.world.shapes import sample_scene
 
 

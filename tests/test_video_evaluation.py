@@ -119,10 +119,10 @@ def test_clip_vae_round_trip_and_psnr(builtin_video, tmp_path):
 
 
 def test_bench_t2v_times_plain_metacanvas_and_one_keyframe_side_by_side(builtin_video, tmp_path, monkeypatch):
-    from metacanvas_core import bench
+    from metacanvas_core import sampling_cost
 
-    calls, real_sample = [], bench.sample
-    monkeypatch.setattr(bench, "sample", lambda *a, **kw: calls.append((a[0], kw["frames"])) or real_sample(*a, **kw))
+    calls, real_sample = [], sampling_cost.sample
+    monkeypatch.setattr(sampling_cost, "sample", lambda *a, **kw: calls.append((a[0], kw["frames"])) or real_sample(*a, **kw))
     out = tmp_path / "bench.json"
     assert main(["bench", "--task", "t2v", "--frames", "9", "--steps", "1", "--repeats", "1", "--json", str(out)]) == 0
     assert len(calls) == 3 * (1 + 1) and {f for _, f in calls} == {9}

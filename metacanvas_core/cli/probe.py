@@ -1,0 +1,29 @@
+"""`probe`: a linear probe of whether the canvas knows which colour and shape sit in which cell."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..builtin import PLANNER, T2I_MODELS
+from .options import TASK_MODELS, emit
+
+
+def run(args) -> None:
+    from ..checkpoints import load_connector
+    from ..planner import Planner
+    from ..canvas_probe import probe_plan
+
+    weights = args.weights or T2I_MODELS.get("metacanvas", "t2i", TASK_MODELS["t2i"][1])[1]
+    result = probe_plan(Planner.from_pretrained(args.planner or PLANNER), load_connector(weights),
+                        n_train=args.n_train, n_test=args.n_test)
+    emit(result, args.json)
+
+
+def register(sub) -> None:
+    pr = sub.add_parser("probe", help="linear probe: does the canvas know which colour and shape sit in which cell?")
+    pr.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
+    pr.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: the built-in metacanvas weights)")
+    pr.add_argument("--n-train", type=int, default=2000, help="training-split position prompts to fit on")
+    pr.add_argument("--n-test", type=int, default=500, help="held-out position prompts to score")
+    pr.add_argument("--json", type=Path, help="write the accuracies here")
+    pr.set_defaults(func=run)
