@@ -21,7 +21,7 @@ from .evaluation_edit import score_edit_runs, source_images
 from .pipeline import GenerationResult, MetaCanvasPipeline
 from .sampling import latents_to_images
 from .schedulers import DEFAULT_SAMPLER, DEFAULT_SHIFT, make_scheduler, scheduler_name
-from .video_tasks import IN_CONTEXT, VIDEO_EDIT, check_task_weights, in_context_inputs, video_edit_inputs
+from .video_tasks import IN_CONTEXT, VIDEO_EDIT
 from .world import clips
 from .world.clip_edit_scorer import EDIT_KEYS, score_clip_edits, score_reference_clips
 from .world.clip_edits import (
@@ -47,8 +47,9 @@ class Benchmark:
     frames: int
     truth: Callable[[list, np.random.Generator], np.ndarray]  # true renders as the VAE takes them, in [-1, 1]
     score: Callable[[list, list[list[np.ndarray]]], dict]
-    # What the pipeline gets besides the prompts, e.g. start images, or a source clip built on its backbone.
-    given: Callable[[list, MetaCanvasPipeline], dict] = lambda chunk, pipe: {}
+    # What the task's samples are given besides their prompts (its `given`: start or source images, a source clip,
+    # reference images), None for none.
+    given: Callable[[list], torch.Tensor | None] = lambda chunk: None
     batch: int = 50  # samples generated together (clips: fewer, their decoding holds every frame at once)
     prompt: Callable[[object], str] = lambda scene: scene.caption
 
@@ -92,7 +93,7 @@ def evaluate(
                 [bench.prompt(c) for c in chunk], width=bench.width, height=bench.height, frames=bench.frames,
                 steps=steps, cfg=cfg, seed=[s * 1_000_003 + i + j for j in range(len(chunk))],
                 text_prompt=[""] * len(chunk) if canvas_only else None, sampler=sampler, shift=shift,
-                **bench.given(chunk, pipe),
+                task=task, given=bench.given(chunk),
             )
             outputs.extend(_outputs(bench, result.images))
         runs.append(outputs)
@@ -225,22 +226,16 @@ def score_reference_runs(refs: list[ReferenceScene], runs: list[list[np.ndarray]
             "per_seed": per_seed}
 
 
-def _video_edit_given(chunk: list[ClipEdit], pipe: MetaCanvasPipeline) -> dict:
-    """The source clip (one edit per call: a call's video inputs are shared by its prompts) on the pipeline's
-    widened backbone, for weights that serve video editing."""
-    check_task_weights(pipe.model.connector, VIDEO_EDIT, "evaluate --weights")
+def _video_edit_given(chunk: list[ClipEdit]) -> torch.Tensor:
+    """The source clip (one edit per call: a call's inputs are shared by its prompts)."""
     (source,) = _edit_sources(chunk)
-    clip = torch.from_numpy(source).float().div(255)
-    return {"video_inputs": video_edit_inputs(pipe.model.backbone, clip, clips.FPS, "evaluate: source clip")}
+    return torch.from_numpy(source).float().div(255)
 
 
-def _in_context_given(chunk: list[ReferenceScene], pipe: MetaCanvasPipeline) -> dict:
-    """The reference images (unjittered; one scene per call) on the pipeline's widened backbone."""
-    most = check_task_weights(pipe.model.connector, IN_CONTEXT, "evaluate --weights")
+def _in_context_given(chunk: list[ReferenceScene]) -> torch.Tensor:
+    """The reference images (unjittered; one scene per call)."""
     (scene,) = chunk
-    refs = [torch.from_numpy(r).float().div(255) for r in render_references(scene)]
-    return {"video_inputs": in_context_inputs(pipe.model.backbone, refs, clips.SIZE, clips.SIZE, clips.FRAMES,
-                                              "evaluate: reference images", most)}
+    return torch.from_numpy(np.stack(render_references(scene))).float().div(255)
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -251,7 +246,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     # The given first frame is the clip's own, unjittered, for generated and true clips alike.
     "i2v": Benchmark("i2v", lambda n, split: clips.benchmark_clips(n, split=split), clips.SIZE, clips.SIZE,
                      clips.FRAMES, lambda scenes, rng: _clip_truth(scenes, None), score_i2v_runs,
-                     given=lambda chunk, pipe: {"start_image": _start_images(chunk)}, batch=10),
+                     given=_start_images, batch=10),
     # One sample per call (each has its own source clip or references), the same seeds as the other benchmarks.
     VIDEO_EDIT: Benchmark(VIDEO_EDIT, lambda n, split: clip_edit_benchmark(n, split=split), clips.SIZE, clips.SIZE,
                           clips.FRAMES, lambda edits, rng: _clips_as_vae_input(np.stack(
@@ -264,7 +259,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     # Image editing (FLUX.1-Kontext): every sample edits its own source image, which planner and DiT both get.
     "edit": Benchmark("edit", lambda n, split: edit_benchmark(n, split=split), EDIT_IMAGE_SIZE, EDIT_IMAGE_SIZE, 1,
                       lambda edits, rng: model_pixels(np.stack([render_pair(e, EDIT_IMAGE_SIZE)[1] for e in edits])),
-                      score_edit_runs, given=lambda chunk, pipe: {"source_image": source_images(chunk)}, batch=25,
+                      score_edit_runs, given=source_images, batch=25,
                       prompt=lambda e: e.instruction),
 }
 

@@ -30,24 +30,6 @@ def check_image_batch(images, where: str) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def start_image_pixels(image: torch.Tensor, width: int, height: int, where: str = "start image") -> torch.Tensor:
-    """One RGB image (1, H, W, 3) in [0, 1] (ComfyUI's IMAGE layout) -> (1, 3, height, width) in [-1, 1].
-
-    Another size is scaled to cover and centre-cropped like ComfyUI's WanImageToVideo (common_upscale with
-    "center", bilinear). `where` names the input in errors (a node input or a CLI flag).
-    """
-    if isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[0] != 1:
-        if image.shape[0] == 0:
-            raise MetaCanvasError(f"{where} is an empty batch: give one image")
-        raise MetaCanvasError(f"{where} holds {image.shape[0]} images; give one first frame (e.g. pick it with an "
-                              "Image From Batch node)")
-    x = check_image_batch(image, where)
-    if not x.any():
-        raise MetaCanvasError(f"{where} is all zeros (an empty or failed image upstream): give the first frame "
-                              "you want")
-    return cover_resize(x.movedim(-1, 1), width, height) * 2 - 1
-
-
 def cover_resize(x: torch.Tensor, width: int, height: int, antialias: bool = False) -> torch.Tensor:
     """(B, C, H, W) scaled to cover (height, width) and centre-cropped, as ComfyUI's common_upscale with "center"
     (bilinear; `antialias` low-pass filters a downscale, as the lanczos of ComfyUI's Kontext nodes does)."""

@@ -43,7 +43,7 @@ def test_video_edit_benchmark_same_edits_and_seeds_for_every_method_then_table(
         assert set(r["per_kind"]) == {e.kind for e in edits} and all(e.held_out for e in edits)
     assert [c["prompt"] for c in seen] == [[e.instruction] for e in edits] * 2
     assert [c["seed"] for c in seen] == [[0], [1]] * 2
-    assert all(c["video_inputs"].frames == 17 and c["video_inputs"].width == 32 for c in seen)
+    assert all(c["task"] == "video-edit" and c["given"].shape == (17, 32, 32, 3) for c in seen)
     capsys.readouterr()
     assert main(["table", str(tmp_path / "metacanvas.json"), str(tmp_path / "global.json")]) == 0
     table = capsys.readouterr().out
@@ -61,7 +61,7 @@ def test_in_context_benchmark_scores_fidelity_and_motion(builtin_context, tmp_pa
     refs = reference_benchmark(2)
     assert [c["prompt"] for c in seen] == [[x.prompt] for x in refs] * 2
     assert [c["seed"] for c in seen] == [[0], [1], [1_000_003], [1_000_004]]
-    assert [len(c["video_inputs"].visuals) for c in seen[:2]] == [1, 2]  # one and two references in turn
+    assert [len(c["given"]) for c in seen[:2]] == [1, 2]  # one and two references in turn
     capsys.readouterr()
     assert main(["table", str(out)]) == 0
     assert "| method | reference fidelity | motion direction |" in capsys.readouterr().out
@@ -76,7 +76,9 @@ def test_weights_for_another_task_are_refused(builtin_context, tmp_path, capsys)
     save_connector(tmp_path / "t2v.safetensors", MetaCanvasConnector(cfg), bb, recipe={"task": "t2v"})
     assert main(["evaluate", "--task", "video-edit", "--backbone", str(wide), "--weights",
                  str(tmp_path / "t2v.safetensors"), "--n", "1", "--steps", "1"]) == 2
-    assert "evaluate --weights: the MetaCanvas weights 't2v' were trained for task 't2v'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the MetaCanvas weights 't2v' were trained for task 't2v', not 'video-edit'" in err
+    assert "or use them for text-to-video (--task t2v)" in err
 
 
 def test_scoring_true_edits_passes_and_unedited_clips_fail():

@@ -32,7 +32,7 @@ def test_generate_edit_writes_the_edited_image(tmp_path, source_png, models, ran
     assert main(args) == 0
     assert Image.open(out).size == (256, 256) and "wrote" in capsys.readouterr().out
     assert main(args[:3] + args[5:]) == 2  # no --image
-    assert "--task edit (the image to edit)" in capsys.readouterr().err
+    assert "--task edit needs --image (source image)" in capsys.readouterr().err
     rgba = tmp_path / "rgba.png"
     Image.new("RGBA", (32, 32)).save(rgba)
     assert main(args[:4] + [str(rgba)] + args[5:]) == 2
@@ -57,7 +57,7 @@ def test_evaluate_edit_same_edits_and_seeds_for_every_method_then_table(tmp_path
     seen = []
     original = pipeline.MetaCanvasPipeline.__call__
     monkeypatch.setattr(pipeline.MetaCanvasPipeline, "__call__", lambda self, prompt, **kw: seen.append(
-        (list(prompt), kw["seed"], kw["source_image"].sum().item())) or original(self, prompt, **kw))
+        (list(prompt), kw["seed"], kw["given"].sum().item())) or original(self, prompt, **kw))
     files = {}
     for method in ("metacanvas", "global"):
         files[method] = tmp_path / f"{method}.json"
@@ -82,8 +82,14 @@ def test_evaluate_edit_same_edits_and_seeds_for_every_method_then_table(tmp_path
     table = capsys.readouterr().out
     assert "| method | overall | edit correct | preservation | recolour | move | add | remove | replace |" in table
     assert table.count("| metacanvas (") == 1 and table.count("| global (") == 1
-    assert main(["evaluate", "--task", "edit", "--canvas-only", *models, "--weights",
-                 str(random_edit_weights["metacanvas"])]) == 2
+    # Editing is a benchmark like the others: the canvas alone, and the VAE's ceiling, are measured the same way.
+    alone, ceiling = tmp_path / "alone.json", tmp_path / "vae.json"
+    assert main(["evaluate", "--task", "edit", "--canvas-only", "--n", "5", "--steps", "1", *models, "--weights",
+                 str(random_edit_weights["metacanvas"]), "--json", str(alone)]) == 0
+    assert json.loads(alone.read_text())["canvas_only"] and seen[-1][0] == seen[0][0][:5]
+    assert main(["evaluate", "--task", "edit", "--vae-round-trip", "--n", "5", *models, "--weights",
+                 str(random_edit_weights["metacanvas"]), "--json", str(ceiling)]) == 0
+    assert json.loads(ceiling.read_text())["method"] == "true renders, VAE round trip"
 
 
 def test_bench_edit_times_plain_kontext_and_metacanvas_side_by_side(tmp_path, models, random_edit_weights,

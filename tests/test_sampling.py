@@ -118,9 +118,9 @@ def test_a_cfg_batch_gives_each_sample_its_own_conditioning():
     sources = torch.rand(2, 32, 32, 3, generator=g)
     prompts = ["make the red circle green", "remove the blue square"]
     for cfg in (1.0, 3.0):
-        both = pipe(prompts, source_image=sources, steps=3, cfg=cfg, seed=[5, 6]).images
+        both = pipe(prompts, task="edit", given=sources, steps=3, cfg=cfg, seed=[5, 6]).images
         for i in range(2):
-            alone = pipe(prompts[i], source_image=sources[i: i + 1], steps=3, cfg=cfg, seed=[5 + i]).images
+            alone = pipe(prompts[i], task="edit", given=sources[i: i + 1], steps=3, cfg=cfg, seed=[5 + i]).images
             assert torch.allclose(both[i], alone[0], atol=1e-4), (cfg, i)
 
 

@@ -73,7 +73,7 @@ def test_text_to_video_benchmark_same_prompts_and_seeds_for_every_method_then_ta
     assert all(clips.is_held_out(s.moving, s.still) for s in scenes)
     assert [c["prompt"] for c in seen] == [[s.caption for s in scenes]] * 3
     assert [c["seed"] for c in seen] == [[0, 1]] * 3 and all(c["frames"] == 17 and c["width"] == 32 for c in seen)
-    assert all(c["text_prompt"] is None and "start_image" not in c for c in seen)
+    assert all(c["text_prompt"] is None and c["given"] is None for c in seen)
     seen.clear()
     empty = tmp_path / "empty.json"
     assert main(["evaluate", "--task", "t2v", "--n", "2", "--steps", "1", "--canvas-only", "--json", str(empty)]) == 0
@@ -99,12 +99,12 @@ def test_image_to_video_starts_from_the_true_first_frame_the_planner_sees(builti
     assert set(r["scores"]) == CLIP_KEYS and r["task"] == "i2v"
     assert np.isfinite(r["first_frame_psnr"]) and r["first_frame_psnr"] > 0
     scenes = clips.benchmark_clips(2)
-    given = seen[0]["start_image"]
+    given = seen[0]["given"]
     assert given.shape == (2, 32, 32, 3)
     assert torch.equal(given, torch.from_numpy(np.stack([clips.start_image(s) for s in scenes])).float() / 255)
     shown = [v for v in visuals if v is not None][0]  # each prompt's plan sees its own start image
     assert len(shown) == 2 and all(len(v) == 1 for v in shown)
-    assert torch.allclose(shown[1][0], given[1], atol=1e-6)
+    assert np.array_equal(shown[1][0], (given[1].numpy() * 255 + 0.5).astype(np.uint8))
 
 
 def test_clip_vae_round_trip_and_psnr(builtin_video, tmp_path):

@@ -1,78 +1,56 @@
-"""`bench`: time plain vs MetaCanvas sampling side by side in one run."""
+"""`bench`: time plain vs MetaCanvas sampling side by side in one run, for any task."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import MetaCanvasError
-from ..limits import FRAMES, HEIGHT, WIDTH
-from ..world.clips import SIZE as CLIP_SIZE
-from .options import CONTEXT_TASKS, EDIT, TASK_MODELS, VIDEO_TASKS, common, emit, limited, pipeline, torch_image
-
-
-T2I_BENCH_PROMPT = "a red circle at top left and a blue square at bottom right"
-VIDEO_BENCH_PROMPT = "a red circle moves from left to right and a yellow square at top left"
+from ..limits import FPS, FRAMES, HEIGHT, WIDTH
+from ..tasks import task
+from .options import common, emit, given_input, limited, models, pipeline, task_flag
 
 
 def run(args) -> None:
-    from ..sampling_cost import bench, bench_edit
     from ..checkpoints import load_connector
+    from ..evaluation import benchmark
+    from ..sampling_cost import bench
 
-    video = args.task in VIDEO_TASKS
-    size = CLIP_SIZE if video else WIDTH.default
-    width, height = args.width or size, args.height or size
-    kw = dict(width=width, height=height, steps=args.steps, cfg=args.cfg, repeats=args.repeats)
-    if args.task in CONTEXT_TASKS:  # the first held-out benchmark edit / reference scene, as evaluate builds it
-        from ..sampling_cost import bench_context
-        from ..evaluation import benchmark
-
-        if args.image is not None:
-            raise MetaCanvasError(f"bench --task {args.task} runs the first held-out benchmark scene: drop --image")
-        pipe, spec = pipeline(args), benchmark(args.task)
-        scene = spec.scenes(1, "heldout")[0]
-        result = bench_context(pipe, args.prompt or spec.prompt(scene), spec.given([scene], pipe)["video_inputs"],
-                               steps=args.steps, cfg=args.cfg, repeats=args.repeats)
-        result.update(task=args.task, method=args.method)
-    elif args.task == EDIT:
-        from ..pixels import load_image
-        from ..world.edits import edit_benchmark, render_pair
-
-        edit = edit_benchmark(1)[0]  # default: the first held-out benchmark edit
-        source = load_image(args.image, "--image") if args.image else torch_image(render_pair(edit, width)[0])
-        result = bench_edit(pipeline(args), args.prompt or edit.instruction, source, **kw)
-    else:
-        if args.image is not None:
-            raise MetaCanvasError("bench: --image (the source to edit) goes with --task edit")
-        compare = list(args.compare or [])
-        if args.compare is None and args.weights is None:  # the built-in ablations (keyframes), when shipped
-            models = TASK_MODELS[args.task][0]
-            shipped = models.shipped()
-            compare = [shipped[m][1] for m in models.ablations if m in shipped and m != args.method]
-        pipe = pipeline(args)
-        prompt = args.prompt or (VIDEO_BENCH_PROMPT if video else T2I_BENCH_PROMPT)
-        result = bench(pipe, prompt, frames=args.frames if video else 1,
-                       compare={Path(w).stem: load_connector(w) for w in compare}, **kw)
-        result.update(task=args.task, method=args.method)
+    definition = task(args.task)
+    found = models(args)  # a missing built-in is named before any file is read
+    given, fps = given_input(args, definition, required=False)
+    pipe = pipeline(args, found)
+    spec = benchmark(definition.name)
+    scene = spec.scenes(1, "heldout")[0]  # what bench runs on unless given
+    if given is None:
+        given = spec.given([scene])
+    prompt = args.prompt or (spec.prompt(scene) if definition.given else definition.example_prompt)
+    where = None if definition.given is None else definition.given.flag
+    inputs = definition.inputs(pipe.model.backbone, given, width=args.width, height=args.height, frames=args.frames,
+                               fps=fps or FPS.default, weights=pipe.model.connector, where=where)
+    compare = list(args.compare or [])
+    if args.compare is None and args.weights is None:  # the built-in ablations (keyframes), when shipped
+        shipped = definition.models.shipped()
+        compare = [shipped[m][1] for m in definition.models.ablations if m in shipped and m != args.method]
+    result = bench(pipe, prompt, inputs, steps=args.steps, cfg=args.cfg, repeats=args.repeats,
+                   compare={Path(w).stem: load_connector(w) for w in compare})
+    result.update(task=args.task, method=args.method)
     emit(result, args.json)
 
 
 def register(sub) -> None:
     b = sub.add_parser("bench", help="time plain vs MetaCanvas sampling side by side in one run")
-    b.add_argument("--task", choices=tuple(TASK_MODELS), default="t2i",
-                   help="t2i times images; t2v / i2v time clips (and the 1-keyframe weights); edit: plain Kontext "
-                        "sampling vs Kontext with the canvas, on --image; video-edit / in-context: the widened Wan "
-                        "with the first held-out benchmark clip edit / reference scene")
-    b.add_argument("--prompt", help=f"default: '{T2I_BENCH_PROMPT}' (t2i), '{VIDEO_BENCH_PROMPT}' (t2v, i2v), the "
-                                    "first held-out benchmark edit's instruction (edit, video-edit) or reference "
-                                    "prompt (in-context)")
-    b.add_argument("--image", type=Path, help="--task edit: the image to edit (default: that edit's source)")
+    task_flag(b, "what to time: the same sampling run with and without the canvas, on the task's input")
+    b.add_argument("--prompt", help="default: the task's example prompt, or for a task with an input the first "
+                                    "held-out benchmark scene's prompt (which goes with its input)")
+    b.add_argument("--image", type=Path, action="append",
+                   help="the task's input image(s) (default: the first held-out benchmark scene's)")
+    b.add_argument("--video", type=Path, help="--task video-edit: the source clip (default: the first held-out "
+                                              "benchmark clip edit's)")
     b.add_argument("--width", type=limited(WIDTH), help="pixels (4-8192; default 32, the tiny worlds' size)")
     b.add_argument("--height", type=limited(HEIGHT), help="pixels (4-8192; default 32, the tiny worlds' size)")
-    b.add_argument("--frames", type=limited(FRAMES), default=FRAMES.default,
-                   help="clip length, 4k+1 frames (t2v, i2v)")
+    b.add_argument("--frames", type=limited(FRAMES), help="clip length, 4k+1 frames (default 17, the tiny clips')")
     b.add_argument("--compare", type=Path, nargs="*",
-                   help="other MetaCanvas weights for the same backbone, timed in the same rounds (default for "
-                        "t2v/i2v: the built-in 1-keyframe weights, when shipped)")
+                   help="other MetaCanvas weights for the same backbone, timed in the same rounds (default: the "
+                        "task's built-in ablations, when shipped: for t2v/i2v the 1-keyframe weights)")
     b.add_argument("--repeats", type=int, default=11, help="timed runs of each, after one warm-up (median)")
     b.add_argument("--json", type=Path, help="write the figures here")
     common(b)

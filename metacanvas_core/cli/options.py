@@ -1,5 +1,6 @@
-"""What the subcommands share: flag types with the nodes' limits, the common model and sampling flags, the
-pipeline they name, and writing a result as JSON."""
+"""What the subcommands share: flag types with the nodes' limits, the common model and sampling flags, the models
+they name (the built-in ones of --task and --method unless given), the task's input from --image / --video, and
+writing a result as JSON."""
 
 from __future__ import annotations
 
@@ -7,54 +8,64 @@ import argparse
 import json
 from pathlib import Path
 
-from ..builtin import CONTEXT_MODELS, EDIT_MODELS, PLANNER, T2I_MODELS, VIDEO_MODELS, BuiltinModels
+from ..builtin import PLANNER
 from ..errors import MetaCanvasError
 from ..limits import CFG, SHIFT, STEPS, STRENGTH, Limit
 from ..schedulers import DEFAULT_SAMPLER, SAMPLERS
-from ..video_tasks import IN_CONTEXT, VIDEO_EDIT
+from ..tasks import TASKS, TaskDefinition, task
+
+METHODS = sorted({m for t in TASKS.values() for m in t.models.files})
 
 
-EDIT = "edit"
-VIDEO_TASKS = ("t2v", "i2v")
-CONTEXT_TASKS = (VIDEO_EDIT, IN_CONTEXT)
-
-
-# --task -> its built-in models and what --backbone must be without them
-TASK_MODELS: dict[str, tuple[BuiltinModels, str]] = {
-    "t2i": (T2I_MODELS, "a SANA diffusers folder"),
-    "t2v": (VIDEO_MODELS, "a Wan 2.2 diffusers folder"),
-    "i2v": (VIDEO_MODELS, "a Wan 2.2 diffusers folder"),
-    EDIT: (EDIT_MODELS, "a FLUX.1-Kontext diffusers folder"),
-    VIDEO_EDIT: (CONTEXT_MODELS, "a Wan 2.2 folder made for it: its DiT takes latent x 2 + mask channels"),
-    IN_CONTEXT: (CONTEXT_MODELS, "a Wan 2.2 folder made for it: its DiT takes latent x 2 + mask channels"),
-}
-METHODS = sorted({m for models, _ in TASK_MODELS.values() for m in models.files})
-
-
-def models(args) -> tuple:
+def models(args) -> tuple[Path, Path]:
     """--backbone and --weights, or the built-in ones of --task and --method for what they leave out."""
-    task = getattr(args, "task", "t2i")
     if args.backbone is not None and args.weights is not None:
         return args.backbone, args.weights
-    models, needs = TASK_MODELS[task]
-    backbone, weights = models.get(args.method, task, needs)
+    backbone, weights = task(args.task).builtin(args.method)
     return args.backbone or backbone, args.weights or weights
 
 
-def torch_image(pixels):
-    """uint8 (H, W, 3) -> (1, H, W, 3) float in [0, 1] (ComfyUI's IMAGE)."""
-    import torch
-
-    return torch.from_numpy(pixels).float().div(255)[None]
-
-
-def pipeline(args):
+def pipeline(args, found: tuple[Path, Path] | None = None):
+    """The pipeline of --planner and the models of `models(args)` (or `found`, already looked up)."""
     from ..pipeline import MetaCanvasPipeline
 
-    backbone, weights = models(args)
+    backbone, weights = found or models(args)
     return MetaCanvasPipeline.from_pretrained(
         args.planner or PLANNER, backbone, weights, strength=getattr(args, "strength", 1.0), device=args.device,
     )
+
+
+def given_input(args, definition: TaskDefinition, required: bool = True) -> tuple[object, float | None]:
+    """The task's input from --image (repeated for several references) or --video, and a clip's own frame rate
+    (None: not recorded, or no clip); (None, None) where the task takes none, or it is left out and not required."""
+    from ..pixels import load_clip, load_image
+
+    files = {"--image": getattr(args, "image", None) or [], "--video": [args.video] if getattr(args, "video", None)
+             else []}
+    wanted = None if definition.given is None else definition.given.flag
+    for flag, paths in files.items():
+        if paths and flag != wanted:
+            takers = [f"--task {t.name} ({t.given.what})" for t in TASKS.values() if t.given and t.given.flag == flag]
+            raise MetaCanvasError(f"{flag} goes with {' or '.join(takers)}, not --task {definition.name}")
+    paths = files.get(wanted, [])
+    if not paths:
+        if required and definition.given is not None:
+            raise MetaCanvasError(f"--task {definition.name} needs {wanted} ({definition.given.what})")
+        return None, None
+    if wanted == "--video":
+        return load_clip(paths[0], wanted)
+    if len(paths) > 1 and not definition.given.several:
+        raise MetaCanvasError(f"--task {definition.name} takes one {wanted} ({definition.given.what}), not "
+                              f"{len(paths)}")
+    images = [load_image(p, wanted) for p in paths]
+    return (images if definition.given.several else images[0]), None
+
+
+def task_flag(p: argparse.ArgumentParser, does: str) -> None:
+    """--task, its help listing every task: what `does` with it, on which backbone, from which input."""
+    tasks = "; ".join(f"{t.name}: {t.title} on {t.backbone}" + (f", from {t.given.flag} (the {t.given.what})"
+                                                                  if t.given else "") for t in TASKS.values())
+    p.add_argument("--task", choices=tuple(TASKS), default="t2i", help=f"{does} ({tasks})")
 
 
 def emit(result: dict, path: Path | None) -> None:

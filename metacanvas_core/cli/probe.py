@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..builtin import PLANNER, T2I_MODELS
-from .options import TASK_MODELS, emit
+from ..builtin import PLANNER
+from ..tasks import task
+from .options import emit
 
 
 def run(args) -> None:
+    from ..canvas_probe import probe_plan
     from ..checkpoints import load_connector
     from ..planner import Planner
-    from ..canvas_probe import probe_plan
 
-    weights = args.weights or T2I_MODELS.get("metacanvas", "t2i", TASK_MODELS["t2i"][1])[1]
+    weights = args.weights or task("t2i").builtin("metacanvas")[1]
     result = probe_plan(Planner.from_pretrained(args.planner or PLANNER), load_connector(weights),
                         n_train=args.n_train, n_test=args.n_test)
     emit(result, args.json)

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 from ..errors import MetaCanvasError
-from .evaluate import TASK_EVALUATIONS
-from .options import CONTEXT_TASKS, EDIT, VIDEO_TASKS
+from ..video_tasks import IN_CONTEXT, VIDEO_EDIT
+
+EDIT = "edit"
+VIDEO_TASKS, CONTEXT_TASKS = ("t2v", "i2v"), (VIDEO_EDIT, IN_CONTEXT)
 
 
 def run(args) -> None:
@@ -17,10 +19,11 @@ def run(args) -> None:
     if missing:
         raise MetaCanvasError(f"table: no such result file {', '.join(missing)}; write one with `evaluate --json`")
     results = [json.loads(p.read_text()) for p in args.files]
-    for task, (_, table) in TASK_EVALUATIONS.items():
-        own = [r for r in results if r.get("task") == task and "scores" in r]
-        if own:
-            print(table(own) + "\n")
+    edits = [r for r in results if r.get("task") == EDIT and "scores" in r]
+    if edits:
+        from ..evaluation_edit import markdown_edit_table
+
+        print(markdown_edit_table(edits) + "\n")
     evals = [r for r in results if "scores" in r and r.get("task", "t2i") == "t2i"]
     clips = [r for r in results if "scores" in r and r.get("task") in VIDEO_TASKS]
     if evals or not results:
