@@ -1,6 +1,6 @@
 """The six tasks, one small definition each: its name, what it takes besides the prompt and how that becomes what the
-planner sees and what the DiT is conditioned on, which weights serve it, its built-in models and the trainer task that
-makes them.
+planner sees and what the DiT is conditioned on, which weights serve it, its built-in models, its benchmark and
+table, and the trainer task that makes its weights.
 
 The command line, the pipeline, evaluation and the nodes read these definitions; a new task is a new definition here,
 not a branch through them. What differs between backbones is asked of their adapters.
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
+from . import benchmarks, result_tables
 from .backbones.base import BackboneAdapter
+from .benchmarks import Benchmark
 from .builtin import CONTEXT_MODELS, EDIT_MODELS, T2I_MODELS, VIDEO_MODELS, BuiltinModels
 from .checkpoints import LoadedConnector
 from .editing import EDIT_TASK, source_image_inputs
@@ -61,16 +63,16 @@ class TaskDefinition:
     backbone: str  # what a --backbone for it is
     node: str  # the node that samples it
     models: BuiltinModels
+    benchmark: Benchmark  # its size is the task's default output size (the tiny world's)
+    table: Callable[[list[dict]], str]  # Markdown of its `evaluate` results
     training_task: str  # `python -m metacanvas_core train <this>` makes its weights
     example_prompt: str
     given: Given | None = None
-    size: int = clips.SIZE  # default width and height: the tiny worlds' (their images, edits and clips are 32x32)
-    frames: int = 1  # default frames: 1 makes images
 
     @property
     def clip(self) -> bool:
         """Whether it makes clips."""
-        return self.frames > 1
+        return self.benchmark.frames > 1
 
     def builtin(self, method: str) -> tuple[Path, Path]:
         """The built-in backbone folder and MetaCanvas weights of `method` for this task."""
@@ -102,7 +104,7 @@ class TaskDefinition:
         if self.given is None:
             if given is not None:
                 raise MetaCanvasError(f"{self.title} takes nothing besides the prompt: remove {where or 'the input'}")
-            size = (width or self.size, height or self.size, frames or self.frames)
+            size = (width or self.benchmark.width, height or self.benchmark.height, frames or self.benchmark.frames)
             checked(width=size[0], height=size[1], frames=size[2])
             backbone.token_grid(*size)
             return TaskInputs.none(*size)
@@ -113,7 +115,8 @@ class TaskDefinition:
             raise MetaCanvasError(f"{where}: the {backbone.architecture} backbone {backbone.name!r} takes no {what} "
                                   f"({self.title}): remove it, or load {self.backbone}")
         if not self.given.keeps_size:
-            width, height, frames = width or self.size, height or self.size, frames or self.frames
+            b = self.benchmark
+            width, height, frames = width or b.width, height or b.height, frames or b.frames
             checked(width=width, height=height, frames=frames)
         built = self.given.build(backbone, given, Request(width, height, frames, samples, fps, most, where))
         asked = (width or built.width, height or built.height, frames or built.frames)
@@ -159,26 +162,34 @@ def _references(backbone: BackboneAdapter, references, r: Request) -> TaskInputs
 
 
 _WAN, _WIDE_WAN = "a Wan 2.2 diffusers folder", "a Wan 2.2 folder made for it: its DiT takes latent x 2 + mask channels"
-_VIDEO = dict(node=SAMPLE_VIDEO, frames=clips.FRAMES)
 TEXT_TO_VIDEO_PROMPT = "a red circle moves from left to right and a yellow square at top left"
 
 TASKS: dict[str, TaskDefinition] = {t.name: t for t in (
-    TaskDefinition("t2i", "text-to-image", "a SANA diffusers folder", SAMPLE_IMAGE, T2I_MODELS, "t2i",
-                   "a red circle at top left and a blue square at bottom right"),
-    TaskDefinition("t2v", "text-to-video", _WAN, models=VIDEO_MODELS, training_task="video",
-                   example_prompt=TEXT_TO_VIDEO_PROMPT, **_VIDEO),
-    TaskDefinition("i2v", "image-to-video", _WAN, models=VIDEO_MODELS, training_task="video",
-                   example_prompt=TEXT_TO_VIDEO_PROMPT,
-                   given=Given("start image", "first_frames", "start_image", "--image", _start_image), **_VIDEO),
-    TaskDefinition(EDIT_TASK, "image editing", "a FLUX.1-Kontext diffusers folder", SAMPLE_IMAGE, EDIT_MODELS, "edit",
-                   "make the red circle green", Given("source image", "reference", "source_image", "--image", _source_image)),
-    TaskDefinition(VIDEO_EDIT, "video editing", _WIDE_WAN, models=CONTEXT_MODELS, training_task="video-context",
-                   example_prompt="make the red circle green",
-                   given=Given("source clip", "context", "source_video", "--video", _source_clip, keeps_size=True), **_VIDEO),
-    TaskDefinition(IN_CONTEXT, "in-context video", _WIDE_WAN, models=CONTEXT_MODELS, training_task="video-context",
-                   example_prompt="the red circle moves from left to right",
-                   given=Given("reference images", "context", "reference_images", "--image", _references, several=True),
-                   **_VIDEO),
+    TaskDefinition(
+        "t2i", "text-to-image", "a SANA diffusers folder", SAMPLE_IMAGE, T2I_MODELS, benchmarks.TEXT_TO_IMAGE,
+        result_tables.image_table, training_task="t2i",
+        example_prompt="a red circle at top left and a blue square at bottom right"),
+    TaskDefinition(
+        "t2v", "text-to-video", _WAN, SAMPLE_VIDEO, VIDEO_MODELS, benchmarks.TEXT_TO_VIDEO, result_tables.clip_table,
+        training_task="video", example_prompt=TEXT_TO_VIDEO_PROMPT),
+    TaskDefinition(
+        "i2v", "image-to-video", _WAN, SAMPLE_VIDEO, VIDEO_MODELS, benchmarks.IMAGE_TO_VIDEO,
+        result_tables.clip_table, training_task="video", example_prompt=TEXT_TO_VIDEO_PROMPT,
+        given=Given("start image", "first_frames", "start_image", "--image", _start_image)),
+    TaskDefinition(
+        EDIT_TASK, "image editing", "a FLUX.1-Kontext diffusers folder", SAMPLE_IMAGE, EDIT_MODELS,
+        benchmarks.IMAGE_EDITING, result_tables.edit_table, training_task="edit",
+        example_prompt="make the red circle green",
+        given=Given("source image", "reference", "source_image", "--image", _source_image)),
+    TaskDefinition(
+        VIDEO_EDIT, "video editing", _WIDE_WAN, SAMPLE_VIDEO, CONTEXT_MODELS, benchmarks.VIDEO_EDITING,
+        result_tables.video_edit_table, training_task="video-context", example_prompt="make the red circle green",
+        given=Given("source clip", "context", "source_video", "--video", _source_clip, keeps_size=True)),
+    TaskDefinition(
+        IN_CONTEXT, "in-context video", _WIDE_WAN, SAMPLE_VIDEO, CONTEXT_MODELS, benchmarks.IN_CONTEXT_VIDEO,
+        result_tables.in_context_table, training_task="video-context",
+        example_prompt="the red circle moves from left to right",
+        given=Given("reference images", "context", "reference_images", "--image", _references, several=True)),
 )}
 
 

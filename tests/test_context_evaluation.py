@@ -9,11 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from metacanvas_core import evaluation
+from metacanvas_core import benchmarks
 from metacanvas_core.__main__ import main
 from metacanvas_core.checkpoints import save_connector
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.pipeline import MetaCanvasPipeline
+from metacanvas_core.tasks import task
 from metacanvas_core.world.clip_edits import clip_edit_benchmark, reference_benchmark
 from metacanvas_core.world.tiny_models import PLANNER_HIDDEN
 
@@ -83,9 +84,9 @@ def test_weights_for_another_task_are_refused(builtin_context, tmp_path, capsys)
 
 def test_scoring_true_edits_passes_and_unedited_clips_fail():
     edits = clip_edit_benchmark(5)  # every kind once
-    bench = evaluation.benchmark("video-edit")
+    bench = task("video-edit").benchmark
     truth = [(x.transpose(1, 2, 3, 0) + 1) / 2 for x in bench.truth(edits, None)]
-    sources = [s.astype(np.float32) / 255 for s in evaluation._edit_sources(edits)]
+    sources = [s.astype(np.float32) / 255 for s in benchmarks.edit_sources(edits)]
     good = bench.score(edits, [truth])
     assert good["scores"]["edit_correct"] == pytest.approx(1.0) and good["scores"]["preservation"] > 0.9
     bad = bench.score(edits, [sources])
@@ -94,7 +95,7 @@ def test_scoring_true_edits_passes_and_unedited_clips_fail():
 
 def test_scoring_reference_clips_checks_the_referenced_objects():
     refs = reference_benchmark(4)
-    bench = evaluation.benchmark("in-context")
+    bench = task("in-context").benchmark
     truth = [(x.transpose(1, 2, 3, 0) + 1) / 2 for x in bench.truth(refs, None)]
     assert bench.score(refs, [truth])["scores"]["reference_fidelity"] == pytest.approx(1.0)
     blank = [np.zeros_like(c) for c in truth]

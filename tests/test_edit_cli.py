@@ -104,5 +104,5 @@ def test_bench_edit_times_plain_kontext_and_metacanvas_side_by_side(tmp_path, mo
                  "--weights", str(random_edit_weights["metacanvas"])]) == 0
     capsys.readouterr()
     main(["table", str(out)])
-    assert "plain Kontext (editing)" in capsys.readouterr().out
+    assert "sampling time MetaCanvas / plain backbone (image editing): " in capsys.readouterr().out
     assert main(["bench", "--image", str(source_png)]) == 2

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from metacanvas_core import builtin, evaluation
+from metacanvas_core import benchmarks, builtin, tasks
 from metacanvas_core.__main__ import main
 from metacanvas_core.pipeline import MetaCanvasPipeline
 from metacanvas_core.planner import Planner
@@ -113,9 +113,9 @@ def test_clip_vae_round_trip_and_psnr(builtin_video, tmp_path):
     r = json.loads(out.read_text())
     assert r["method"] == "true renders, VAE round trip" and set(r["scores"]) == CLIP_KEYS and "first_frame_psnr" in r
     a = np.zeros((4, 4, 3))
-    assert evaluation.psnr(a, a) == 100.0 and evaluation.psnr(a, a + 0.1) == pytest.approx(20.0)
-    with pytest.raises(Exception, match="no benchmark for task"):
-        evaluation.benchmark("t2x")
+    assert benchmarks.psnr(a, a) == 100.0 and benchmarks.psnr(a, a + 0.1) == pytest.approx(20.0)
+    with pytest.raises(Exception, match="no task 't2x'"):
+        tasks.task("t2x")
 
 
 def test_bench_t2v_times_plain_metacanvas_and_one_keyframe_side_by_side(builtin_video, tmp_path, monkeypatch):
@@ -157,11 +157,11 @@ def test_a_method_without_weights_for_the_task_is_named(builtin_video, capsys):
 def test_true_clips_through_the_benchmark_plumbing_score_full_marks(task):
     """True clips laid out as the VAE takes them, then as decoding returns them (frames one after another), score
     1.0 with no flicker; for image-to-video their first frame is the given image exactly."""
-    bench = evaluation.benchmark(task)
+    bench = tasks.task(task).benchmark
     scenes = bench.scenes(4, "heldout")
     truth = bench.truth(scenes, np.random.default_rng(0))
     assert truth.shape == (4, 3, 17, 32, 32) and truth.min() >= -1 and truth.max() <= 1
     frames = torch.from_numpy((truth + 1) / 2).movedim(1, -1).reshape(-1, 32, 32, 3)  # latents_to_images' layout
-    r = bench.score(scenes, [evaluation._outputs(bench, frames)] * 2)
+    r = bench.score(scenes, [bench.outputs(frames)] * 2)
     assert r["scores"]["overall"] == 1.0 and r["scores"]["flicker"] == 0.0 and len(r["per_seed"]) == 2
     assert r.get("first_frame_psnr", 100.0) == 100.0

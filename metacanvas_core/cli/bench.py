@@ -11,14 +11,13 @@ from .options import common, emit, given_input, limited, models, pipeline, task_
 
 def run(args) -> None:
     from ..checkpoints import load_connector
-    from ..evaluation import benchmark
     from ..sampling_cost import bench
 
     definition = task(args.task)
     found = models(args)  # a missing built-in is named before any file is read
     given, fps = given_input(args, definition, required=False)
     pipe = pipeline(args, found)
-    spec = benchmark(definition.name)
+    spec = definition.benchmark
     scene = spec.scenes(1, "heldout")[0]  # what bench runs on unless given
     if given is None:
         given = spec.given([scene])

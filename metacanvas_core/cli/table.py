@@ -1,4 +1,5 @@
-"""`table`: Markdown tables from `evaluate` and `bench` JSON files."""
+"""`table`: Markdown tables from `evaluate` and `bench` JSON files: each task's results in its own table, then the
+timings."""
 
 from __future__ import annotations
 
@@ -6,46 +7,35 @@ import json
 from pathlib import Path
 
 from ..errors import MetaCanvasError
-from ..video_tasks import IN_CONTEXT, VIDEO_EDIT
-
-EDIT = "edit"
-VIDEO_TASKS, CONTEXT_TASKS = ("t2v", "i2v"), (VIDEO_EDIT, IN_CONTEXT)
+from ..tasks import TASKS
 
 
 def run(args) -> None:
-    from ..evaluation import markdown_clip_table, markdown_context_table, markdown_failures, markdown_table
-
     missing = [str(p) for p in args.files if not p.is_file()]
     if missing:
         raise MetaCanvasError(f"table: no such result file {', '.join(missing)}; write one with `evaluate --json`")
     results = [json.loads(p.read_text()) for p in args.files]
-    edits = [r for r in results if r.get("task") == EDIT and "scores" in r]
-    if edits:
-        from ..evaluation_edit import markdown_edit_table
-
-        print(markdown_edit_table(edits) + "\n")
-    evals = [r for r in results if "scores" in r and r.get("task", "t2i") == "t2i"]
-    clips = [r for r in results if "scores" in r and r.get("task") in VIDEO_TASKS]
-    if evals or not results:
-        print(markdown_table(evals))
-    if any("failures" in r for r in evals):
-        print("\nWhy images fail (% of each category's prompts):\n")
-        print(markdown_failures([r for r in evals if "failures" in r]))
-    if clips:
-        print(("\n" if evals else "") + markdown_clip_table(clips))
-    contexts = [r for r in results if "scores" in r and r.get("task") in CONTEXT_TASKS]
-    if contexts:
-        print(("\n" if evals or clips else "") + markdown_context_table(contexts))
+    by_table: dict = {}  # tasks that share a table (text- and image-to-video) share its rows, in the given order
+    for r in results:
+        if "scores" in r:
+            by_table.setdefault(TASKS[r.get("task", "t2i")].table, []).append(r)  # old files: text-to-image
+    print("\n\n".join(table(rows) for table, rows in by_table.items()))
     for r in results:
         if "ratio" in r:
-            plain = "plain Kontext (editing)" if r.get("task") == EDIT else "plain backbone"
-            size = f"{r['width']}x{r['height']}" + (f"x{r['frames']} frames" if r.get("frames", 1) > 1 else "")
-            print(f"\nsampling time MetaCanvas / {plain}: {r['ratio']:.2f}x ({r['steps']} steps, "
-                  f"{size}, cfg {r['cfg']}); planner once: {1000 * r['planner_once_s']:.0f} ms; "
-                  f"connector FLOPs per step: {100 * r['connector_flops_share']:.1f}% of the DiT's")
-            for name, c in r.get("compare", {}).items():
-                print(f"sampling time {r['keyframes']} keyframes / {c['keyframes']} ({name}): "
-                      f"{c['metacanvas_vs_this']:.2f}x")
+            print("\n" + _timing(r))
+
+
+def _timing(r: dict) -> str:
+    """One `bench` result in words."""
+    size = f"{r['width']}x{r['height']}" + (f"x{r['frames']} frames" if r.get("frames", 1) > 1 else "")
+    task = TASKS.get(r.get("task", "t2i"))
+    plain = f"plain backbone ({task.title})" if task else "plain backbone"
+    lines = [f"sampling time MetaCanvas / {plain}: {r['ratio']:.2f}x ({r['steps']} steps, {size}, cfg {r['cfg']}); "
+             f"planner once: {1000 * r['planner_once_s']:.0f} ms; connector FLOPs per step: "
+             f"{100 * r['connector_flops_share']:.1f}% of the DiT's"]
+    lines += [f"sampling time {r['keyframes']} keyframes / {c['keyframes']} ({name}): {c['metacanvas_vs_this']:.2f}x"
+              for name, c in r.get("compare", {}).items()]
+    return "\n".join(lines)
 
 
 def register(sub) -> None:
