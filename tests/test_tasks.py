@@ -97,3 +97,10 @@ def test_the_command_line_lists_every_task_with_its_backbone_and_input(capsys):
     text = " ".join(capsys.readouterr().out.split())
     for t in TASKS.values():
         assert f"{t.name}: {t.title} on {t.backbone}" in text
+
+
+def test_train_says_which_tasks_each_trainer_task_makes_weights_for(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(the weights of --task t2v, i2v)" in text and "(the weights of --task video-edit, in-context)" in text
