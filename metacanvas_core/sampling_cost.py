@@ -10,7 +10,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .checkpoints import LoadedConnector
+from .checkpoints import MetaCanvasWeights
 from .errors import MetaCanvasError
 from .pipeline import MetaCanvasPipeline
 from .plan import CanvasPlan, make_plan
@@ -31,7 +31,7 @@ def _check_repeats(repeats: int) -> None:
 
 def bench(
     pipe: MetaCanvasPipeline, prompt: str, inputs: TaskInputs, *, steps: int, cfg: float, repeats: int = 5,
-    compare: dict[str, LoadedConnector] | None = None,
+    compare: dict[str, MetaCanvasWeights] | None = None,
 ) -> dict:
     """Median wall time of the same sampling run (an image or a clip, with the task's `inputs`) with and without the
     canvas (same plan, seed, steps, CFG), and with each of the `compare` weights (name -> weights for the same

@@ -18,7 +18,7 @@ from . import benchmarks, result_tables
 from .backbones.base import BackboneAdapter
 from .benchmarks import Benchmark
 from .builtin import CONTEXT_MODELS, EDIT_MODELS, T2I_MODELS, VIDEO_MODELS, BuiltinModels
-from .checkpoints import LoadedConnector
+from .checkpoints import MetaCanvasWeights
 from .editing import EDIT_TASK, source_image_inputs
 from .errors import MetaCanvasError
 from .limits import checked
@@ -78,22 +78,22 @@ class TaskDefinition:
         """The built-in backbone folder and MetaCanvas weights of `method` for this task."""
         return self.models.get(method, self.name, self.backbone)
 
-    def check_weights(self, weights: LoadedConnector) -> int | None:
+    def check_weights(self, weights: MetaCanvasWeights) -> int | None:
         """Refuse weights trained for other tasks (their recipe names the task, and `serves` lists what weights
         trained for several serve); the most reference images they were trained with, if recorded."""
         trained = weights.recipe.get("task")
         serves = weights.recipe.get("serves") or ([trained] if trained is not None else [])
         if serves and self.name not in serves:
             serving = f" (serving {', '.join(serves)})" if serves != [trained] else ""
-            raise MetaCanvasError(f"the MetaCanvas weights {weights.name!r} were trained for task {trained!r}{serving}, "
-                                  f"not {self.name!r} ({self.title}): use weights trained for {self.title}"
+            raise MetaCanvasError(f"the MetaCanvas weights {weights.name!r} were trained for task {trained!r}"
+                                  f"{serving}, not {self.name!r} ({self.title}): use weights trained for {self.title}"
                                   f"{_or_serve(serves[0])}")
         most = weights.recipe.get("max_references")
         return int(most) if most is not None else None
 
     def inputs(
         self, backbone: BackboneAdapter, given=None, *, width: int | None = None, height: int | None = None,
-        frames: int | None = None, samples: int = 1, fps: float = clips.FPS, weights: LoadedConnector | None = None,
+        frames: int | None = None, samples: int = 1, fps: float = clips.FPS, weights: MetaCanvasWeights | None = None,
         where: str | None = None,
     ) -> TaskInputs:
         """What the planner sees and what `backbone`'s DiT gets for an output of the given size (None: the task's
@@ -200,7 +200,7 @@ def task(name: str) -> TaskDefinition:
     return TASKS[name]
 
 
-def task_of_weights(weights: LoadedConnector | None) -> TaskDefinition:
+def task_of_weights(weights: MetaCanvasWeights | None) -> TaskDefinition:
     """The task `weights` were trained for (the first one they serve); text-to-image for weights that do not say."""
     recipe = {} if weights is None else weights.recipe
     served = [name for name in recipe.get("serves") or [recipe.get("task")] if name in TASKS]

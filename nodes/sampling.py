@@ -28,7 +28,7 @@ class MetaCanvasInject:
             "required": {
                 "backbone": ("METACANVAS_BACKBONE", {"tooltip": "The backbone from Load MetaCanvas Backbone."}),
                 "connector": ("METACANVAS_CONNECTOR", {
-                    "tooltip": "The MetaCanvas weights from Canvas Connector: the same ones Plan Canvas uses.",
+                    "tooltip": "The MetaCanvas weights from Load MetaCanvas Weights: the same ones Plan Canvas uses.",
                 }),
                 "strength": ("FLOAT", STRENGTH.widget(
                     step=0.05,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from metacanvas_core.backbones import load_backbone
-from metacanvas_core.checkpoints import LoadedConnector
+from metacanvas_core.checkpoints import MetaCanvasWeights
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.plan import make_plan
@@ -21,7 +21,7 @@ def parts(random_planner_dir, random_sana_dir):
     conn = MetaCanvasConnector(ConnectorConfig(planner.hidden_size, bb.dit_dim, bb.caption_channels, [1, 8, 8]))
     torch.nn.init.normal_(conn.canvas_fuser.proj.weight, std=0.1)
     torch.nn.init.normal_(conn.canvas_encoder.proj.weight, std=0.1)
-    loaded = LoadedConnector(conn.eval(), "sana", "test-connector", backbone_config=bb.fingerprint())
+    loaded = MetaCanvasWeights(conn.eval(), "sana", "test-connector", backbone_config=bb.fingerprint())
     model = InjectedBackbone(bb).inject(loaded)
     plan = make_plan(planner, loaded, ["a red circle at top left"], with_unconditional=True)
     return planner, loaded, model, plan
@@ -67,8 +67,8 @@ def test_bad_sizes_and_mismatched_plans_are_clear(parts):
     planner, loaded, model, plan = parts
     with pytest.raises(MetaCanvasError, match="width 30 does not fit.*multiples of 4.*use 32$"):
         sample(model, plan, width=30, height=32)
-    other = LoadedConnector(loaded.connector, "sana", "other-connector", backbone_config=loaded.backbone_config)
-    with pytest.raises(MetaCanvasError, match="same Canvas Connector"):
+    other = MetaCanvasWeights(loaded.connector, "sana", "other-connector", backbone_config=loaded.backbone_config)
+    with pytest.raises(MetaCanvasError, match="same MetaCanvas weights"):
         sample(model, make_plan(planner, other, ["a circle"]), width=32, height=32)
     nan_plan = make_plan(planner, loaded, ["a circle"])
     nan_plan.text[:] = float("nan")

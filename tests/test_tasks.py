@@ -8,7 +8,7 @@ import torch
 
 from editor_graph import load_pack
 from metacanvas_core.__main__ import main
-from metacanvas_core.checkpoints import LoadedConnector
+from metacanvas_core.checkpoints import MetaCanvasWeights
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.tasks import TASKS, node_task, task, task_of_weights
 from metacanvas_core.training.cli import TASKS as TRAINING_TASKS
@@ -16,9 +16,9 @@ from metacanvas_core.training.cli import TASKS as TRAINING_TASKS
 pack = load_pack()
 
 
-def _weights(recipe: dict) -> LoadedConnector:
+def _weights(recipe: dict) -> MetaCanvasWeights:
     """Weights whose recipe says `recipe` (nothing else is read by the task checks)."""
-    return LoadedConnector(connector=None, backbone_architecture="wan", name="w", recipe=recipe)
+    return MetaCanvasWeights(connector=None, backbone_architecture="wan", name="w", recipe=recipe)
 
 
 def test_the_six_tasks_and_what_reads_them_agree():

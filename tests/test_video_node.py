@@ -12,7 +12,7 @@ import torch
 
 from editor_graph import PACK_NAME, load_pack
 from metacanvas_core.backbones import load_backbone
-from metacanvas_core.checkpoints import LoadedConnector
+from metacanvas_core.checkpoints import MetaCanvasWeights
 from metacanvas_core.pixels import cover_resize
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.plan import CanvasPlan
@@ -42,7 +42,7 @@ def wan(tmp_path_factory):
     torch.manual_seed(0)
     conn = MetaCanvasConnector(ConnectorConfig(32, bb.dit_dim, bb.caption_channels, canvas_grid=[3, 4, 4])).eval()
     torch.nn.init.normal_(conn.canvas_fuser.proj.weight, std=0.1)
-    loaded = LoadedConnector(conn, "wan", "wan-node", backbone_config=bb.fingerprint())
+    loaded = MetaCanvasWeights(conn, "wan", "wan-node", backbone_config=bb.fingerprint())
     with torch.no_grad():
         canvas = conn.canvas_encoder(torch.randn(1, 48, 32))
     text, mask = torch.randn(1, 5, bb.caption_channels), torch.ones(1, 5, dtype=torch.long)

@@ -9,7 +9,7 @@ from diffusers import WanTransformer3DModel
 from metacanvas_core.backbones import load_backbone
 from metacanvas_core.backbones.base import Conditioning
 from metacanvas_core.backbones.wan import WanBackbone, widened_for_context
-from metacanvas_core.checkpoints import LoadedConnector
+from metacanvas_core.checkpoints import MetaCanvasWeights
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.plan import CanvasPlan
@@ -59,7 +59,7 @@ def test_zero_new_weights_are_bit_identical_to_t2v_with_conditioning_and_canvas(
     canvas = conn.canvas_encoder(torch.randn(1, 48, 32)).detach()
 
     def injected(bb):
-        return InjectedBackbone(bb).inject(LoadedConnector(conn, "wan", "wan-ctx", backbone_config=bb.fingerprint()))
+        return InjectedBackbone(bb).inject(MetaCanvasWeights(conn, "wan", "wan-ctx", backbone_config=bb.fingerprint()))
 
     steered = sample(injected(t2v), _plan(text, canvas), **KW)
     assert not torch.allclose(steered, sample(InjectedBackbone(t2v), _plan(text), **KW))

@@ -117,8 +117,9 @@ def common(p: argparse.ArgumentParser, steps: int = 20, sampling_options: bool =
                         "(video) metacanvas-k1, one canvas broadcast over time")
     p.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
     p.add_argument("--backbone", type=Path, help="diffusers pipeline folder: SANA, Wan 2.2 or FLUX.1-Kontext "
-                                                 "(default: the built-in tiny one of the task and --method)")
-    p.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: built-in for --method)")
+                                                 "(default: the built-in tiny one of --task and --method)")
+    p.add_argument("--weights", type=Path,
+                   help="MetaCanvas weights, a .safetensors file (default: the built-in ones of --task and --method)")
     p.add_argument("--steps", type=limited(STEPS), default=steps, help="denoising steps (1-1000)")
     p.add_argument("--cfg", type=limited(CFG), default=CFG.default,
                    help="classifier-free guidance scale (0-30; 1 = off)")

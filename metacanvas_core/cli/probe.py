@@ -23,7 +23,8 @@ def run(args) -> None:
 def register(sub) -> None:
     pr = sub.add_parser("probe", help="linear probe: does the canvas know which colour and shape sit in which cell?")
     pr.add_argument("--planner", type=Path, help="Qwen2.5-VL folder (default: the built-in tiny planner)")
-    pr.add_argument("--weights", type=Path, help="MetaCanvas .safetensors (default: the built-in metacanvas weights)")
+    pr.add_argument("--weights", type=Path, help="MetaCanvas weights, a .safetensors file (default: the built-in "
+                                                 "text-to-image metacanvas ones)")
     pr.add_argument("--n-train", type=int, default=2000, help="training-split position prompts to fit on")
     pr.add_argument("--n-test", type=int, default=500, help="held-out position prompts to score")
     pr.add_argument("--json", type=Path, help="write the accuracies here")
