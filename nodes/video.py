@@ -32,8 +32,9 @@ class MetaCanvasSampleVideo:
                 )),
                 "steps": ("INT", STEPS.widget(tooltip="Denoising steps.")),
                 "cfg": ("FLOAT", CFG.widget(
-                    default=5.0, step=0.1, round=0.01,
-                    tooltip="Classifier-free guidance scale (Wan 2.2 uses 5). 1 turns guidance off.",
+                    step=0.1, round=0.01,
+                    tooltip="Classifier-free guidance scale: 3, as the built-in video weights were evaluated and "
+                            "every shipped workflow uses (released Wan 2.2 uses 5). 1 turns guidance off.",
                 )),
                 "width": ("INT", WIDTH.widget(
                     default=CLIP_SIZE, step=4,

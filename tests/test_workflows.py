@@ -106,6 +106,18 @@ NEEDS_SHIPPED = {
 }
 
 
+def test_the_sampling_nodes_default_guidance_is_what_every_shipped_workflow_uses():
+    used = {}
+    for path in WORKFLOWS:
+        for node in load_workflow(path)["nodes"]:
+            if node["type"] in ("MetaCanvasSampleImage", "MetaCanvasSampleVideo"):
+                cfg = node["widgets_values"][widget_layout(CLASSES[node["type"]]).index("cfg")]
+                used.setdefault(node["type"], set()).add(cfg)
+    for node_type, values in used.items():
+        default = CLASSES[node_type].INPUT_TYPES()["required"]["cfg"][1]["default"]
+        assert values == {default}, node_type  # a new node starts where the workflows (and evaluations) sample
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_workflow_runs(path: Path):
     shipped, why = NEEDS_SHIPPED.get(path.name, (lambda: True, ""))
