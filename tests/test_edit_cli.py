@@ -30,7 +30,8 @@ def test_generate_edit_writes_the_edited_image(tmp_path, source_png, models, ran
     args = ["generate", "--task", "edit", "--image", str(source_png), "--prompt", "make the red circle green",
             "--steps", "2", "--out", str(out), *models, "--weights", str(random_edit_weights["metacanvas"])]
     assert main(args) == 0
-    assert Image.open(out).size == (256, 256) and "wrote" in capsys.readouterr().out
+    assert Image.open(out).size == (256, 256)  # generated at 32x32, written enlarged: it says both
+    assert "(32x32, written at 256x256 (--upscale 8), 2 steps, seed 0)" in capsys.readouterr().out
     assert main(args[:3] + args[5:]) == 2  # no --image
     assert "--task edit needs --image (source image)" in capsys.readouterr().err
     rgba = tmp_path / "rgba.png"
