@@ -54,8 +54,8 @@ def is_dit_part(path: Path) -> bool:
 
 
 @dataclass
-class LoadedConnector:
-    """A MetaCanvas checkpoint in memory: the connector module, DiT weights (if any) and what they belong to."""
+class MetaCanvasWeights:
+    """MetaCanvas weights in memory: the connector module, DiT weights (if any) and what they belong to."""
 
     connector: MetaCanvasConnector
     backbone_architecture: str
@@ -88,7 +88,7 @@ class LoadedConnector:
             self._placed["lora"] = load_file(str(self.dit.path))
         return self._placed["lora"]
 
-    def on(self, device: torch.device | str, dtype: torch.dtype) -> "LoadedConnector":
+    def on(self, device: torch.device | str, dtype: torch.dtype) -> "MetaCanvasWeights":
         """These weights with the connector on `device` in `dtype`: itself if already there, else a copy made
         once and kept for as long as this object lives (the DiT weights are cast when swapped in)."""
         param = next(self.connector.parameters())
@@ -117,7 +117,7 @@ class LoadedConnector:
         if not self.config.use_canvas:
             raise MetaCanvasError(f"weights {self.name!r} ('{self.method}', text only) have no canvas {use}: {fix}")
 
-    def check_backbone(self, backbone, where: str = "connector") -> None:
+    def check_backbone(self, backbone, where: str = "MetaCanvas weights") -> None:
         """Raise unless these weights were made for `backbone` (architecture and widths)."""
         cfg = self.config
         if backbone.architecture != self.backbone_architecture:
@@ -171,7 +171,7 @@ class LoadedConnector:
             "trained size, or train at this one", MetaCanvasWarning, stacklevel=3,
         )
 
-    def check_planner(self, planner, where: str = "connector") -> None:
+    def check_planner(self, planner, where: str = "MetaCanvas weights") -> None:
         if planner.hidden_size != self.config.planner_hidden:
             raise MetaCanvasError(
                 f"{where} {self.name!r} was trained on a planner of hidden size {self.config.planner_hidden}, but "
@@ -327,7 +327,7 @@ def _connector(meta: dict[str, str], tensors: dict[str, torch.Tensor]) -> MetaCa
 
 def load_connector(
     path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> LoadedConnector:
+) -> MetaCanvasWeights:
     """Load MetaCanvas weights. Every malformed file (metadata or tensors) is refused with one message that says
     what is wrong, never a raw KeyError/JSON/shape error from deep inside."""
     path = Path(path)
@@ -349,7 +349,7 @@ def load_connector(
     except _Invalid as e:
         raise _invalid(path, str(e)) from None
     connector.to(device=device, dtype=dtype).eval().requires_grad_(False)
-    return LoadedConnector(connector, architecture, path.stem, dit_state, recipe, backbone_config, sizes, dit)
+    return MetaCanvasWeights(connector, architecture, path.stem, dit_state, recipe, backbone_config, sizes, dit)
 
 
 def _dit_part(path: Path, raw: dict, inline: bool) -> DitPart:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .checkpoints import LoadedConnector
+from .checkpoints import MetaCanvasWeights
 from .errors import MetaCanvasError
 from .planner import Planner
 from .visual_inputs import Visual
@@ -33,7 +33,7 @@ class CanvasPlan:
 
 def make_plan(
     planner: Planner,
-    loaded: LoadedConnector,
+    loaded: MetaCanvasWeights,
     prompts: list[str],
     text_prompts: list[str] | None = None,
     with_unconditional: bool = False,

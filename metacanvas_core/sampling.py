@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from .backbones.base import NO_CONDITIONING, BackboneAdapter, Conditioning
-from .checkpoints import LoadedConnector
+from .checkpoints import MetaCanvasWeights
 from .errors import MetaCanvasError
 from .injection import canvas_injected
 from .limits import BATCH, CFG, HEIGHT, SEED, STEPS, STRENGTH, WIDTH
@@ -36,10 +36,10 @@ class SamplingCancelled(RuntimeError):
 @dataclass(frozen=True)
 class InjectedBackbone:
     backbone: BackboneAdapter
-    connector: LoadedConnector | None = None
+    connector: MetaCanvasWeights | None = None
     strength: float = 1.0
 
-    def inject(self, loaded: LoadedConnector, strength: float = 1.0) -> "InjectedBackbone":
+    def inject(self, loaded: MetaCanvasWeights, strength: float = 1.0) -> "InjectedBackbone":
         loaded.check_backbone(self.backbone, where="Inject into Backbone: connector")
         return InjectedBackbone(self.backbone, loaded, STRENGTH.check(strength))
 
@@ -57,7 +57,8 @@ class InjectedBackbone:
                     if keyframes != trained:
                         raise MetaCanvasError(
                             f"the plan's canvas has {keyframes} keyframes but the injected weights "
-                            f"{self.connector.name!r} were trained with {trained}: plan with the same Canvas Connector"
+                            f"{self.connector.name!r} were trained with {trained}: plan with the same MetaCanvas "
+                            "weights"
                         )
                     canvas = conn.canvas_for_grid(plan.canvas, *grid).to(self.backbone.device)
                     stack.enter_context(canvas_injected(
@@ -66,7 +67,7 @@ class InjectedBackbone:
 
 
 @contextmanager
-def dit_applied(backbone: BackboneAdapter, weights: LoadedConnector) -> Iterator[None]:
+def dit_applied(backbone: BackboneAdapter, weights: MetaCanvasWeights) -> Iterator[None]:
     """The weights' DiT part in effect for one sampling run: a LoRA switched on (loaded onto the backbone's DiT as
     an adapter of its own the first time; off again afterwards, so plain and other weights' runs see the DiT as it
     was), a fine-tuned transformer used in place of the backbone's (loaded once), or format 1's tensors swapped in.
@@ -192,7 +193,7 @@ def sample(
     if model.connector is not None and positive.connector_name != model.connector.name:
         raise MetaCanvasError(
             f"the plan was made with connector {positive.connector_name!r} but the backbone is injected with "
-            f"{model.connector.name!r}: use the same Canvas Connector for Plan Canvas and Inject into Backbone"
+            f"{model.connector.name!r}: use the same MetaCanvas weights for Plan Canvas and Inject into Backbone"
         )
     for p in (positive, negative):
         if p is None:
@@ -202,7 +203,7 @@ def sample(
         if p.connector_name != positive.connector_name:
             raise MetaCanvasError(
                 f"the negative plan was made with connector {p.connector_name!r} but the positive with "
-                f"{positive.connector_name!r}: make both with the same Canvas Connector"
+                f"{positive.connector_name!r}: make both with the same MetaCanvas weights"
             )
     if model.connector is None and positive.canvas is not None:
         raise MetaCanvasError(

@@ -1,6 +1,5 @@
-"""Video editing and in-context video: user inputs -> what the planner sees and what the Wan DiT is conditioned on.
-
-One place for both, shared by the node, the CLI and the training task:
+"""Video editing's and in-context video's inputs: a source clip or reference images -> what the planner sees and
+what the widened Wan DiT is conditioned on (`TaskInputs`), for sampling and the training task alike:
 
 - video editing: the planner watches the source clip (a `Video`, through Qwen2.5-VL's video path and M-RoPE), then
   reads the instruction, then writes the keyframe canvas; the DiT gets the clip's latents in its conditioning
@@ -19,43 +18,15 @@ holds at most as many references as it has latent frames. The mask, not the posi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 
 from .backbones.base import BackboneAdapter, Conditioning
-from .checkpoints import LoadedConnector
-from .clips import check_image_batch, cover_resize
 from .errors import MetaCanvasError
+from .pixels import check_image_batch, cover_resize
+from .task_inputs import TaskInputs, planner_visual
 from .visual_inputs import Video
 
-VIDEO_EDIT, IN_CONTEXT = "video-edit", "in-context"
-
-
-@dataclass(frozen=True)
-class VideoTaskInputs:
-    """What one generation of a video task takes, besides the prompt."""
-
-    visuals: list  # what the planner sees before the prompt, in order (images and/or one `Video`)
-    conditioning: Conditioning  # context latents + mask for the widened Wan DiT
-    width: int
-    height: int
-    frames: int
-
-
-def check_task_weights(loaded: LoadedConnector, task: str, where: str) -> int | None:
-    """Refuse weights trained for another task (their recipe names it, and `serves` lists the tasks weights trained
-    for several serve, e.g. video-context's video-edit and in-context); the most references they were trained with
-    (recipe `max_references`), if recorded."""
-    trained = loaded.recipe.get("task")
-    serves = loaded.recipe.get("serves") or ([trained] if trained is not None else [])
-    if serves and task not in serves:
-        serving = f" (serving {', '.join(serves)})" if serves != [trained] else ""
-        raise MetaCanvasError(f"{where}: the MetaCanvas weights {loaded.name!r} were trained for task {trained!r}"
-                              f"{serving}, not {task!r}: give weights trained for {task}, or use --task {serves[0]}")
-    most = loaded.recipe.get("max_references")
-    return int(most) if most is not None else None
+VIDEO_EDIT, IN_CONTEXT = "video-edit", "in-context"  # the tasks' names, which their trainer writes into the recipe
 
 
 def _where(where: str, e: MetaCanvasError) -> MetaCanvasError:
@@ -63,20 +34,13 @@ def _where(where: str, e: MetaCanvasError) -> MetaCanvasError:
 
 
 def _check_backbone(backbone: BackboneAdapter, where: str) -> int:
-    mask_channels = getattr(backbone, "mask_channels", 0)
-    if "context" not in backbone.conditioning_parts or mask_channels == 0:
+    if not backbone.takes("context"):
         raise MetaCanvasError(
             f"{where}: the {backbone.architecture} backbone {backbone.name!r} takes no source clip or reference "
             "images: load a Wan folder made for video editing or in-context video"
             " (its DiT takes latent x 2 + mask channels)"
         )
-    return mask_channels
-
-
-def planner_visual(images: torch.Tensor) -> np.ndarray:
-    """(N, H, W, 3) in [0, 1] -> uint8 (N, H, W, 3) for the planner, at their own size: the planner folder's Qwen
-    processor scales them within its pixel limits (the tiny planner's: the 32x32 it was trained on)."""
-    return (images.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    return backbone.mask_channels
 
 
 def clip_visual(clip: torch.Tensor, fps: float, where: str = "source clip") -> Video:
@@ -93,7 +57,7 @@ def _clip_frames(clip: torch.Tensor, where: str) -> torch.Tensor:
     return check_image_batch(clip, where)
 
 
-def edit_conditioning(backbone: BackboneAdapter, clip: torch.Tensor, where: str = "source clip") -> Conditioning:
+def _edit_conditioning(backbone: BackboneAdapter, clip: torch.Tensor, where: str = "source clip") -> Conditioning:
     """The widened Wan DiT's conditioning for editing the clip (F, H, W, 3) in [0, 1]: its latents, the mask 1."""
     mask_channels = _check_backbone(backbone, where)
     frames = _clip_frames(clip, where)
@@ -112,17 +76,18 @@ def edit_conditioning(backbone: BackboneAdapter, clip: torch.Tensor, where: str 
 
 def video_edit_inputs(
     backbone: BackboneAdapter, clip: torch.Tensor, fps: float, where: str = "source clip",
-) -> VideoTaskInputs:
-    """The source clip (F, H, W, 3) in [0, 1] (ComfyUI's IMAGE batch of frames) at `fps` frames per second."""
-    conditioning = edit_conditioning(backbone, clip, where)
+) -> TaskInputs:
+    """The source clip (F, H, W, 3) in [0, 1] (ComfyUI's IMAGE batch of frames) at `fps` frames per second; the
+    output has its size and frame count."""
+    conditioning = _edit_conditioning(backbone, clip, where)
     n, height, width = clip.shape[:3]
-    return VideoTaskInputs([clip_visual(clip, fps, where)], conditioning, width, height, n)
+    return TaskInputs([[clip_visual(clip, fps, where)]], conditioning, width, height, n)
 
 
 def in_context_inputs(
     backbone: BackboneAdapter, references: list[torch.Tensor], width: int, height: int, frames: int,
     where: str = "reference images", max_references: int | None = None,
-) -> VideoTaskInputs:
+) -> TaskInputs:
     """Reference images (each (1, H, W, 3) or (H, W, 3) in [0, 1], all one size) for a clip of the given size."""
     mask_channels = _check_backbone(backbone, where)
     if not references:
@@ -151,5 +116,5 @@ def in_context_inputs(
     context[0, :, : len(refs)] = latents[:, :, 0].movedim(0, 1)
     mask = context.new_zeros(1, mask_channels, latent_frames, *latents.shape[3:])
     mask[:, :, : len(refs)] = 1
-    visuals = list(planner_visual(x))
-    return VideoTaskInputs(visuals, Conditioning(context=context, context_mask=mask), width, height, frames)
+    conditioning = Conditioning(context=context, context_mask=mask)
+    return TaskInputs([list(planner_visual(x))], conditioning, width, height, frames)

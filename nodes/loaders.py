@@ -32,7 +32,7 @@ from .comfy import (
 
 PLANNER_LOADER = "Load MLLM Planner"
 BACKBONE_LOADER = "Load MetaCanvas Backbone"
-CONNECTOR_LOADER = "Canvas Connector"
+WEIGHTS_LOADER = "Load MetaCanvas Weights"
 
 _DTYPE_TIP = "Weight precision. auto: fp32 on the CPU; bf16 on GPUs that support it, else fp16."
 _DEVICE_TIP = "Where the model runs. auto: ComfyUI's device (the GPU if there is one); cpu works everywhere."
@@ -107,9 +107,10 @@ class MetaCanvasBackboneLoader:
         return {
             "required": {
                 "backbone": (list(backbone_choices()), {
-                    "tooltip": "The diffusion backbone: a built-in tiny SANA (images) or tiny Wan 2.2 (clips, "
-                               "wan_t2v), or a diffusers pipeline folder (model_index.json, transformer/, vae/, "
-                               "scheduler/) in ComfyUI/models/diffusers: SANA, FLUX.1-Kontext or Wan 2.2 TI2V. "
+                    "tooltip": "The diffusion backbone: a built-in tiny SANA (images), FLUX.1-Kontext (editing, "
+                               "flux_edit) or Wan 2.2 (clips, wan_t2v; widened for video editing and in-context video, "
+                               "wan_video_context), or a diffusers pipeline folder (model_index.json, transformer/, "
+                               "vae/, scheduler/) in ComfyUI/models/diffusers: SANA, FLUX.1-Kontext or Wan 2.2 TI2V. "
                                "Its own text encoder is never loaded: the planner takes its place.",
                 }),
                 "dtype": (DTYPES, {"default": "auto", "tooltip": _DTYPE_TIP}),
@@ -159,15 +160,16 @@ class MetaCanvasConnectorLoader:
                     "tooltip": "MetaCanvas weights (canvas tokens, text connector, canvas connector and any DiT "
                                "weights trained with them): a built-in tiny file, or a .safetensors file in "
                                "ComfyUI/models/metacanvas. 'metacanvas' weights plan on a canvas; 'global' weights "
-                               "are the text-only baseline; '_t2i' weights go with a SANA backbone, '_t2v' weights "
-                               "(3 keyframes; '_k1': one canvas for every frame) with the tiny Wan.",
+                               "are the text-only baseline; '_t2i' weights go with a SANA backbone, '_edit' with the "
+                               "tiny FLUX.1-Kontext, '_t2v' (3 keyframes; '_k1': one canvas for every frame) with the "
+                               "tiny Wan, '_video_context' with the widened tiny Wan.",
                 }),
             }
         }
 
     RETURN_TYPES = ("METACANVAS_CONNECTOR",)
     RETURN_NAMES = ("connector",)
-    OUTPUT_TOOLTIPS = ("The MetaCanvas weights; use the same connector for Plan Canvas and Inject into Backbone.",)
+    OUTPUT_TOOLTIPS = ("The MetaCanvas weights; use the same ones for Plan Canvas and Inject into Backbone.",)
     FUNCTION = "load"
     CATEGORY = "MetaCanvas"
     DESCRIPTION = ("Loads MetaCanvas weights: the bridge between the planner and the backbone. Their metadata names "
@@ -175,10 +177,10 @@ class MetaCanvasConnectorLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, weights):
-        return _listed(connector_choices(), weights, f"{CONNECTOR_LOADER}: weights", "metacanvas")
+        return _listed(connector_choices(), weights, f"{WEIGHTS_LOADER}: weights", "metacanvas")
 
     def load(self, weights: str):
-        with reported_as(CONNECTOR_LOADER):
+        with reported_as(WEIGHTS_LOADER):
             from metacanvas_core.checkpoints import load_connector
 
             path = resolve(connector_choices(), weights, "MetaCanvas weights", "metacanvas")
@@ -195,5 +197,5 @@ NODE_CLASS_MAPPINGS = {
 NODE_DISPLAY_NAME_MAPPINGS = {
     "MetaCanvasPlannerLoader": PLANNER_LOADER,
     "MetaCanvasBackboneLoader": BACKBONE_LOADER,
-    "MetaCanvasConnectorLoader": CONNECTOR_LOADER,
+    "MetaCanvasConnectorLoader": WEIGHTS_LOADER,
 }

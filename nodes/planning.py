@@ -29,7 +29,8 @@ class MetaCanvasPlan:
             "required": {
                 "planner": ("METACANVAS_PLANNER", {"tooltip": "The MLLM from Load MLLM Planner."}),
                 "connector": ("METACANVAS_CONNECTOR", {
-                    "tooltip": "The MetaCanvas weights from Canvas Connector; inject the same ones into the backbone.",
+                    "tooltip": "The MetaCanvas weights from Load MetaCanvas Weights; inject the same ones into the "
+                               "backbone.",
                 }),
                 "prompt": ("STRING", {
                     "multiline": True,
@@ -97,7 +98,7 @@ class MetaCanvasPlan:
         with reported_as(PLAN_CANVAS):
             if canvas_only:
                 connector.require_canvas(
-                    "for canvas_only", "pick 'metacanvas' weights in Canvas Connector or turn canvas_only off"
+                    "for canvas_only", "pick 'metacanvas' weights in Load MetaCanvas Weights or turn canvas_only off"
                 )
             from metacanvas_core.plan import make_plan
 

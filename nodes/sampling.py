@@ -28,7 +28,7 @@ class MetaCanvasInject:
             "required": {
                 "backbone": ("METACANVAS_BACKBONE", {"tooltip": "The backbone from Load MetaCanvas Backbone."}),
                 "connector": ("METACANVAS_CONNECTOR", {
-                    "tooltip": "The MetaCanvas weights from Canvas Connector: the same ones Plan Canvas uses.",
+                    "tooltip": "The MetaCanvas weights from Load MetaCanvas Weights: the same ones Plan Canvas uses.",
                 }),
                 "strength": ("FLOAT", STRENGTH.widget(
                     step=0.05,
@@ -125,21 +125,19 @@ class MetaCanvasSampleImage:
     def sample(self, backbone, positive, seed: int, steps: int, cfg: float, width: int, height: int,
                batch_size: int = 1, sampler: str = DEFAULT_SAMPLER, shift: float = DEFAULT_SHIFT, negative=None,
                source_image=None):
-        from metacanvas_core.editing import require_source, source_conditioning
         from metacanvas_core.sampling import InjectedBackbone, latents_to_images, sample
+        from metacanvas_core.tasks import node_task
 
         bb, connector = backbone.backbone, backbone.connector
         with reported_as(SAMPLE_IMAGE), notices_shown(SAMPLE_IMAGE):
             checked(seed=seed, steps=steps, cfg=cfg, width=width, height=height, batch_size=batch_size, shift=shift)
             bb.check_size(width, height)
             scheduler = make_scheduler(bb.scheduler, sampler, shift)
-            require_source(connector, source_image is not None, "source_image",
-                           "connect the image to edit to source_image (and to Plan Canvas's image)")
+            task, given, where = node_task(SAMPLE_IMAGE, {"source_image": source_image})
             # Inside ComfyUI: let it unload other models until the run fits (our own check follows in sample()).
             load_for_use(bb, memory_required=estimate(bb, width=width, height=height, batch=batch_size).of("sampling"))
-            conditioning = None
-            if source_image is not None:
-                conditioning = source_conditioning(bb, source_image, width, height, "source_image")
+            conditioning = task.inputs(bb, given, width=width, height=height, frames=1, samples=batch_size,
+                                       weights=connector, where=where).conditioning
             placed = None if connector is None else connector.on(bb.device, bb.dtype)
             model = InjectedBackbone(bb, placed, backbone.strength)
             bar = progress_bar(steps)

@@ -12,7 +12,7 @@ from metacanvas_core.__main__ import main
 from metacanvas_core.backbones import load_backbone
 from metacanvas_core.backbones.wan import widened_for_context
 from metacanvas_core.checkpoints import save_connector
-from metacanvas_core.clips import load_clip, save_clip
+from metacanvas_core.pixels import load_clip, save_clip
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.world.clip_edits import render_clip_edit, sample_clip_edit
 from metacanvas_core.world.tiny_models import PLANNER_HIDDEN
@@ -68,11 +68,14 @@ def test_video_edit_and_in_context_write_clips(files, tmp_path):
     ("video-edit", ("--video", "eight.gif"), "--video: frames 8 does not fit"),
     ("video-edit", ("--video", "eight.gif"), "use 5 or 9"),
     ("video-edit", ("--video", "s30.gif"), "--video: width 30 and height 30 do not fit"),
-    ("video-edit", ("--video", "src.gif", "--width", "64"), "an edit keeps the clip's size"),
+    ("video-edit", ("--video", "src.gif", "--width", "64"), "differ from the --video's 32x32x9: video editing keeps "
+                                                             "its size"),
     ("video-edit", ("--video", "empty"), "holds no image frames"),
     ("video-edit", ("--video", "nope.gif"), "not a readable clip"),
-    ("video-edit", (), "--video (the source clip) goes with --task video-edit"),
-    ("t2v", ("--video", "src.gif"), "--video (the source clip) goes with --task video-edit"),
+    ("video-edit", (), "--task video-edit needs --video (source clip)"),
+    ("t2v", ("--video", "src.gif"), "--video goes with --task video-edit (source clip), not --task t2v"),
+    ("t2i", ("--image", "ref1.png"), "--image goes with --task i2v (start image) or --task edit (source image) or "
+                                     "--task in-context (reference images), not --task t2i"),
     ("in-context", ("--image", "ref1.png", "--image", "big.png"), "--image have mixed sizes"),
     ("in-context", ("--image", "ref1.png", "--image", "ref2.png", "--image", "ref3.png"),
      "3 references, but the weights were trained with at most 2"),
@@ -96,20 +99,19 @@ def test_weights_for_another_task_or_backbone(files, tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(builtin, "ASSETS", tmp_path / "no-assets")  # as on an install without the built-in weights
     assert main(["generate", "--task", "in-context", "--image", str(files / "ref1.png"), "--prompt", "a", *out]) == 2
-    assert "--task in-context needs --backbone" in capsys.readouterr().err
+    assert "--task in-context: the built-in video-context weights are missing" in capsys.readouterr().err
 
 
-def test_pipeline_takes_video_inputs_at_their_own_size(files):
+def test_pipeline_edits_a_clip_at_its_own_size(files):
     from metacanvas_core.builtin import PLANNER
     from metacanvas_core.errors import MetaCanvasError
     from metacanvas_core.pipeline import MetaCanvasPipeline
-    from metacanvas_core.video_tasks import video_edit_inputs
 
     pipe = MetaCanvasPipeline.from_pretrained(PLANNER, files / "wide", files / "video-edit.safetensors")
-    inputs = video_edit_inputs(pipe.model.backbone, load_clip(files / "src.gif")[0], 8)
-    out = pipe("make the red circle green", width=32, height=32, frames=9, video_inputs=inputs, steps=1)
+    clip = load_clip(files / "src.gif")[0]
+    out = pipe("make the red circle green", given=clip, steps=1)  # the weights' task; the clip's size
     assert out.images.shape == (9, 32, 32, 3)
-    with pytest.raises(MetaCanvasError, match=r"width, height, frames \(32, 32, 17\) differ .* \(32, 32, 9\)"):
-        pipe("make the red circle green", width=32, height=32, frames=17, video_inputs=inputs, steps=1)
-    with pytest.raises(MetaCanvasError, match="not also a start or source image"):
-        pipe("x", width=32, height=32, frames=9, video_inputs=inputs, start_image=torch.rand(1, 32, 32, 3), steps=1)
+    with pytest.raises(MetaCanvasError, match=r"32x32x17 differ from the source clip's 32x32x9"):
+        pipe("make the red circle green", task="video-edit", given=clip, frames=17, steps=1)
+    with pytest.raises(MetaCanvasError, match="trained for task 'video-edit', not 'i2v'"):
+        pipe("x", task="i2v", given=torch.rand(1, 32, 32, 3), steps=1)

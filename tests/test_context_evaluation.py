@@ -9,11 +9,12 @@ import json
 import numpy as np
 import pytest
 
-from metacanvas_core import evaluation
+from metacanvas_core import benchmarks
 from metacanvas_core.__main__ import main
 from metacanvas_core.checkpoints import save_connector
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.pipeline import MetaCanvasPipeline
+from metacanvas_core.tasks import task
 from metacanvas_core.world.clip_edits import clip_edit_benchmark, reference_benchmark
 from metacanvas_core.world.tiny_models import PLANNER_HIDDEN
 
@@ -43,7 +44,7 @@ def test_video_edit_benchmark_same_edits_and_seeds_for_every_method_then_table(
         assert set(r["per_kind"]) == {e.kind for e in edits} and all(e.held_out for e in edits)
     assert [c["prompt"] for c in seen] == [[e.instruction] for e in edits] * 2
     assert [c["seed"] for c in seen] == [[0], [1]] * 2
-    assert all(c["video_inputs"].frames == 17 and c["video_inputs"].width == 32 for c in seen)
+    assert all(c["task"] == "video-edit" and c["given"].shape == (17, 32, 32, 3) for c in seen)
     capsys.readouterr()
     assert main(["table", str(tmp_path / "metacanvas.json"), str(tmp_path / "global.json")]) == 0
     table = capsys.readouterr().out
@@ -61,7 +62,7 @@ def test_in_context_benchmark_scores_fidelity_and_motion(builtin_context, tmp_pa
     refs = reference_benchmark(2)
     assert [c["prompt"] for c in seen] == [[x.prompt] for x in refs] * 2
     assert [c["seed"] for c in seen] == [[0], [1], [1_000_003], [1_000_004]]
-    assert [len(c["video_inputs"].visuals) for c in seen[:2]] == [1, 2]  # one and two references in turn
+    assert [len(c["given"]) for c in seen[:2]] == [1, 2]  # one and two references in turn
     capsys.readouterr()
     assert main(["table", str(out)]) == 0
     assert "| method | reference fidelity | motion direction |" in capsys.readouterr().out
@@ -76,14 +77,16 @@ def test_weights_for_another_task_are_refused(builtin_context, tmp_path, capsys)
     save_connector(tmp_path / "t2v.safetensors", MetaCanvasConnector(cfg), bb, recipe={"task": "t2v"})
     assert main(["evaluate", "--task", "video-edit", "--backbone", str(wide), "--weights",
                  str(tmp_path / "t2v.safetensors"), "--n", "1", "--steps", "1"]) == 2
-    assert "evaluate --weights: the MetaCanvas weights 't2v' were trained for task 't2v'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the MetaCanvas weights 't2v' were trained for task 't2v', not 'video-edit'" in err
+    assert "or use them for text-to-video (--task t2v)" in err
 
 
 def test_scoring_true_edits_passes_and_unedited_clips_fail():
     edits = clip_edit_benchmark(5)  # every kind once
-    bench = evaluation.benchmark("video-edit")
+    bench = task("video-edit").benchmark
     truth = [(x.transpose(1, 2, 3, 0) + 1) / 2 for x in bench.truth(edits, None)]
-    sources = [s.astype(np.float32) / 255 for s in evaluation._edit_sources(edits)]
+    sources = [s.astype(np.float32) / 255 for s in benchmarks.edit_sources(edits)]
     good = bench.score(edits, [truth])
     assert good["scores"]["edit_correct"] == pytest.approx(1.0) and good["scores"]["preservation"] > 0.9
     bad = bench.score(edits, [sources])
@@ -92,7 +95,7 @@ def test_scoring_true_edits_passes_and_unedited_clips_fail():
 
 def test_scoring_reference_clips_checks_the_referenced_objects():
     refs = reference_benchmark(4)
-    bench = evaluation.benchmark("in-context")
+    bench = task("in-context").benchmark
     truth = [(x.transpose(1, 2, 3, 0) + 1) / 2 for x in bench.truth(refs, None)]
     assert bench.score(refs, [truth])["scores"]["reference_fidelity"] == pytest.approx(1.0)
     blank = [np.zeros_like(c) for c in truth]

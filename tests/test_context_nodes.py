@@ -62,11 +62,12 @@ def test_bad_context_inputs_name_the_node_and_the_fix(graph):
     clip = _source()
     plan, = call("MetaCanvasPlan", planner=planner, connector=weights, prompt="make the red circle green",
                  canvas_only=False)
-    with expect_error("Sample Video", "differ from the source_video's 32x32x17", "an edit keeps the clip's size"):
+    with expect_error("Sample Video", "differ from the source_video's 32x32x17", "video editing keeps its size"):
         call("MetaCanvasSampleVideo", backbone=model, positive=plan, source_video=clip, **{**FAST, "frames": 9})
     with expect_error("Sample Video", "frames 16", "use 13 or 17"):
         call("MetaCanvasSampleVideo", backbone=model, positive=plan, source_video=clip[:16], **{**FAST, "frames": 16})
-    with expect_error("Sample Video", "not several"):
+    with expect_error("Sample Video", "give one of start_image (image-to-video), source_video (video editing) or "
+                                      "reference_images (in-context video), not several"):
         call("MetaCanvasSampleVideo", backbone=model, positive=plan, source_video=clip, reference_images=clip[:1],
              **FAST)
     with expect_error("Sample Video", "reference_images", "trained with at most 2", "give at most 2"):
@@ -74,7 +75,8 @@ def test_bad_context_inputs_name_the_node_and_the_fix(graph):
     with expect_error("Sample Video", "reference_images", "NaN"):
         call("MetaCanvasSampleVideo", backbone=model, positive=plan, reference_images=clip[:1] * float("nan"),
              **FAST)
-    with expect_error("Sample Video", "made for video editing or in-context", "give the source clip"):
+    with expect_error("Sample Video", "trained for task 'video-context' (serving video-edit, in-context), not 't2v'",
+                      "video editing: give its source clip (Sample Video's source_video"):
         call("MetaCanvasSampleVideo", backbone=model, positive=plan, **FAST)
     args = dict(planner=planner, connector=weights, prompt="make the red circle green", canvas_only=False)
     with expect_error("Plan Canvas", "video", "or images, not both"):
@@ -93,7 +95,7 @@ def test_weights_for_another_task_and_a_t2v_backbone_are_refused(builtin_context
     planner, = call("MetaCanvasPlannerLoader", planner="built-in tiny: planner", dtype="auto", device="auto")
     plan, = call("MetaCanvasPlan", planner=planner, connector=t2v_weights, prompt="make the red circle green",
                  canvas_only=False)
-    with expect_error("Sample Video", "source_video", "takes no source clip or reference images"):
+    with expect_error("Sample Video", "source_video", "takes no source clip (video editing)", "Wan 2.2 folder made"):
         call("MetaCanvasSampleVideo", backbone=model, positive=plan, source_video=clip, **FAST)
     wide, = call("MetaCanvasBackboneLoader", backbone="built-in tiny: wan_video_context")
     edit_only = load_connector(builtin_context / "metacanvas_video_context.safetensors")

@@ -30,9 +30,10 @@ def test_generate_edit_writes_the_edited_image(tmp_path, source_png, models, ran
     args = ["generate", "--task", "edit", "--image", str(source_png), "--prompt", "make the red circle green",
             "--steps", "2", "--out", str(out), *models, "--weights", str(random_edit_weights["metacanvas"])]
     assert main(args) == 0
-    assert Image.open(out).size == (256, 256) and "wrote" in capsys.readouterr().out
+    assert Image.open(out).size == (256, 256)  # generated at 32x32, written enlarged: it says both
+    assert "(32x32, written at 256x256 (--upscale 8), 2 steps, seed 0)" in capsys.readouterr().out
     assert main(args[:3] + args[5:]) == 2  # no --image
-    assert "--task edit (the image to edit)" in capsys.readouterr().err
+    assert "--task edit needs --image (source image)" in capsys.readouterr().err
     rgba = tmp_path / "rgba.png"
     Image.new("RGBA", (32, 32)).save(rgba)
     assert main(args[:4] + [str(rgba)] + args[5:]) == 2
@@ -40,15 +41,14 @@ def test_generate_edit_writes_the_edited_image(tmp_path, source_png, models, ran
 
 
 def test_without_shipped_edit_weights_the_cli_says_so(tmp_path, source_png, monkeypatch, capsys):
-    monkeypatch.setattr(builtin, "EDIT_METHODS", {m: (tmp_path / "flux_edit", tmp_path / f"{m}_edit.safetensors")
-                                                  for m in ("metacanvas", "global")})
+    monkeypatch.setattr(builtin, "ASSETS", tmp_path)  # as on an install without the built-in edit weights
     args = ["generate", "--task", "edit", "--image", str(source_png), "--prompt", "remove the red circle",
             "--out", str(tmp_path / "x.png")]
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "the built-in edit weights are missing" in err and "scripts/train_edit.sh" in err
     assert main(args + ["--method", "global-posemb"]) == 2
-    assert "has no edit weights" in capsys.readouterr().err
+    assert "--task edit: --method global-posemb has no built-in weights" in capsys.readouterr().err
 
 
 def test_evaluate_edit_same_edits_and_seeds_for_every_method_then_table(tmp_path, models, random_edit_weights,
@@ -58,7 +58,7 @@ def test_evaluate_edit_same_edits_and_seeds_for_every_method_then_table(tmp_path
     seen = []
     original = pipeline.MetaCanvasPipeline.__call__
     monkeypatch.setattr(pipeline.MetaCanvasPipeline, "__call__", lambda self, prompt, **kw: seen.append(
-        (list(prompt), kw["seed"], kw["source_image"].sum().item())) or original(self, prompt, **kw))
+        (list(prompt), kw["seed"], kw["given"].sum().item())) or original(self, prompt, **kw))
     files = {}
     for method in ("metacanvas", "global"):
         files[method] = tmp_path / f"{method}.json"
@@ -83,8 +83,14 @@ def test_evaluate_edit_same_edits_and_seeds_for_every_method_then_table(tmp_path
     table = capsys.readouterr().out
     assert "| method | overall | edit correct | preservation | recolour | move | add | remove | replace |" in table
     assert table.count("| metacanvas (") == 1 and table.count("| global (") == 1
-    assert main(["evaluate", "--task", "edit", "--canvas-only", *models, "--weights",
-                 str(random_edit_weights["metacanvas"])]) == 2
+    # Editing is a benchmark like the others: the canvas alone, and the VAE's ceiling, are measured the same way.
+    alone, ceiling = tmp_path / "alone.json", tmp_path / "vae.json"
+    assert main(["evaluate", "--task", "edit", "--canvas-only", "--n", "5", "--steps", "1", *models, "--weights",
+                 str(random_edit_weights["metacanvas"]), "--json", str(alone)]) == 0
+    assert json.loads(alone.read_text())["canvas_only"] and seen[-1][0] == seen[0][0][:5]
+    assert main(["evaluate", "--task", "edit", "--vae-round-trip", "--n", "5", *models, "--weights",
+                 str(random_edit_weights["metacanvas"]), "--json", str(ceiling)]) == 0
+    assert json.loads(ceiling.read_text())["method"] == "true renders, VAE round trip"
 
 
 def test_bench_edit_times_plain_kontext_and_metacanvas_side_by_side(tmp_path, models, random_edit_weights,
@@ -99,5 +105,5 @@ def test_bench_edit_times_plain_kontext_and_metacanvas_side_by_side(tmp_path, mo
                  "--weights", str(random_edit_weights["metacanvas"])]) == 0
     capsys.readouterr()
     main(["table", str(out)])
-    assert "plain Kontext (editing)" in capsys.readouterr().out
+    assert "sampling time MetaCanvas / plain backbone (image editing): " in capsys.readouterr().out
     assert main(["bench", "--image", str(source_png)]) == 2

@@ -59,7 +59,7 @@ def test_sample_image_edits_the_source(parts):
 
 def test_bad_edit_requests_are_node_errors(parts):
     kw = dict(backbone=parts["kontext"], positive=parts["plan"], **FAST)
-    with expect_error("edit weights", "connect the image to edit to source_image"):
+    with expect_error("trained for task 'edit', not 't2i'", "give its source image (Sample Image's source_image"):
         _node("MetaCanvasSampleImage", **kw)
     with expect_error("source_image", "alpha"):
         _node("MetaCanvasSampleImage", source_image=torch.zeros(1, 32, 32, 4), **kw)
@@ -67,10 +67,10 @@ def test_bad_edit_requests_are_node_errors(parts):
         _node("MetaCanvasSampleImage", source_image=torch.full((1, 32, 32, 3), float("nan")), **kw)
     with expect_error("source_image", "empty"):
         _node("MetaCanvasSampleImage", source_image=torch.zeros(0, 32, 32, 3), **kw)
-    with expect_error("2 source images for a batch of 3"):
+    with expect_error("source_image holds 2 images for a batch of 3", "give one", "or 3"):
         _node("MetaCanvasSampleImage", source_image=parts["source"].repeat(2, 1, 1, 1), batch_size=3, **kw)
     sana_plan = _node("MetaCanvasPlan", planner=parts["planner"], connector=parts["loaded"], prompt="a red circle")[0]
-    with expect_error("takes no source image to edit", "FLUX.1-Kontext"):
+    with expect_error("source_image", "takes no source image (image editing)", "FLUX.1-Kontext"):
         _node("MetaCanvasSampleImage", backbone=parts["sana"], positive=sana_plan, source_image=parts["source"],
               **FAST)
     with pytest.raises(ValueError, match="^Inject into Backbone: .*flux"):

@@ -57,9 +57,9 @@ def test_stages_export_edit_weights_that_load_and_edit(runs, tmp_path):
     pipe = MetaCanvasPipeline.from_pretrained(PLANNER, runs / "global" / "backbone",
                                               runs / "mc" / "metacanvas_edit.safetensors")
     source = torch.rand(1, 32, 32, 3)
-    out = pipe("make the red circle green", source_image=source, steps=2)
+    out = pipe("make the red circle green", task="edit", given=source, steps=2)
     assert out.images.shape == (1, 32, 32, 3) and torch.isfinite(out.images).all()
-    with pytest.raises(MetaCanvasError, match="edit weights"):
+    with pytest.raises(MetaCanvasError, match="image editing needs a source image"):  # the weights say edit
         pipe("make the red circle green", steps=1)
     png, src = tmp_path / "x.png", tmp_path / "src.png"
     Image.fromarray((np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)).save(src)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from metacanvas_core import evaluation
+from metacanvas_core import benchmarks
 from metacanvas_core.__main__ import main
 from metacanvas_core.world.scorer import FAILURES
 from metacanvas_core.world.shapes import CATEGORIES
@@ -25,8 +25,8 @@ def test_evaluate_then_table(tmp_path, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "| metacanvas | prompt |" in text and "Why images fail" in text
     seen, splits = tmp_path / "seen.json", []
-    drawn = evaluation.benchmark_prompts
-    monkeypatch.setattr(evaluation, "benchmark_prompts", lambda n, split: splits.append(split) or drawn(n, split=split))
+    drawn = benchmarks.benchmark_prompts
+    monkeypatch.setattr(benchmarks, "benchmark_prompts", lambda n, split: splits.append(split) or drawn(n, split=split))
     main(["evaluate", "--n", "6", "--steps", "2", "--split", "train", "--json", str(seen)])
     assert json.loads(seen.read_text())["split"] == "train" and splits == ["train"]  # the prompts come from it
     capsys.readouterr()
@@ -73,10 +73,10 @@ def test_vae_round_trip_of_true_renders_scores_near_the_truth(tmp_path, capsys):
 
 
 def test_bench_times_both_side_by_side_and_counts_the_connector(tmp_path, capsys, monkeypatch):
-    from metacanvas_core import bench
+    from metacanvas_core import sampling_cost
 
-    calls, real_sample = [], bench.sample
-    monkeypatch.setattr(bench, "sample", lambda *a, **kw: calls.append(a[0]) or real_sample(*a, **kw))
+    calls, real_sample = [], sampling_cost.sample
+    monkeypatch.setattr(sampling_cost, "sample", lambda *a, **kw: calls.append(a[0]) or real_sample(*a, **kw))
     out = tmp_path / "bench.json"
     main(["bench", "--steps", "2", "--repeats", "2", "--json", str(out)])
     assert len(calls) == 2 * (2 + 1)  # one untimed warm-up pair, then the timed pairs, alternating
@@ -93,3 +93,17 @@ def test_bench_times_both_side_by_side_and_counts_the_connector(tmp_path, capsys
     capsys.readouterr()
     assert main(["bench", "--steps", "2", "--repeats", "0"]) == 2  # a clean CLI error, not a traceback
     assert "--repeats must be at least 1" in capsys.readouterr().err
+
+
+def test_scores_over_seeds_are_aggregated_one_way():
+    per_seed = [{"a": 0.5, "b": 1.0, "overall": 0.75, "kind": {"x": 0.0}, "only": 1.0},
+                {"a": 0.25, "b": 0.5, "overall": 0.375, "kind": {"x": 1.0}}]
+    r = benchmarks.aggregate(per_seed, {"a": 4, "b": 2})
+    # means of every number, nested alike; a key that one seed lacks is left out
+    assert r["scores"] == {"a": 0.375, "b": 0.75, "overall": 0.5625, "kind": {"x": 0.5}} and r["per_seed"] is per_seed
+    var_a, var_b = 0.375 * 0.625 / 8, 0.75 * 0.25 / 4  # binomial, over every seed's graded samples
+    assert r["stderr"]["a"] == pytest.approx(var_a**0.5) and r["stderr"]["b"] == pytest.approx(var_b**0.5)
+    assert r["stderr"]["overall"] == pytest.approx((var_a + var_b) ** 0.5 / 2)  # overall: the mean of a and b
+    graded = benchmarks.aggregate(per_seed, {"overall": 3})["stderr"]  # an overall graded itself
+    assert graded == {"overall": pytest.approx((0.5625 * 0.4375 / 6) ** 0.5)}
+    assert "stderr" not in benchmarks.aggregate(per_seed)

@@ -15,7 +15,7 @@ from PIL import Image
 from metacanvas_core.backbones import load_backbone
 from metacanvas_core.backbones.base import Conditioning
 from metacanvas_core.backbones.flux import pack, unpack
-from metacanvas_core.checkpoints import LoadedConnector, load_connector, save_connector
+from metacanvas_core.checkpoints import MetaCanvasWeights, load_connector, save_connector
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.injection import canvas_injected
@@ -112,7 +112,7 @@ def tiny(tmp_path_factory):
 
 
 def _injected(bb, conn, strength=1.0):
-    loaded = LoadedConnector(conn, "flux", "flux-test", backbone_config=bb.fingerprint())
+    loaded = MetaCanvasWeights(conn, "flux", "flux-test", backbone_config=bb.fingerprint())
     return InjectedBackbone(bb).inject(loaded, strength)
 
 

@@ -149,6 +149,7 @@ def test_limit_parses_command_line_text():
 # -- the command line -------------------------------------------------------------------------------------------
 
 BASE = {"generate": ["--prompt", PROMPT, "--out", "OUT"], "evaluate": [], "bench": []}
+COMMANDS = {command.__name__.rsplit(".", 1)[-1]: command for command in cli.COMMANDS}  # name -> its module
 
 
 def _flags(command: str) -> dict[str, Limit]:
@@ -198,7 +199,7 @@ CLI_ATTEMPTS = [(c, f, v) for c in sorted(BASE) for f, limit in _flags(c).items(
 
 @pytest.mark.parametrize(("command", "flag", "value"), CLI_ATTEMPTS)
 def test_every_bad_cli_value_is_a_usage_error(command, flag, value, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, f"cmd_{command}", lambda args: pytest.fail("ran with a bad value"))
+    monkeypatch.setattr(COMMANDS[command], "run", lambda args: pytest.fail("ran with a bad value"))
     argv = [command, *[str(tmp_path / "x.png") if a == "OUT" else a for a in BASE[command]], f"{flag}={value}"]
     with pytest.raises(SystemExit) as code:
         cli.main(argv)
@@ -210,7 +211,7 @@ def test_every_bad_cli_value_is_a_usage_error(command, flag, value, tmp_path, ca
 @pytest.mark.parametrize("command", sorted(BASE))
 def test_every_cli_value_flag_takes_its_limits(command, tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(cli, f"cmd_{command}", seen.append)
+    monkeypatch.setattr(COMMANDS[command], "run", seen.append)
     base = [str(tmp_path / "x.png") if a == "OUT" else a for a in BASE[command]]
     for flag, limit in _flags(command).items():
         for value in (limit.min, limit.max):

@@ -60,8 +60,8 @@ def models():
 def test_mappings_and_web_directory():
     assert set(NODES) == set(NAMES)
     assert set(NAMES.values()) == {
-        "Load MLLM Planner", "Load MetaCanvas Backbone", "Canvas Connector", "Plan Canvas", "Inject into Backbone",
-        "Sample Image", "Sample Video", "Preview Canvas", "Shapes World Scene",
+        "Load MLLM Planner", "Load MetaCanvas Backbone", "Load MetaCanvas Weights", "Plan Canvas",
+        "Inject into Backbone", "Sample Image", "Sample Video", "Preview Canvas", "Shapes World Scene",
     }
     web = PACK_DIR / pack.WEB_DIRECTORY
     for key in NODES:
@@ -259,11 +259,11 @@ def test_missing_models_are_reported_by_the_loaders():
         call("MetaCanvasPlannerLoader", planner="nope", dtype="auto", device="auto")
     with expect_error("Load MetaCanvas Backbone", "'nope'", "ComfyUI/models/diffusers"):
         call("MetaCanvasBackboneLoader", backbone="nope", dtype="auto", device="auto")
-    with expect_error("Canvas Connector", "'nope.safetensors'", "ComfyUI/models/metacanvas"):
+    with expect_error("Load MetaCanvas Weights", "'nope.safetensors'", "ComfyUI/models/metacanvas"):
         call("MetaCanvasConnectorLoader", weights="nope.safetensors")
     message = NODES["MetaCanvasPlannerLoader"].VALIDATE_INPUTS(planner="nope")
     assert message.startswith("Load MLLM Planner: ") and "models/LLM" in message
-    assert NODES["MetaCanvasConnectorLoader"].VALIDATE_INPUTS(weights="x").startswith("Canvas Connector: ")
+    assert NODES["MetaCanvasConnectorLoader"].VALIDATE_INPUTS(weights="x").startswith("Load MetaCanvas Weights: ")
     assert NODES["MetaCanvasBackboneLoader"].VALIDATE_INPUTS(backbone="x").startswith("Load MetaCanvas Backbone: ")
 
 
@@ -313,9 +313,9 @@ def test_connector_for_another_backbone_or_planner(models, tmp_path):
 
 def test_plan_and_backbone_from_different_connectors(models):
     plan, = call("MetaCanvasPlan", planner=models.planner, connector=models.glob, prompt=PROMPT, canvas_only=False)
-    with expect_error("Sample Image", "'global_t2i'", "'metacanvas_t2i'", "same Canvas Connector"):
+    with expect_error("Sample Image", "'global_t2i'", "'metacanvas_t2i'", "same MetaCanvas weights"):
         call("MetaCanvasSampleImage", backbone=models.injected, positive=plan, **FAST)
-    with expect_error("Sample Image", "negative", "same Canvas Connector"):
+    with expect_error("Sample Image", "negative", "same MetaCanvas weights"):
         call("MetaCanvasSampleImage", backbone=models.injected, positive=models.plan, negative=plan, **FAST)
     with expect_error("Sample Image", "no MetaCanvas weights", "Inject into Backbone"):
         call("MetaCanvasSampleImage", backbone=models.backbone, positive=models.plan, **FAST)
@@ -434,7 +434,7 @@ def test_model_folders_inside_comfyui(fake_comfyui, tmp_path):
     assert str(models / "LLM") in known["LLM"][0] and str(models / "metacanvas") in known["metacanvas"][0]
     with expect_error("Load MLLM Planner", "Qwen2.5-VL-7B-Instruct", "Qwen2.5-VL folder"):
         call("MetaCanvasPlannerLoader", planner="Qwen2.5-VL-7B-Instruct", dtype="auto", device="auto")
-    with expect_error("Canvas Connector", "mine.safetensors"):
+    with expect_error("Load MetaCanvas Weights", "mine.safetensors"):
         call("MetaCanvasConnectorLoader", weights="sana/mine.safetensors")
 
 

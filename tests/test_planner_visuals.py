@@ -215,12 +215,12 @@ def test_bad_visuals_are_clear_errors(planner, random_planner_dir, tmp_path):
 
 
 def test_make_plan_sees_the_image_with_the_shipped_weights():
-    from metacanvas_core.builtin import PLANNER, T2I_METHODS
+    from metacanvas_core.builtin import PLANNER, T2I_MODELS
     from metacanvas_core.checkpoints import load_connector
     from metacanvas_core.plan import make_plan
 
     shipped = Planner.from_pretrained(PLANNER)
-    loaded = load_connector(T2I_METHODS["metacanvas"][1])
+    loaded = load_connector(T2I_MODELS.shipped()["metacanvas"][1])
     prompt = ["a red circle at top left"]
     plain = make_plan(shipped, loaded, prompt, with_unconditional=True)
     left = make_plan(shipped, loaded, prompt, visuals=[[_scene([("red", "circle", 0)])]], with_unconditional=True)

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from metacanvas_core.builtin import PLANNER, T2I_METHODS
+from metacanvas_core.builtin import PLANNER, T2I_MODELS
 from metacanvas_core.checkpoints import load_connector
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.planner import Planner
-from metacanvas_core.probe import LABELS, SHAPE_LABELS, cell_labels, fit_cell_probe, probe_plan
+from metacanvas_core.canvas_probe import LABELS, SHAPE_LABELS, cell_labels, fit_cell_probe, probe_plan
 from metacanvas_core.world.shapes import sample_scene
 
 
@@ -43,9 +43,9 @@ def test_probe_reads_a_true_layout_and_not_noise():
 
 def test_probe_runs_on_the_shipped_plan_and_refuses_a_global_connector():
     planner = Planner.from_pretrained(PLANNER)
-    result = probe_plan(planner, load_connector(T2I_METHODS["metacanvas"][1]), n_train=200, n_test=50)
+    result = probe_plan(planner, load_connector(T2I_MODELS.shipped()["metacanvas"][1]), n_train=200, n_test=50)
     for attribute in ("colour", "shape"):
         probes = result[attribute]
         assert 0 <= probes["canvas"]["occupied_accuracy"] <= 1 and probes["text"]["majority"] > 0.5
     with pytest.raises(MetaCanvasError, match="no canvas to probe"):
-        probe_plan(planner, load_connector(T2I_METHODS["global"][1]))
+        probe_plan(planner, load_connector(T2I_MODELS.shipped()["global"][1]))

@@ -12,7 +12,7 @@ from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
 
 from metacanvas_core.backbones import load_backbone
 from metacanvas_core.canvas_grid import CanvasGrid
-from metacanvas_core.checkpoints import LoadedConnector
+from metacanvas_core.checkpoints import MetaCanvasWeights
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.plan import CanvasPlan
 from metacanvas_core.planner import Planner
@@ -108,7 +108,7 @@ def test_backbone_loads_a_sana_pipeline_folder_with_real_keys(tmp_path):
         conn.canvas_encoder(torch.randn(1, 16, 32)), "replica")
     text_only = dataclasses.replace(plan_like, canvas=None)
     plain = sample(InjectedBackbone(bb), text_only, width=16, height=16, steps=3, cfg=1.0, seed=1)
-    loaded = LoadedConnector(conn, "sana", "replica", backbone_config=bb.fingerprint())
+    loaded = MetaCanvasWeights(conn, "sana", "replica", backbone_config=bb.fingerprint())
     injected = sample(InjectedBackbone(bb).inject(loaded), plan_like, width=16, height=16, steps=3, cfg=1.0, seed=1)
     assert torch.equal(plain, injected)  # untrained connector: the real scheduler path is untouched
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from metacanvas_core.backbones import load_backbone
-from metacanvas_core.checkpoints import LoadedConnector
+from metacanvas_core.checkpoints import MetaCanvasWeights
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.plan import make_plan
@@ -21,7 +21,7 @@ def parts(random_planner_dir, random_sana_dir):
     conn = MetaCanvasConnector(ConnectorConfig(planner.hidden_size, bb.dit_dim, bb.caption_channels, [1, 8, 8]))
     torch.nn.init.normal_(conn.canvas_fuser.proj.weight, std=0.1)
     torch.nn.init.normal_(conn.canvas_encoder.proj.weight, std=0.1)
-    loaded = LoadedConnector(conn.eval(), "sana", "test-connector", backbone_config=bb.fingerprint())
+    loaded = MetaCanvasWeights(conn.eval(), "sana", "test-connector", backbone_config=bb.fingerprint())
     model = InjectedBackbone(bb).inject(loaded)
     plan = make_plan(planner, loaded, ["a red circle at top left"], with_unconditional=True)
     return planner, loaded, model, plan
@@ -67,8 +67,8 @@ def test_bad_sizes_and_mismatched_plans_are_clear(parts):
     planner, loaded, model, plan = parts
     with pytest.raises(MetaCanvasError, match="width 30 does not fit.*multiples of 4.*use 32$"):
         sample(model, plan, width=30, height=32)
-    other = LoadedConnector(loaded.connector, "sana", "other-connector", backbone_config=loaded.backbone_config)
-    with pytest.raises(MetaCanvasError, match="same Canvas Connector"):
+    other = MetaCanvasWeights(loaded.connector, "sana", "other-connector", backbone_config=loaded.backbone_config)
+    with pytest.raises(MetaCanvasError, match="same MetaCanvas weights"):
         sample(model, make_plan(planner, other, ["a circle"]), width=32, height=32)
     nan_plan = make_plan(planner, loaded, ["a circle"])
     nan_plan.text[:] = float("nan")
@@ -118,9 +118,9 @@ def test_a_cfg_batch_gives_each_sample_its_own_conditioning():
     sources = torch.rand(2, 32, 32, 3, generator=g)
     prompts = ["make the red circle green", "remove the blue square"]
     for cfg in (1.0, 3.0):
-        both = pipe(prompts, source_image=sources, steps=3, cfg=cfg, seed=[5, 6]).images
+        both = pipe(prompts, task="edit", given=sources, steps=3, cfg=cfg, seed=[5, 6]).images
         for i in range(2):
-            alone = pipe(prompts[i], source_image=sources[i: i + 1], steps=3, cfg=cfg, seed=[5 + i]).images
+            alone = pipe(prompts[i], task="edit", given=sources[i: i + 1], steps=3, cfg=cfg, seed=[5 + i]).images
             assert torch.allclose(both[i], alone[0], atol=1e-4), (cfg, i)
 
 

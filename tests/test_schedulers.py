@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from metacanvas_core.backbones.base import load_scheduler
-from metacanvas_core.builtin import T2I_METHODS
+from metacanvas_core.builtin import SANA_T2I
 from metacanvas_core.limits import STEPS
 from metacanvas_core.schedulers import SAMPLERS, make_scheduler, prepared
 
-FOLDER_SCHEDULER = load_scheduler(T2I_METHODS["metacanvas"][0])
+FOLDER_SCHEDULER = load_scheduler(SANA_T2I)
 
 
 @pytest.mark.parametrize("sampler", SAMPLERS)

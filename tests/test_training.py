@@ -1,6 +1,6 @@
 """The accelerate trainer, a few steps at a time: one process and two agree, a resume repeats an uninterrupted run,
 real-data folders and shards train (broken samples skipped and counted, or stopping the run under --strict), full
-DiT and DiT LoRA export weights that Canvas Connector and `generate --weights` load."""
+DiT and DiT LoRA export weights that Load MetaCanvas Weights and `generate --weights` load."""
 
 import importlib
 import json
@@ -235,7 +235,8 @@ def test_lora_and_full_dit_train_export_and_load_in_canvas_connector(tmp_path, m
     assert (r["timestep_sampling"], r["text_only_dropout_on"], r["resolution"]) == \
         ("logit-normal", "position", [32, 32])
     assert mc.trained_sizes == [[32, 32]]
-    # Canvas Connector (the node) loads the exported file from models/metacanvas; generate --weights samples with it.
+    # Load MetaCanvas Weights (the node) loads the exported file from models/metacanvas; generate --weights samples
+    # with it.
     sys.path.insert(0, str(ROOT / "tests"))
     from editor_graph import PACK_NAME, load_pack
 

@@ -17,7 +17,7 @@ from metacanvas_core.backbones import load_backbone
 from metacanvas_core.backbones.base import Conditioning
 from metacanvas_core.builtin import PLANNER
 from metacanvas_core.checkpoints import load_connector, save_connector
-from metacanvas_core.clips import save_clip
+from metacanvas_core.pixels import save_clip
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.training import publish
 from metacanvas_core.training.tasks.base import sample_rng

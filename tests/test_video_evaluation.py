@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from metacanvas_core import builtin, evaluation
+from metacanvas_core import benchmarks, builtin, tasks
 from metacanvas_core.__main__ import main
 from metacanvas_core.pipeline import MetaCanvasPipeline
 from metacanvas_core.planner import Planner
@@ -34,19 +34,17 @@ def test_video_entries_appear_only_where_the_video_weights_are(builtin_video, tm
     comfy = load_pack().nodes.comfy  # the pack as ComfyUI imports it
     backbone_choices, connector_choices = comfy.backbone_choices, comfy.connector_choices
 
-    assert set(builtin.video_methods()) == {"metacanvas", "metacanvas-k1", "global"}
-    assert builtin.builtin_methods("i2v") == builtin.video_methods()
-    assert builtin.builtin_methods("t2i") is builtin.T2I_METHODS
+    assert set(builtin.VIDEO_MODELS.shipped()) == {"metacanvas", "metacanvas-k1", "global"}
     assert "built-in tiny: wan_t2v" in backbone_choices() and "built-in tiny: sana_t2i" in backbone_choices()
     assert {"built-in tiny: metacanvas_t2v", "built-in tiny: metacanvas_t2v_k1", "built-in tiny: global_t2v",
             "built-in tiny: metacanvas_t2i"} <= set(connector_choices())
     (builtin_video / "metacanvas_t2v_k1.safetensors").rename(tmp_path / "k1.safetensors")
     try:  # a weights file missing: that method is simply not offered
-        assert set(builtin.video_methods()) == {"metacanvas", "global"}
+        assert set(builtin.VIDEO_MODELS.shipped()) == {"metacanvas", "global"}
     finally:
         (tmp_path / "k1.safetensors").rename(builtin_video / "metacanvas_t2v_k1.safetensors")
     monkeypatch.setattr(builtin, "ASSETS", tmp_path)  # no Wan folder: no video methods at all
-    assert builtin.video_methods() == {} and backbone_choices() == {}
+    assert builtin.VIDEO_MODELS.shipped() == {} and backbone_choices() == {}
 
 
 def test_without_video_weights_the_cli_says_to_pass_them(tmp_path, monkeypatch, capsys):
@@ -75,7 +73,7 @@ def test_text_to_video_benchmark_same_prompts_and_seeds_for_every_method_then_ta
     assert all(clips.is_held_out(s.moving, s.still) for s in scenes)
     assert [c["prompt"] for c in seen] == [[s.caption for s in scenes]] * 3
     assert [c["seed"] for c in seen] == [[0, 1]] * 3 and all(c["frames"] == 17 and c["width"] == 32 for c in seen)
-    assert all(c["text_prompt"] is None and "start_image" not in c for c in seen)
+    assert all(c["text_prompt"] is None and c["given"] is None for c in seen)
     seen.clear()
     empty = tmp_path / "empty.json"
     assert main(["evaluate", "--task", "t2v", "--n", "2", "--steps", "1", "--canvas-only", "--json", str(empty)]) == 0
@@ -101,12 +99,12 @@ def test_image_to_video_starts_from_the_true_first_frame_the_planner_sees(builti
     assert set(r["scores"]) == CLIP_KEYS and r["task"] == "i2v"
     assert np.isfinite(r["first_frame_psnr"]) and r["first_frame_psnr"] > 0
     scenes = clips.benchmark_clips(2)
-    given = seen[0]["start_image"]
+    given = seen[0]["given"]
     assert given.shape == (2, 32, 32, 3)
     assert torch.equal(given, torch.from_numpy(np.stack([clips.start_image(s) for s in scenes])).float() / 255)
     shown = [v for v in visuals if v is not None][0]  # each prompt's plan sees its own start image
     assert len(shown) == 2 and all(len(v) == 1 for v in shown)
-    assert torch.allclose(shown[1][0], given[1], atol=1e-6)
+    assert np.array_equal(shown[1][0], (given[1].numpy() * 255 + 0.5).astype(np.uint8))
 
 
 def test_clip_vae_round_trip_and_psnr(builtin_video, tmp_path):
@@ -115,16 +113,16 @@ def test_clip_vae_round_trip_and_psnr(builtin_video, tmp_path):
     r = json.loads(out.read_text())
     assert r["method"] == "true renders, VAE round trip" and set(r["scores"]) == CLIP_KEYS and "first_frame_psnr" in r
     a = np.zeros((4, 4, 3))
-    assert evaluation.psnr(a, a) == 100.0 and evaluation.psnr(a, a + 0.1) == pytest.approx(20.0)
-    with pytest.raises(Exception, match="no benchmark for task"):
-        evaluation.benchmark("t2x")
+    assert benchmarks.psnr(a, a) == 100.0 and benchmarks.psnr(a, a + 0.1) == pytest.approx(20.0)
+    with pytest.raises(Exception, match="no task 't2x'"):
+        tasks.task("t2x")
 
 
 def test_bench_t2v_times_plain_metacanvas_and_one_keyframe_side_by_side(builtin_video, tmp_path, monkeypatch):
-    from metacanvas_core import bench
+    from metacanvas_core import sampling_cost
 
-    calls, real_sample = [], bench.sample
-    monkeypatch.setattr(bench, "sample", lambda *a, **kw: calls.append((a[0], kw["frames"])) or real_sample(*a, **kw))
+    calls, real_sample = [], sampling_cost.sample
+    monkeypatch.setattr(sampling_cost, "sample", lambda *a, **kw: calls.append((a[0], kw["frames"])) or real_sample(*a, **kw))
     out = tmp_path / "bench.json"
     assert main(["bench", "--task", "t2v", "--frames", "9", "--steps", "1", "--repeats", "1", "--json", str(out)]) == 0
     assert len(calls) == 3 * (1 + 1) and {f for _, f in calls} == {9}
@@ -152,18 +150,18 @@ def test_a_method_without_weights_for_the_task_is_named(builtin_video, capsys):
     err = capsys.readouterr().err
     assert "global-posemb" in err and "global, metacanvas, metacanvas-k1" in err
     assert main(["evaluate", "--task", "t2i", "--method", "metacanvas-k1"]) == 2
-    assert "no built-in weights for --task t2i" in capsys.readouterr().err
+    assert "--task t2i: --method metacanvas-k1 has no built-in weights" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("task", ["t2v", "i2v"])
 def test_true_clips_through_the_benchmark_plumbing_score_full_marks(task):
     """True clips laid out as the VAE takes them, then as decoding returns them (frames one after another), score
     1.0 with no flicker; for image-to-video their first frame is the given image exactly."""
-    bench = evaluation.benchmark(task)
+    bench = tasks.task(task).benchmark
     scenes = bench.scenes(4, "heldout")
     truth = bench.truth(scenes, np.random.default_rng(0))
     assert truth.shape == (4, 3, 17, 32, 32) and truth.min() >= -1 and truth.max() <= 1
     frames = torch.from_numpy((truth + 1) / 2).movedim(1, -1).reshape(-1, 32, 32, 3)  # latents_to_images' layout
-    r = bench.score(scenes, [evaluation._outputs(bench, frames)] * 2)
+    r = bench.score(scenes, [bench.outputs(frames)] * 2)
     assert r["scores"]["overall"] == 1.0 and r["scores"]["flicker"] == 0.0 and len(r["per_seed"]) == 2
     assert r.get("first_frame_psnr", 100.0) == 100.0

@@ -12,8 +12,8 @@ import torch
 
 from editor_graph import PACK_NAME, load_pack
 from metacanvas_core.backbones import load_backbone
-from metacanvas_core.checkpoints import LoadedConnector
-from metacanvas_core.clips import start_image_pixels
+from metacanvas_core.checkpoints import MetaCanvasWeights
+from metacanvas_core.pixels import cover_resize
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.plan import CanvasPlan
 from metacanvas_core.sampling import InjectedBackbone
@@ -42,7 +42,7 @@ def wan(tmp_path_factory):
     torch.manual_seed(0)
     conn = MetaCanvasConnector(ConnectorConfig(32, bb.dit_dim, bb.caption_channels, canvas_grid=[3, 4, 4])).eval()
     torch.nn.init.normal_(conn.canvas_fuser.proj.weight, std=0.1)
-    loaded = LoadedConnector(conn, "wan", "wan-node", backbone_config=bb.fingerprint())
+    loaded = MetaCanvasWeights(conn, "wan", "wan-node", backbone_config=bb.fingerprint())
     with torch.no_grad():
         canvas = conn.canvas_encoder(torch.randn(1, 48, 32))
     text, mask = torch.randn(1, 5, bb.caption_channels), torch.ones(1, 5, dtype=torch.long)
@@ -73,12 +73,14 @@ def test_image_to_video_keeps_the_start_frame_and_resizes_like_wan_image_to_vide
     assert torch.equal(latent["samples"][:, :, :1], first)
     # A 96x128 image is centre-cropped to 96x96 (aspect of 32x32), then scaled: the outer columns are dropped.
     wide = torch.rand(1, 96, 128, 3)
-    pixels = start_image_pixels(wide, 32, 32)
+    pixels = cover_resize(wide.movedim(-1, 1), 32, 32) * 2 - 1  # as the start image is fitted
     expected = torch.nn.functional.interpolate(wide[:, :, 16:112].permute(0, 3, 1, 2), size=(32, 32),
                                                mode="bilinear") * 2 - 1
     assert pixels.shape == (1, 3, 32, 32) and torch.equal(pixels, expected)
     _, resized = call(backbone=model, positive=plan, start_image=wide, **FAST)
     assert resized["samples"].shape == (1, 16, 3, 8, 8)
+    with torch.no_grad():  # the node's start frame is that fitted image
+        assert torch.equal(resized["samples"][:, :, :1], bb.encode(expected))
 
 
 def test_bad_video_inputs_name_the_node_and_the_fix(wan):
@@ -88,7 +90,7 @@ def test_bad_video_inputs_name_the_node_and_the_fix(wan):
     with expect_error("width 30", "multiples of 4", "use 32"):
         call(backbone=model, positive=plan, **{**FAST, "width": 30})
     bad = {
-        "empty batch": torch.zeros(0, 64, 64, 3),
+        "is empty": torch.zeros(0, 64, 64, 3),
         "alpha channel": torch.rand(1, 64, 64, 4),
         "NaN": torch.full((1, 64, 64, 3), float("nan")),
         "all zeros": torch.zeros(1, 64, 64, 3),

@@ -26,7 +26,7 @@ def test_video_edit_inputs(wan_pair):
         assert torch.equal(got.conditioning.context, wide.encode(clip.movedim(-1, 0)[None] * 2 - 1))
     assert got.conditioning.context.shape == (1, 16, 5, 8, 8)
     assert torch.equal(got.conditioning.context_mask, torch.ones(1, 4, 5, 8, 8))
-    (video,) = got.visuals
+    ((video,),) = got.visuals  # one clip, seen by every prompt
     assert isinstance(video, Video) and video.fps == 8 and video.frames.shape == (17, 32, 32, 3)
     assert video.frames.dtype == np.uint8
     plan = CanvasPlan(["x"], torch.randn(1, 3, wide.caption_channels), torch.ones(1, 3, dtype=torch.long), None, "n")
@@ -47,7 +47,8 @@ def test_in_context_inputs_put_reference_r_in_latent_frame_r(wan_pair):
         want = wide.encode(up)  # (2, 16, 1, 8, 8)
     assert torch.equal(ctx[0, :, :2], want[:, :, 0].movedim(0, 1)) and not ctx[:, :, 2:].any()
     assert mask[:, :, :2].all() and not mask[:, :, 2:].any()
-    assert [v.shape for v in got.visuals] == [(64, 64, 3)] * 2  # as given: the planner's processor scales them
+    (seen,) = got.visuals  # both references, seen by every prompt
+    assert [v.shape for v in seen] == [(64, 64, 3)] * 2  # as given: the planner's processor scales them
 
 
 def test_the_shipped_planner_reads_the_visuals_before_the_prompt(wan_pair):
@@ -58,11 +59,11 @@ def test_the_shipped_planner_reads_the_visuals_before_the_prompt(wan_pair):
     edit = video_edit_inputs(wide, _clip(5), fps=8)
     ref = in_context_inputs(wide, [torch.rand(1, 64, 64, 3)], 32, 32, 5)  # read at the planner's 32x32: 16 tokens
     plain = planner.encode(["make the red circle green"]).text_states
-    seen = planner.encode(["make the red circle green"], visuals=[edit.visuals]).text_states
+    seen = planner.encode(["make the red circle green"], visuals=edit.visuals).text_states
     # 5 frames at 32x32: 3 temporal patches (the last frame repeated) x 16 merged tokens, in a vision start/end pair
     assert seen.shape[1] == plain.shape[1] + 3 * 16 + 2
     plain = planner.encode(["the red circle moves"]).text_states
-    assert planner.encode(["the red circle moves"], visuals=[ref.visuals]).text_states.shape[1] == plain.shape[1] + 18
+    assert planner.encode(["the red circle moves"], visuals=ref.visuals).text_states.shape[1] == plain.shape[1] + 18
 
 
 def test_bad_inputs_are_named(wan_pair):

@@ -44,7 +44,7 @@ def test_vae_then_three_stages_export_and_sample(tmp_path):
                                               "metacanvas_t2v.safetensors")
     start = torch.rand(1, 32, 32, 3)
     out = pipe("a red circle moves from left to right", width=32, height=32, frames=17, steps=2,
-               start_image=start)
+               task="i2v", given=start)
     assert out.latents.shape == (1, 16, 5, 8, 8) and torch.isfinite(out.latents).all()
 
 

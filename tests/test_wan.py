@@ -15,7 +15,7 @@ from PIL import Image
 
 from metacanvas_core.backbones import load_backbone
 from metacanvas_core.backbones.base import Conditioning
-from metacanvas_core.checkpoints import LoadedConnector
+from metacanvas_core.checkpoints import MetaCanvasWeights
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.injection import canvas_injected
@@ -104,7 +104,7 @@ def tiny(tmp_path_factory):
 
 
 def _injected(bb, conn, strength=1.0):
-    return InjectedBackbone(bb).inject(LoadedConnector(conn, "wan", "wan-test", backbone_config=bb.fingerprint()),
+    return InjectedBackbone(bb).inject(MetaCanvasWeights(conn, "wan", "wan-test", backbone_config=bb.fingerprint()),
                                        strength)
 
 
@@ -209,11 +209,11 @@ def test_weights_for_another_backbone_or_keyframe_count_are_refused(tiny, random
     bb, conn, canvas = tiny
     sana = load_backbone(random_sana_dir)
     sana_conn = MetaCanvasConnector(ConnectorConfig(32, sana.dit_dim, sana.caption_channels, [1, 8, 8]))
-    sana_weights = LoadedConnector(sana_conn, "sana", "sana-weights", backbone_config=sana.fingerprint())
+    sana_weights = MetaCanvasWeights(sana_conn, "sana", "sana-weights", backbone_config=sana.fingerprint())
     with pytest.raises(MetaCanvasError, match="trained for a sana backbone.*is wan"):
         InjectedBackbone(bb).inject(sana_weights)
     with pytest.raises(MetaCanvasError, match="trained for a wan backbone.*is sana"):
-        InjectedBackbone(sana).inject(LoadedConnector(conn, "wan", "wan-test", backbone_config=bb.fingerprint()))
+        InjectedBackbone(sana).inject(MetaCanvasWeights(conn, "wan", "wan-test", backbone_config=bb.fingerprint()))
     one = torch.randn(1, 1, 4, 4, bb.dit_dim)  # a 1-keyframe canvas for weights trained with 3
     with pytest.raises(MetaCanvasError, match="1 keyframes but the injected weights 'wan-test' were trained with 3"):
         sample(_injected(bb, conn), _plan(torch.randn(1, 4, bb.caption_channels), one), width=CLIP_SIZE,

@@ -9,7 +9,7 @@ from diffusers import WanTransformer3DModel
 from metacanvas_core.backbones import load_backbone
 from metacanvas_core.backbones.base import Conditioning
 from metacanvas_core.backbones.wan import WanBackbone, widened_for_context
-from metacanvas_core.checkpoints import LoadedConnector
+from metacanvas_core.checkpoints import MetaCanvasWeights
 from metacanvas_core.connectors import ConnectorConfig, MetaCanvasConnector
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.plan import CanvasPlan
@@ -31,6 +31,9 @@ def test_widened_folder_is_a_real_wan_config(wan_pair):
     t2v, wide = wan_pair
     assert wide.transformer.config.in_channels == 16 * 2 + 4 and wide.transformer.config.out_channels == 16
     assert (t2v.latent_channels, wide.latent_channels, t2v.mask_channels, wide.mask_channels) == (16, 16, 0, 4)
+    # What each backbone takes is asked of it: only the widened DiT has channels for context latents and their mask.
+    assert t2v.takes("first_frames") and not t2v.takes("context") and not t2v.takes("reference")
+    assert wide.takes("context") and wide.takes("context_mask")
     assert wide.latent_shape(1, 32, 32, 17) == t2v.latent_shape(1, 32, 32, 17) == (1, 16, 5, 8, 8)
     assert wide.fingerprint() != t2v.fingerprint()  # weights for one never pass for the other
     w = wide.transformer.patch_embedding.weight
@@ -56,7 +59,7 @@ def test_zero_new_weights_are_bit_identical_to_t2v_with_conditioning_and_canvas(
     canvas = conn.canvas_encoder(torch.randn(1, 48, 32)).detach()
 
     def injected(bb):
-        return InjectedBackbone(bb).inject(LoadedConnector(conn, "wan", "wan-ctx", backbone_config=bb.fingerprint()))
+        return InjectedBackbone(bb).inject(MetaCanvasWeights(conn, "wan", "wan-ctx", backbone_config=bb.fingerprint()))
 
     steered = sample(injected(t2v), _plan(text, canvas), **KW)
     assert not torch.allclose(steered, sample(InjectedBackbone(t2v), _plan(text), **KW))
@@ -94,6 +97,7 @@ def test_bad_context_is_refused_clearly(wan_pair, random_sana_dir):
     with pytest.raises(MetaCanvasError, match="NaN"):
         sample(InjectedBackbone(wide), plan, conditioning=nan, **KW)
     sana = load_backbone(random_sana_dir)
+    assert sana.mask_channels == 0 and not any(sana.takes(p) for p in ("first_frames", "reference", "context"))
     with pytest.raises(MetaCanvasError, match="takes no source clip or reference images.*widened for video editing"):
         sample(InjectedBackbone(sana), _plan(torch.randn(1, 4, sana.caption_channels)), width=32, height=32,
                steps=1, conditioning=_context())

@@ -95,15 +95,27 @@ _CONTEXT_WHY = ("the built-in video-context weights are missing (metacanvas_core
                 "needs the t2v ones); test_context_workflows_run_on_builtin_names runs it on untrained stand-ins")
 # Workflows that need built-in weights (skipped, with the reason, where they are missing): name -> (are they there?, why skipped otherwise).
 NEEDS_SHIPPED = {
-    "image_editing.json": (lambda: builtin.builtin_edit("metacanvas") is not None,
+    "image_editing.json": (lambda: "metacanvas" in builtin.EDIT_MODELS.shipped(),
                            "the built-in edit weights are missing (metacanvas_core/assets/tiny/flux_edit/ and "
                            "metacanvas_edit.safetensors; scripts/train_edit.sh makes them); "
                            "test_image_editing_runs_on_untrained_tiny_files proves the graph runs"),
-    **{name: (lambda: "metacanvas" in builtin.video_methods(), _VIDEO_WHY) for name in VIDEO_WORKFLOWS},
-    "video_editing.json": (lambda: {"metacanvas"} <= set(builtin.video_methods()) & set(builtin.builtin_methods(
-        "video-edit")), _CONTEXT_WHY),
-    "in_context_video.json": (lambda: "metacanvas" in builtin.builtin_methods("in-context"), _CONTEXT_WHY),
+    **{name: (lambda: "metacanvas" in builtin.VIDEO_MODELS.shipped(), _VIDEO_WHY) for name in VIDEO_WORKFLOWS},
+    "video_editing.json": (lambda: {"metacanvas"} <= set(builtin.VIDEO_MODELS.shipped()) & set(
+        builtin.CONTEXT_MODELS.shipped()), _CONTEXT_WHY),
+    "in_context_video.json": (lambda: "metacanvas" in builtin.CONTEXT_MODELS.shipped(), _CONTEXT_WHY),
 }
+
+
+def test_the_sampling_nodes_default_guidance_is_what_every_shipped_workflow_uses():
+    used = {}
+    for path in WORKFLOWS:
+        for node in load_workflow(path)["nodes"]:
+            if node["type"] in ("MetaCanvasSampleImage", "MetaCanvasSampleVideo"):
+                cfg = node["widgets_values"][widget_layout(CLASSES[node["type"]]).index("cfg")]
+                used.setdefault(node["type"], set()).add(cfg)
+    for node_type, values in used.items():
+        default = CLASSES[node_type].INPUT_TYPES()["required"]["cfg"][1]["default"]
+        assert values == {default}, node_type  # a new node starts where the workflows (and evaluations) sample
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -226,10 +238,6 @@ def untrained_edit_assets(tmp_path, monkeypatch, random_kontext_dir):
     (assets / "flux_edit").symlink_to(random_kontext_dir)
     make_edit_weights(assets / "metacanvas_edit.safetensors", random_kontext_dir)
     monkeypatch.setattr(builtin, "ASSETS", assets)
-    monkeypatch.setattr(builtin, "EDIT_METHODS", {
-        "metacanvas": (assets / "flux_edit", assets / "metacanvas_edit.safetensors"),
-        "global": (assets / "flux_edit", assets / "global_edit.safetensors"),
-    })
     return assets  # the loaders' lists read builtin.ASSETS when asked
 
 

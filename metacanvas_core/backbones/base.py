@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -58,22 +58,27 @@ class Conditioning:
     """
 
     # (B, C, f, h, w): clean latent frames that open the clip and stay clean through sampling (image-to-video)
-    first_frames: torch.Tensor | None = None
+    first_frames: torch.Tensor | None = field(default=None, metadata={"what": "start image"})
     # (B, C, h, w): the source image to edit, whose clean latent tokens the DiT sees beside the generated ones
     # (FLUX.1-Kontext); not part of the generated grid, so it never gets the canvas
-    reference: torch.Tensor | None = None
+    reference: torch.Tensor | None = field(default=None, metadata={"what": "source image to edit"})
     # (B, C, F, h, w): latents laid out like the generated clip that the DiT sees beside the noisy ones, concatenated
     # along channels before the patch embedding (Wan I2V / Wan-Animate style): the source clip's latents (video
     # editing) or the reference images' latents, one per latent frame from the first (in-context video); zeros where
     # nothing is given. Never part of the generated grid's frames, so the canvas still reaches every generated frame.
-    context: torch.Tensor | None = None
+    context: torch.Tensor | None = field(default=None, metadata={"what": "source clip or reference images"})
     # (B, M, F, h, w): 1 where `context` holds given latents, 0 elsewhere; M is the backbone's mask channels
-    context_mask: torch.Tensor | None = None
+    context_mask: torch.Tensor | None = field(default=None, metadata={"what": "context mask"})
 
     @property
     def clean_frames(self) -> int:
         """Leading latent frames of the sample that are given, not generated: they never get the canvas."""
         return 0 if self.first_frames is None else self.first_frames.shape[2]
+
+    @staticmethod
+    def what(part: str) -> str:
+        """What the field `part` holds, in the words of error messages."""
+        return next(f.metadata["what"] for f in fields(Conditioning) if f.name == part)
 
     def given(self) -> list[str]:
         """Names of the parts present."""
@@ -99,21 +104,14 @@ class Conditioning:
 
 
 NO_CONDITIONING = Conditioning()
-# What each Conditioning field is, and which backbone takes it, for the error when a backbone cannot.
-CONDITIONING_NAMES: dict[str, tuple[str, str]] = {
-    "first_frames": ("start image", "Wan 2.2 for image-to-video"),
-    "reference": ("source image to edit", "FLUX.1-Kontext for image editing"),
-    "context": ("source clip or reference images", "a Wan 2.2 folder widened for video editing or in-context video"),
-    "context_mask": ("context mask", "a Wan 2.2 folder widened for video editing or in-context video"),
-}
-
 
 class BackboneAdapter(ABC):
     """One diffusion backbone of one architecture, loaded from a diffusers folder."""
 
     architecture: ClassVar[str]
     transformer_class: ClassVar[str]
-    conditioning_parts: ClassVar[tuple[str, ...]] = ()  # the Conditioning fields this backbone takes
+    # The Conditioning fields this architecture takes -> which backbone that is, for the error when another is given
+    conditioning_parts: ClassVar[dict[str, str]] = {}
 
     def __init__(self, transformer: nn.Module, vae: nn.Module, scheduler, name: str) -> None:
         self.transformer = transformer.eval().requires_grad_(False)
@@ -181,11 +179,20 @@ class BackboneAdapter(ABC):
         of `latent_shape`."""
         for part in conditioning.given():
             if part not in self.conditioning_parts:
-                what, who = CONDITIONING_NAMES.get(part, (part, "another backbone"))
+                who = " or ".join(a.conditioning_parts[part] for a in _architectures() if part in a.conditioning_parts)
                 raise MetaCanvasError(
-                    f"the {self.architecture} backbone {self.name!r} takes no {what}: remove it, or load a backbone "
-                    f"that does ({who})"
+                    f"the {self.architecture} backbone {self.name!r} takes no {Conditioning.what(part)}: remove it, or "
+                    f"load a backbone that does ({who or 'none known'})"
                 )
+
+    def takes(self, part: str) -> bool:
+        """Whether this backbone takes the Conditioning field `part` (asked before building it)."""
+        return part in self.conditioning_parts
+
+    @property
+    def mask_channels(self) -> int:
+        """Mask channels the DiT takes beside channel-concatenated conditioning latents; 0 when it takes none."""
+        return 0
 
     def condition(self, latents: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
         """The latents as the model sees them (and as sampling returns them): e.g. with clean first frames."""
@@ -271,3 +278,13 @@ class BackboneAdapter(ABC):
         self.transformer.to(device=device, dtype=dtype)
         self.vae.to(device=device, dtype=dtype)
         return self
+
+
+def _architectures() -> list[type[BackboneAdapter]]:
+    """Every adapter class (each says which conditioning it takes), without importing them here."""
+    found, todo = [], [BackboneAdapter]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            found.append(sub)
+            todo.append(sub)
+    return found

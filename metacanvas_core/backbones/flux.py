@@ -78,7 +78,7 @@ def calculate_shift(seq_len: int, config) -> float:
 class FluxKontextBackbone(BackboneAdapter):
     architecture = "flux"
     transformer_class = "FluxTransformer2DModel"
-    conditioning_parts = ("reference",)
+    conditioning_parts = {"reference": "FLUX.1-Kontext for image editing"}
 
     def __init__(self, transformer, vae, scheduler, name: str, guidance: float = DEFAULT_GUIDANCE) -> None:
         super().__init__(transformer, vae, scheduler, name)

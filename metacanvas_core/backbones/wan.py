@@ -59,7 +59,11 @@ def nearest_valid_frames(frames: int, stride: int = 4) -> list[int]:
 class WanBackbone(BackboneAdapter):
     architecture = "wan"
     transformer_class = "WanTransformer3DModel"
-    conditioning_parts = ("first_frames", "context", "context_mask")
+    conditioning_parts = {
+        "first_frames": "Wan 2.2 for image-to-video",
+        "context": "a Wan 2.2 folder widened for video editing or in-context video",
+        "context_mask": "a Wan 2.2 folder widened for video editing or in-context video",
+    }
 
     def __init__(self, transformer, vae, scheduler, name: str, expand_timesteps: bool = True) -> None:
         super().__init__(transformer, vae, scheduler, name)
@@ -109,6 +113,10 @@ class WanBackbone(BackboneAdapter):
         """Mask channels of a widened DiT (input channels = latent x 2 + mask); 0 for a text/image-to-video DiT."""
         extra = self.transformer.config.in_channels - self.latent_channels
         return extra - self.latent_channels if extra > 0 else 0
+
+    def takes(self, part: str) -> bool:
+        # Only a widened DiT has the channels for context latents and their mask.
+        return super().takes(part) and (part not in ("context", "context_mask") or self.mask_channels > 0)
 
     @property
     def frame_stride(self) -> int:

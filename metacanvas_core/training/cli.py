@@ -83,11 +83,19 @@ def cmd_cost(args: argparse.Namespace) -> None:
     print(json.dumps(rows, indent=2) if args.json else markdown(rows))
 
 
+def _serves(name: str) -> str:
+    """Which sampling tasks (their definitions in `tasks.py` name their trainer task) the weights of `name` serve."""
+    from ..tasks import TASKS as SAMPLING_TASKS
+
+    served = [t.name for t in SAMPLING_TASKS.values() if t.training_task == name]
+    return f" (the weights of --task {', '.join(served)})" if served else ""
+
+
 def register(sub) -> None:
     """Add the subcommands to `python -m metacanvas_core`'s subparsers."""
     t = sub.add_parser("train", help="train a task on accelerate (also under `accelerate launch -m metacanvas_core`)",
                        description="python -m metacanvas_core train TASK --help lists a task's flags")
-    t.add_argument("task", choices=sorted(TASKS), help="; ".join(f"{k}: {v}" for k, v in TASK_HELP.items()))
+    t.add_argument("task", choices=sorted(TASKS), help="; ".join(f"{k}: {v}{_serves(k)}" for k, v in TASK_HELP.items()))
     t.add_argument("rest", nargs=argparse.REMAINDER, help="the task's and trainer's flags")
     t.set_defaults(func=cmd_train)
 

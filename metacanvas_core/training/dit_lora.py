@@ -3,7 +3,7 @@
 Targets are found by structure, not by architecture name: every linear (and 1x1 convolution, SANA's Mix-FFN
 projections) inside a module called `attn*`, `ff*` or a FLUX single block's `proj_mlp`. Exported MetaCanvas
 weights store the *merged* DiT (base + B A), the same `transformer.*` tensors a fully trained DiT writes, so every
-loader (Canvas Connector, `generate --weights`) reads them unchanged and sampling pays nothing for the LoRA.
+loader (Load MetaCanvas Weights, `generate --weights`) reads them unchanged and sampling pays nothing for the LoRA.
 """
 
 from __future__ import annotations

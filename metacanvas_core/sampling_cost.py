@@ -1,6 +1,6 @@
-"""Side-by-side cost of MetaCanvas: sampling with the plain backbone vs with the canvas injected, in one run, for
-images, clips and edits (plain Kontext sampling vs Kontext with the canvas); optionally other MetaCanvas weights for
-the same backbone (e.g. a 1-keyframe canvas against the 3-keyframe one) timed in the same rounds."""
+"""What MetaCanvas costs at sampling time: the plain backbone vs the same with the canvas injected, in one run, for
+any task (its inputs, e.g. Kontext's source image, go to both); optionally other MetaCanvas weights for the same
+backbone (e.g. a 1-keyframe canvas against the 3-keyframe one) timed in the same rounds."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from .backbones.base import NO_CONDITIONING, Conditioning
-from .checkpoints import LoadedConnector
+from .checkpoints import MetaCanvasWeights
 from .errors import MetaCanvasError
 from .pipeline import MetaCanvasPipeline
 from .plan import CanvasPlan, make_plan
 from .sampling import InjectedBackbone, sample
-from .video_tasks import VideoTaskInputs
+from .task_inputs import TaskInputs
 
 
 def _count_flops(fn) -> int:
@@ -31,58 +30,24 @@ def _check_repeats(repeats: int) -> None:
 
 
 def bench(
-    pipe: MetaCanvasPipeline, prompt: str, *, width: int, height: int, frames: int = 1, steps: int, cfg: float,
-    repeats: int = 5, compare: dict[str, LoadedConnector] | None = None,
+    pipe: MetaCanvasPipeline, prompt: str, inputs: TaskInputs, *, steps: int, cfg: float, repeats: int = 5,
+    compare: dict[str, MetaCanvasWeights] | None = None,
 ) -> dict:
-    """Median wall time of the same sampling run (an image, or a clip of `frames`) with and without the canvas (same
-    plan, seed, steps, CFG), and with each of the `compare` weights (name -> weights for the same backbone).
+    """Median wall time of the same sampling run (an image or a clip, with the task's `inputs`) with and without the
+    canvas (same plan, seed, steps, CFG), and with each of the `compare` weights (name -> weights for the same
+    backbone).
 
     Runs alternate so that machine noise hits all alike, after one untimed round that pays the one-off costs
     (allocator, kernel and scheduler set-up) which would otherwise land on whichever runs first. The planner and
-    part (a) of the canvas connector run once per generation; their time is reported on its own.
+    part (a) of the canvas connector run once per generation; their time is reported on its own, and includes
+    seeing the task's images or clip (whose VAE encoding `inputs` already holds).
     """
     _check_repeats(repeats)
-    pipe.model.backbone.token_grid(width, height, frames)  # a bad size or frame count fails before anything runs
+    visuals = inputs.seen_by(1, "bench inputs")
     t0 = time.perf_counter()
-    positive = pipe.plan([prompt])
+    positive = pipe.plan([prompt], visuals=visuals)
     planner_s = time.perf_counter() - t0
-    extra = {name: (loaded, make_plan(pipe.planner, loaded, [prompt])) for name, loaded in (compare or {}).items()}
-    return _bench(pipe, positive, planner_s, NO_CONDITIONING, width, height, frames, steps, cfg, repeats, extra)
-
-
-def bench_edit(
-    pipe: MetaCanvasPipeline, prompt: str, source: torch.Tensor, *, width: int, height: int, steps: int, cfg: float,
-    repeats: int = 5,
-) -> dict:
-    """`bench` for an edit: plain Kontext sampling (the source image as reference) vs the same with the canvas.
-    The planner's time includes seeing the source image; the reference's VAE encoding is done once, outside."""
-    from .editing import source_conditioning, source_visuals
-
-    _check_repeats(repeats)
-    conditioning = source_conditioning(pipe.model.backbone, source, width, height, "--image")
-    t0 = time.perf_counter()
-    positive = pipe.plan([prompt], visuals=source_visuals(source, 1, "--image"))
-    planner_s = time.perf_counter() - t0
-    return {"task": "edit", **_bench(pipe, positive, planner_s, conditioning, width, height, 1, steps, cfg, repeats)}
-
-
-def bench_context(
-    pipe: MetaCanvasPipeline, prompt: str, inputs: VideoTaskInputs, *, steps: int, cfg: float, repeats: int = 5,
-) -> dict:
-    """`bench` for video editing / in-context video: the widened Wan DiT with the source clip's or the references'
-    latents, plain vs with the canvas, at the inputs' size. The planner's time includes watching the clip or seeing
-    the references; their VAE encoding is done once, outside."""
-    _check_repeats(repeats)
-    t0 = time.perf_counter()
-    positive = pipe.plan([prompt], visuals=[list(inputs.visuals)])
-    planner_s = time.perf_counter() - t0
-    return _bench(pipe, positive, planner_s, inputs.conditioning, inputs.width, inputs.height, inputs.frames, steps,
-                  cfg, repeats)
-
-
-def _bench(pipe: MetaCanvasPipeline, positive: CanvasPlan, planner_s: float, conditioning: Conditioning,
-           width: int, height: int, frames: int, steps: int, cfg: float, repeats: int,
-           compare: dict[str, tuple[LoadedConnector, CanvasPlan]] | None = None) -> dict:
+    conditioning, width, height, frames = inputs.conditioning, inputs.width, inputs.height, inputs.frames
     model = pipe.model
     bb = model.backbone
     negative = pipe.plan([""])
@@ -91,9 +56,10 @@ def _bench(pipe: MetaCanvasPipeline, positive: CanvasPlan, planner_s: float, con
         "plain": (InjectedBackbone(bb, model.connector, 0.0), positive, negative),
         "metacanvas": (model, positive, negative),
     }
-    for name, (loaded, plan) in (compare or {}).items():
+    for name, loaded in (compare or {}).items():
         other = InjectedBackbone(bb).inject(loaded.on(bb.device, bb.dtype), model.strength)
-        runs[name] = (other, plan, make_plan(pipe.planner, loaded, [""]))
+        runs[name] = (other, make_plan(pipe.planner, loaded, [prompt], visuals=visuals),
+                      make_plan(pipe.planner, loaded, [""]))
     kw = dict(width=width, height=height, frames=frames, steps=steps, cfg=cfg, seed=0, conditioning=conditioning)
     timings: dict[str, list[float]] = {name: [] for name in runs}
     for round_ in range(repeats + 1):
@@ -145,6 +111,6 @@ def _bench(pipe: MetaCanvasPipeline, positive: CanvasPlan, planner_s: float, con
                 "metacanvas_vs_this": round(med["metacanvas"] / med[name], 3),
                 "connector_flops_per_step": step_flops(name) - dit_flops,
             }
-            for name, (loaded, _) in compare.items()
+            for name, loaded in compare.items()
         }
     return result

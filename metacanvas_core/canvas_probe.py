@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .checkpoints import LoadedConnector
+from .checkpoints import MetaCanvasWeights
 from .planner import Planner
 from .world.shapes import COLOURS, SHAPES, Scene, sample_scene
 
@@ -63,7 +63,7 @@ def fit_cell_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.T
             "majority": float((test_y == 0).float().mean())}
 
 
-def _features(planner: Planner, loaded: LoadedConnector, scenes: list[Scene], batch: int = 100):
+def _features(planner: Planner, loaded: MetaCanvasWeights, scenes: list[Scene], batch: int = 100):
     """Per-cell canvas features (mean canvas embedding over the cell's tokens) and the mean text state."""
     conn = loaded.connector
     grid = conn.config.grid
@@ -81,7 +81,7 @@ def _features(planner: Planner, loaded: LoadedConnector, scenes: list[Scene], ba
 
 
 def probe_plan(
-    planner: Planner, loaded: LoadedConnector, n_train: int = 2000, n_test: int = 500, seed: int = 0
+    planner: Planner, loaded: MetaCanvasWeights, n_train: int = 2000, n_test: int = 500, seed: int = 0
 ) -> dict:
     loaded.require_canvas("to probe", "pass MetaCanvas weights (--weights)")
     loaded.check_planner(planner, where="probe: weights")

@@ -1,5 +1,5 @@
-"""Pixels in and out: checking ComfyUI image batches, fitting a start image to a clip's size, writing frames as an
-animated GIF or PNG frames."""
+"""Pixels in and out: checking ComfyUI image batches, fitting an image to an output's size, reading images and clips
+from files and writing them (PNG, animated GIF or PNG frames)."""
 
 from __future__ import annotations
 
@@ -30,24 +30,6 @@ def check_image_batch(images, where: str) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def start_image_pixels(image: torch.Tensor, width: int, height: int, where: str = "start image") -> torch.Tensor:
-    """One RGB image (1, H, W, 3) in [0, 1] (ComfyUI's IMAGE layout) -> (1, 3, height, width) in [-1, 1].
-
-    Another size is scaled to cover and centre-cropped like ComfyUI's WanImageToVideo (common_upscale with
-    "center", bilinear). `where` names the input in errors (a node input or a CLI flag).
-    """
-    if isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[0] != 1:
-        if image.shape[0] == 0:
-            raise MetaCanvasError(f"{where} is an empty batch: give one image")
-        raise MetaCanvasError(f"{where} holds {image.shape[0]} images; give one first frame (e.g. pick it with an "
-                              "Image From Batch node)")
-    x = check_image_batch(image, where)
-    if not x.any():
-        raise MetaCanvasError(f"{where} is all zeros (an empty or failed image upstream): give the first frame "
-                              "you want")
-    return cover_resize(x.movedim(-1, 1), width, height) * 2 - 1
-
-
 def cover_resize(x: torch.Tensor, width: int, height: int, antialias: bool = False) -> torch.Tensor:
     """(B, C, H, W) scaled to cover (height, width) and centre-cropped, as ComfyUI's common_upscale with "center"
     (bilinear; `antialias` low-pass filters a downscale, as the lanczos of ComfyUI's Kontext nodes does)."""
@@ -75,14 +57,23 @@ def load_image(path: Path, where: str = "--image") -> torch.Tensor:
     return torch.from_numpy(np.array(img.convert("RGB"))).float().div(255)[None]
 
 
-def save_clip(frames: torch.Tensor, path: Path, fps: int = 8, upscale: int = 1) -> None:
-    """Frames (F, H, W, 3) in [0, 1] as an animated GIF (`*.gif`) or, for any other path, a folder of PNGs."""
+def _pil(image: torch.Tensor, upscale: int):
+    """(H, W, 3) in [0, 1] as a PIL image, enlarged `upscale` times (nearest neighbour: every pixel a block)."""
     from PIL import Image
 
-    arr = (frames.numpy() * 255 + 0.5).clip(0, 255).astype("uint8")
-    images = [Image.fromarray(a) for a in arr]
-    if upscale > 1:
-        images = [im.resize((im.width * upscale, im.height * upscale), Image.NEAREST) for im in images]
+    img = Image.fromarray((image.numpy() * 255 + 0.5).clip(0, 255).astype("uint8"))
+    return img.resize((img.width * upscale, img.height * upscale), Image.NEAREST) if upscale > 1 else img
+
+
+def save_image(image: torch.Tensor, path: Path, upscale: int = 1) -> None:
+    """One image (H, W, 3) in [0, 1] as a PNG, `upscale` times its size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _pil(image, upscale).save(path)
+
+
+def save_clip(frames: torch.Tensor, path: Path, fps: int = 8, upscale: int = 1) -> None:
+    """Frames (F, H, W, 3) in [0, 1] as an animated GIF (`*.gif`) or, for any other path, a folder of PNGs."""
+    images = [_pil(f, upscale) for f in frames]
     if path.suffix.lower() == ".gif":
         path.parent.mkdir(parents=True, exist_ok=True)
         images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
