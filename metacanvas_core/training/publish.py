@@ -70,16 +70,20 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _publish_video(r: Path) -> None:
-    """scripts/train_video.sh's run folders -> the built-in names (one Wan folder serves t2v and i2v)."""
+    """scripts/train_video.sh's run folders -> the built-in names (one Wan folder serves t2v and i2v; with it, the
+    global base's text connector, so a later run can pretrain that base further: FROM=builtin)."""
     _copy_folder_half(r / "global_run" / "backbone", ASSETS / "wan_t2v")
+    _half_safetensors(r / "global_run" / "global_base_t2v.safetensors", ASSETS / "global_base_t2v.safetensors")
     for run, name in (("metacanvas_run", "metacanvas_t2v"), ("metacanvas_k1_run", "metacanvas_t2v_k1"),
                       ("global_continue_run", "global_t2v")):
         _weights_half(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
 
 
 def _publish_edit(r: Path) -> None:
-    """scripts/train_edit.sh's run folders -> the built-in names (the global base's Kontext folder serves both)."""
+    """scripts/train_edit.sh's run folders -> the built-in names (the global base's Kontext folder serves both; with
+    it, the base's text connector, so a later run can pretrain that base further: FROM=builtin)."""
     _copy_folder_half(r / "edit_global_run" / "backbone", ASSETS / "flux_edit")
+    _half_safetensors(r / "edit_global_run" / "global_base_edit.safetensors", ASSETS / "global_base_edit.safetensors")
     for run, name in (("edit_metacanvas_run", "metacanvas_edit"), ("edit_global_continue_run", "global_edit")):
         _weights_half(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
 
