@@ -32,6 +32,9 @@ if [ "${FROM:-}" = builtin ]; then  # carry the published base on: its VAE as is
   [ -f "$R/vae_run/vae/config.json" ] || { mkdir -p "$R/vae_run" && cp -r "$A/wan_t2v/vae" "$R/vae_run/vae"; }
   GLOBAL_INIT="--base $A/wan_t2v --base-connector $A/global_base_t2v.safetensors"
 else
+  # The published clip VAE is what step 1 makes from seed 0: start from it where it ships.
+  [ -f "$R/vae_run/vae/config.json" ] || [ ! -f "$A/wan_vae/config.json" ] || {
+    mkdir -p "$R/vae_run" && cp -r "$A/wan_vae" "$R/vae_run/vae"; }
   GLOBAL_INIT="--vae $R/vae_run/vae"
 fi
 [ -f "$R/vae_run/vae/config.json" ] || $T vae-wan --out "$R/vae_run" --steps "$VAE_STEPS" --batch "$VAE_BATCH" \
