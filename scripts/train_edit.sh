@@ -2,10 +2,9 @@
 # Reproduce the image-editing weights (FLUX.1-Kontext architecture, tiny) from seed 0 on 2 CPU cores, on the
 # accelerate trainer: the Kontext VAE, then the global base (the tiny world's "pretrained Kontext"), then MetaCanvas
 # and the global baseline trained on with the same extra budget, data and seed, side by side.
-# Measured over a few steps on this machine (1 thread each, batch 32): vae-kontext ~1 s/step, edit global ~0.7
-# s/step, metacanvas ~2 s/step and global-continue ~1.7 s/step (the planner sees every sample's own source image):
-# the full recipe below (VAE_STEPS=1500 GLOBAL_STEPS=6000 EXTRA_STEPS=4000) is about 5.6 h of CPU (the issue's cap is
-# 6 h), 3.8 h wall time; the shipped weights used the smaller defaults (about 1.7 h of CPU, 1.1 h wall).
+# Budgets (optimizer steps, from the environment): VAE_STEPS (default 500), GLOBAL_STEPS (8000), EXTRA_STEPS (4000 per
+# stage-2 run); batch 32, one thread per run. The shipped files' own budgets are in their metadata (training_recipe)
+# and in docs/training.md.
 # Resumable: re-run after an interruption and each run continues from its last saved state (--resume) in $RUNS;
 # logs in $RUNS/logs/edit_*.log and every run's $RUNS/<run>/log.jsonl.
 # The planner is the shipped built-in one (one planner serves every task; it is not trained further here).

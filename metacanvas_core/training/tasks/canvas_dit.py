@@ -18,7 +18,8 @@ DiT is conditioned on, how a fresh backbone is built and saved. Everything else 
   conditioning gives clean are no target; every sample weighs the same, whatever group it is computed in;
 - the text connector's dropout seeded per sample (the same masks however the batch is split across processes);
 - optimizer groups (the new canvas parts at --canvas-lr-scale), the DiT in full or as a peft LoRA, checkpointing;
-- the export: the connector (and the trained DiT, LoRA merged), and for stage global the backbone folder.
+- the export: the connector, the DiT part beside it as trained (an unmerged LoRA or the DiT folder), and for stage
+  global the backbone folder.
 """
 
 from __future__ import annotations
@@ -214,7 +215,8 @@ def canvas_grid_size(text: str) -> tuple[int, int]:
 def add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
     """The MetaCanvas recipe's flags, the same for every generation task."""
     ap.add_argument("--dit-lora-rank", type=int, default=0,
-                    help="train the DiT as a LoRA of this rank through peft (0 = the whole DiT); exported merged")
+                    help="train the DiT as a LoRA of this rank through peft (0 = the whole DiT); exported unmerged "
+                         "beside the weights (<name>_dit_lora.safetensors)")
     ap.add_argument("--gradient-checkpointing", action="store_true",
                     help="recompute activations in backward: the DiT's and, in stage metacanvas, the planner's (which "
                          "the canvas tokens' gradient crosses; not with --planner-lora-rank)")
