@@ -26,9 +26,11 @@ def _frames(x: np.ndarray) -> list[np.ndarray]:
     return list(x[::EVERY] if len(x) > 5 else x)
 
 
-def _strip(frames: list[np.ndarray]) -> Image.Image:
+def _strip(frames: list[np.ndarray], width: int, height: int) -> Image.Image:
+    """Frames side by side, each shown at the benchmark's size x ZOOM (inputs such as references may be larger)."""
     tiles = [Image.fromarray((np.clip(f, 0, 1) * 255).round().astype(np.uint8)) for f in frames]
-    tiles = [t.resize((t.width * ZOOM, t.height * ZOOM), Image.NEAREST) for t in tiles]
+    tiles = [t.resize((width * ZOOM, height * ZOOM), Image.NEAREST if t.width <= width else Image.BOX)
+             for t in tiles]
     out = Image.new("RGB", (sum(t.width for t in tiles) + 2 * (len(tiles) - 1), tiles[0].height), "white")
     for i, t in enumerate(tiles):
         out.paste(t, (i * (t.width + 2), 0))
@@ -52,8 +54,9 @@ def sheet(definition: tasks.TaskDefinition) -> Image.Image:
     bench = definition.benchmark
     scenes = bench.scenes(SCENES, "heldout")
     given = [bench.given([s]) for s in scenes]
-    columns = ([] if given[0] is None else [[_strip(_frames(g.numpy())) for g in given]])
-    columns += [[_strip(_frames(o)) for o in _sample(definition, m, scenes)] for m in METHODS]
+    size = bench.width, bench.height
+    columns = ([] if given[0] is None else [[_strip(_frames(g.numpy()), *size) for g in given]])
+    columns += [[_strip(_frames(o), *size) for o in _sample(definition, m, scenes)] for m in METHODS]
     heads = ([] if given[0] is None else [definition.given.what]) + ["MetaCanvas", "global"]
     widths = [max(s.width for s in col) for col in columns]
     row_h, head_h = max(s.height for col in columns for s in col), 18
