@@ -1,0 +1,476 @@
+"""The native route: MetaCanvas on ComfyUI's own models, sampled by KSampler.
+
+Plan to CONDITIONING turns a plan into ComfyUI CONDITIONING (the text connector's output as the model's text
+context, the plan attached); Apply MetaCanvas to MODEL clones a MODEL and hangs the canvas connector's per-step part
+on ComfyUI's model patches; Load Native Backbone builds ComfyUI's own model classes from a diffusers folder (the
+built-in tiny ones, which ComfyUI's own loaders cannot size) and returns ComfyUI's MODEL and VAE.
+
+ComfyUI is imported inside the functions only (the pack loads without it); the canvas arithmetic is
+`metacanvas_core.native`, what differs per architecture `metacanvas_core.backbones.native`.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import json
+import uuid
+from pathlib import Path
+
+import torch
+
+from metacanvas_core.errors import MetaCanvasError
+
+from .comfy import backbone_choices, connector_choices, node_error, reported_as, resolve
+
+PLAN_TO_CONDITIONING = "Plan to CONDITIONING"
+APPLY_TO_MODEL = "Apply MetaCanvas to MODEL"
+NATIVE_LOADER = "Load Native Backbone (MetaCanvas)"
+BASE_DIT = "base DiT (no MetaCanvas DiT part)"
+
+
+def comfyui_version() -> str:
+    try:
+        import comfyui_version  # noqa: PLC0415  (ComfyUI only)
+
+        return comfyui_version.__version__
+    except ImportError:
+        return "unknown"
+
+
+def _comfy(node: str):
+    """ComfyUI's modules the native nodes use, or a node error when this is not running inside ComfyUI."""
+    try:
+        import comfy.model_management  # noqa: PLC0415
+        import comfy.model_patcher  # noqa: PLC0415
+        import comfy.patcher_extension  # noqa: PLC0415
+    except ImportError as e:
+        raise node_error(node, "this node works on ComfyUI's own models and needs ComfyUI (it is not importable "
+                               f"here: {e}); without ComfyUI use the pack's route (Sample Image / Sample Video)") from e
+    return comfy
+
+
+def check_hooks(node: str, model_patcher, lay) -> None:
+    """Version guard: what the patch relies on, by name, with the ComfyUI version when something is missing."""
+    comfy = _comfy(node)
+    missing = []
+    wrappers = getattr(comfy.patcher_extension, "WrappersMP", None)
+    for name in ("DIFFUSION_MODEL", "SAMPLER_SAMPLE"):
+        if wrappers is None or not hasattr(wrappers, name):
+            missing.append(f"patcher_extension.WrappersMP.{name}")
+    for name in ("clone", "add_wrapper_with_key", "set_model_patch_replace", "set_model_post_input_patch"):
+        if not hasattr(model_patcher, name):
+            missing.append(f"ModelPatcher.{name}")
+    diffusion = model_patcher.model.diffusion_model
+    if lay.hook == "double_block_0":
+        try:
+            source = inspect.getsource(type(diffusion).forward_orig)
+        except (OSError, TypeError, AttributeError):
+            source = ""
+        if "patches_replace" not in source or "double_block" not in source:
+            missing.append(f"{type(diffusion).__name__}.forward_orig's ('dit', 'double_block', i) block replace")
+    if missing:
+        raise node_error(node, f"this ComfyUI ({comfyui_version()}) lacks what the canvas patch hooks into: "
+                               f"{', '.join(missing)}; update ComfyUI (the patch was written against 0.3.64)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Plan to CONDITIONING
+
+
+class MetaCanvasPlanToConditioning:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "connector": ("METACANVAS_CONNECTOR", {"tooltip": "The MetaCanvas weights the plan was made with."}),
+                "plan": ("METACANVAS_PLAN", {"tooltip": "The positive plan, from Plan Canvas."}),
+            },
+            "optional": {
+                "negative_plan": ("METACANVAS_PLAN", {
+                    "tooltip": "A negative plan; without one the negative is the empty prompt's plan that Plan "
+                               "Canvas attaches (what caption dropout trained classifier-free guidance with).",
+                }),
+            },
+        }
+
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
+    RETURN_NAMES = ("positive", "negative")
+    OUTPUT_TOOLTIPS = ("The plan's text context for KSampler's positive input, with the plan attached for Apply "
+                       "MetaCanvas to MODEL.", "The negative plan (or the empty prompt's) for KSampler's negative.")
+    FUNCTION = "convert"
+    CATEGORY = "MetaCanvas/native"
+    DESCRIPTION = ("Turns a MetaCanvas plan into ComfyUI CONDITIONING for the native model: the text connector's "
+                   "output replaces the model's text encoder, and the plan rides along so Apply MetaCanvas to MODEL "
+                   "adds the right canvas to the positive and the negative.")
+
+    def convert(self, connector, plan, negative_plan=None):
+        with reported_as(PLAN_TO_CONDITIONING):
+            from metacanvas_core.backbones.native import layout
+            from metacanvas_core.native import plan_conditioning
+
+            lay = layout(connector.backbone_architecture)
+            negative = negative_plan if negative_plan is not None else plan.unconditional
+            if negative is None:
+                raise MetaCanvasError("the plan carries no empty-prompt plan for the negative: connect a negative "
+                                      "plan (Plan Canvas with an empty prompt)")
+            return plan_conditioning(plan, negative, connector, lay)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Apply MetaCanvas to MODEL
+
+
+class CanvasPatch:
+    """The canvas on ComfyUI's own model: a ('dit', 'double_block', 0) replace (Wan) that adds the residual to the
+    patch-embedded tokens, then calls the replace it took the slot from (or the original block); a SAMPLER_SAMPLE
+    wrapper that maps each cond's uuid to its plan; a DIFFUSION_MODEL wrapper that prepares the step's canvas once
+    per model call. `.to()` / `.models()` let ComfyUI load and offload the connector with the model."""
+
+    def __init__(self, canvas, fuser_patcher, lay, patch_size, multiplier, previous=None) -> None:
+        self.canvas, self.fuser_patcher, self.layout = canvas, fuser_patcher, lay
+        self.patch_size, self.multiplier, self.previous = patch_size, multiplier, previous
+        self.key = f"metacanvas_{uuid.uuid4().hex[:8]}"
+        self.calls = 0
+
+    # -- per sampling run: which plan each cond carries
+    def sampler_wrapper(self, executor, guider, sigmas, extra_args, *rest, **kwargs):
+        from metacanvas_core.native import PLAN_KEY, PLANS_KEY
+
+        plans = {}
+        for conds in guider.conds.values():
+            for c in conds:
+                if c.get(PLAN_KEY) is not None:
+                    plans[c["uuid"]] = c[PLAN_KEY]
+        options = extra_args["model_options"]
+        options["transformer_options"] = {**options.get("transformer_options", {}), PLANS_KEY: plans}
+        self.calls = 0
+        out = executor(guider, sigmas, extra_args, *rest, **kwargs)
+        if self.calls == 0:
+            raise node_error(APPLY_TO_MODEL, f"the canvas patch never ran while sampling: this ComfyUI "
+                                             f"({comfyui_version()}) did not call the model's {self.layout.hook} hook; "
+                                             "update ComfyUI (the patch was written against 0.3.64)")
+        return out
+
+    # -- per model call: the step's canvas, noise levels and given frames
+    def diffusion_wrapper(self, executor, *args, **kwargs):
+        from metacanvas_core.native import PLANS_KEY
+
+        args = list(args)
+        options = args[self.layout.options_arg]
+        x, timestep = args[0], args[1]
+        uuids, which = options.get("uuids", []), options.get("cond_or_uncond", [])
+        plans = options.get(PLANS_KEY, {})
+        chosen = []
+        for u, w in zip(uuids, which):
+            if u not in plans:
+                side = "positive" if w == 0 else "negative"
+                raise node_error(APPLY_TO_MODEL, f"the {side} conditioning carries no MetaCanvas plan: make both "
+                                                 "positive and negative with Plan to CONDITIONING (the same weights)")
+            chosen.append(plans[u])
+        if not chosen:
+            return executor(*args, **kwargs)
+        with reported_as(APPLY_TO_MODEL):
+            step = self.canvas.step(chosen, x.shape[0] // len(chosen), tuple(x.shape), self.patch_size, timestep,
+                                    self.multiplier, x.device)
+        args[self.layout.options_arg] = {**options, self.key: step}
+        return executor(*args, **kwargs)
+
+    # -- the hook: Wan's block 0 replace
+    def __call__(self, args, extra):
+        options = args["transformer_options"]
+        step = options.get(self.key)
+        if step is not None:
+            with reported_as(APPLY_TO_MODEL):
+                args = {**args, "img": self.canvas.add(args["img"], step)}
+            self.calls += 1
+        if self.previous is not None:
+            return self.previous(args, extra)
+        return extra["original_block"](args)
+
+    def to(self, device_or_dtype):
+        if isinstance(device_or_dtype, torch.device):
+            self.canvas.to(device_or_dtype)
+        if self.previous is not None and hasattr(self.previous, "to"):
+            self.previous = self.previous.to(device_or_dtype)
+        return self
+
+    def models(self):
+        more = self.previous.models() if self.previous is not None and hasattr(self.previous, "models") else []
+        return [self.fuser_patcher, *more]
+
+
+def native_layout_of(model, node: str):
+    """The MODEL's architecture as the native route knows it, or a node error naming what it is."""
+    from metacanvas_core.backbones.native import LAYOUTS, layout_for_model
+
+    kind = type(model.model).__name__
+    lay = layout_for_model(kind)
+    if lay is None:
+        raise node_error(node, f"the MODEL is a {kind} model, which MetaCanvas has no native route for (it serves "
+                               f"{', '.join(lay.title for lay in LAYOUTS.values())})")
+    return lay
+
+
+class MetaCanvasApplyToModel:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "ComfyUI's own model (UNETLoader, a GGUF loader, Load Native Backbone),"
+                                               " with or without LoRAs; it is cloned, never changed."}),
+                "connector": ("METACANVAS_CONNECTOR", {"tooltip": "The MetaCanvas weights, the same ones Plan Canvas "
+                                                                  "used."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05,
+                                       "tooltip": "How strongly the canvas steers the model (0: off)."}),
+            }
+        }
+
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("A clone of the MODEL that adds the canvas; sample it with KSampler and the CONDITIONING "
+                       "from Plan to CONDITIONING.",)
+    FUNCTION = "apply"
+    CATEGORY = "MetaCanvas/native"
+    DESCRIPTION = ("Adds the MetaCanvas canvas connector to ComfyUI's own model as a model patch, as a LoRA is added "
+                   "to a MODEL: a clone carries it, the loaded model stays as it was.")
+
+    def apply(self, model, connector, strength: float = 1.0):
+        node = APPLY_TO_MODEL
+        comfy = _comfy(node)
+        with reported_as(node):
+            from metacanvas_core.backbones.native import layout
+            from metacanvas_core.limits import STRENGTH
+            from metacanvas_core.native import NativeCanvas
+
+            strength = STRENGTH.check(strength)
+            lay = native_layout_of(model, node)
+            wanted = layout(connector.backbone_architecture)
+            if wanted is not lay:
+                raise MetaCanvasError(
+                    f"the MetaCanvas weights {connector.name!r} were trained for {wanted.title}, but the MODEL is "
+                    f"{lay.title} ({type(model.model).__name__}): load a {wanted.title} model, or weights made for "
+                    f"{lay.title}")
+            check_hooks(node, model, lay)
+            diffusion = model.model.diffusion_model
+            cfg = connector.config
+            if getattr(diffusion, "dim", cfg.dit_dim) != cfg.dit_dim:
+                raise MetaCanvasError(
+                    f"the MODEL's DiT is {diffusion.dim} wide but the MetaCanvas weights {connector.name!r} were "
+                    f"trained on one {cfg.dit_dim} wide: load the {lay.title} model these weights were trained with")
+            lay.check_text(getattr(diffusion, "text_dim", cfg.caption_channels), cfg.caption_channels,
+                           f"the MODEL's text width")
+            fuser = copy.deepcopy(connector.connector.canvas_fuser).eval().requires_grad_(False)
+            fuser_patcher = comfy.model_patcher.ModelPatcher(
+                fuser, load_device=model.load_device, offload_device=model.offload_device)
+            canvas = NativeCanvas(connector, strength, lay, fuser=fuser)
+            multiplier = float(getattr(model.get_model_object("model_sampling"), "multiplier", 1000.0))
+            patched = model.clone()
+            replaces = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
+            previous = replaces.get(("double_block", 0))
+            patch = CanvasPatch(canvas, fuser_patcher, lay, tuple(diffusion.patch_size), multiplier, previous)
+            wrappers = comfy.patcher_extension.WrappersMP
+            patched.add_wrapper_with_key(wrappers.SAMPLER_SAMPLE, patch.key, patch.sampler_wrapper)
+            patched.add_wrapper_with_key(wrappers.DIFFUSION_MODEL, patch.key, patch.diffusion_wrapper)
+            patched.set_model_patch_replace(patch, "dit", "double_block", 0)
+            return (patched,)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Load Native Backbone: ComfyUI's own model classes built from a diffusers folder
+
+
+def _native_choices() -> dict[str, Path]:
+    from metacanvas_core.backbones.native import LAYOUTS
+
+    out = {}
+    for name, folder in backbone_choices().items():
+        try:
+            cfg = json.loads((folder / "transformer" / "config.json").read_text())
+        except (OSError, ValueError):
+            continue
+        # (a DiT widened for channel-concatenated context, video editing / in-context, is not served natively)
+        if _TRANSFORMER_CLASSES.get(cfg.get("_class_name")) in LAYOUTS and cfg.get("in_channels") == cfg.get(
+                "out_channels"):
+            out[name] = folder
+    return out
+
+
+_TRANSFORMER_CLASSES = {"WanTransformer3DModel": "wan"}
+
+
+def _dit_choices() -> dict[str, Path | None]:
+    return {BASE_DIT: None, **connector_choices()}
+
+
+def _read_transformer(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise MetaCanvasError(f"{str(folder)!r} holds no .safetensors transformer weights")
+    state = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    return state
+
+
+class _DiffusersVideoVAE(torch.nn.Module):
+    """ComfyUI's VAE calls first_stage_model.encode(pixels in [-1, 1]) -> latents and .decode(latents) -> pixels;
+    this answers them with the diffusers AutoencoderKLWan (raw latents, as a LATENT holds them: the model's latent
+    format normalises them on the way in)."""
+
+    def __init__(self, vae) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def encode(self, x):
+        return self.vae.encode(x.to(self.vae.dtype)).latent_dist.mode()
+
+    def decode(self, z):
+        return self.vae.decode(z.to(self.vae.dtype)).sample
+
+
+def native_vae(folder: Path, comfy):
+    """ComfyUI's VAE object around the folder's diffusers Wan VAE (ComfyUI's own Wan VAE classes fix the real
+    models' widths and 8x / 16x compression, which the tiny VAE does not have)."""
+    import comfy.sd  # noqa: PLC0415
+    from diffusers import AutoencoderKLWan
+
+    vae = AutoencoderKLWan.from_pretrained(folder / "vae", torch_dtype=torch.float32, use_safetensors=True)
+    cfg = vae.config
+    s, t = cfg.scale_factor_spatial, cfg.scale_factor_temporal
+    out = comfy.sd.VAE.__new__(comfy.sd.VAE)
+    mm = comfy.model_management
+    out.upscale_ratio = (lambda a: max(0, a * t - (t - 1)), s, s)
+    out.upscale_index_formula = (t, s, s)
+    out.downscale_ratio = (lambda a: max(0, (a + t - 1) // t), s, s)
+    out.downscale_index_formula = (t, s, s)
+    out.latent_dim, out.latent_channels, out.output_channels = 3, cfg.z_dim, 3
+    out.memory_used_encode = lambda shape, dtype: 2000 * shape[-2] * shape[-1] * mm.dtype_size(dtype)
+    out.memory_used_decode = lambda shape, dtype: 2000 * shape[-2] * shape[-1] * s * s * mm.dtype_size(dtype)
+    out.process_input = lambda image: image * 2.0 - 1.0
+    out.process_output = lambda image: torch.clamp((image + 1.0) / 2.0, min=0.0, max=1.0)
+    out.working_dtypes = [torch.float32]
+    out.disable_offload, out.not_video, out.extra_1d_channel, out.crop_input = False, False, None, True
+    out.first_stage_model = _DiffusersVideoVAE(vae).eval()
+    out.device = mm.vae_device()
+    out.vae_dtype = torch.float32
+    out.output_device = mm.intermediate_device()
+    out.patcher = comfy.model_patcher.ModelPatcher(out.first_stage_model, load_device=out.device,
+                                                   offload_device=mm.vae_offload_device())
+    return out
+
+
+def native_wan(folder: Path, dit: Path | None, comfy):
+    """ComfyUI's own Wan 2.2 model (comfy.ldm.wan.model.WanModel in model_base.WAN22, in a ModelPatcher) built
+    from the folder's diffusers config, with its (or the MetaCanvas weights' fine-tuned) transformer's tensors
+    renamed to ComfyUI's keys."""
+    import comfy.latent_formats  # noqa: PLC0415
+    import comfy.supported_models  # noqa: PLC0415
+    from metacanvas_core.backbones.native import LAYOUTS
+
+    lay = LAYOUTS["wan"]
+    source = dit if dit is not None else folder / "transformer"
+    config = json.loads((source / "config.json").read_text())
+    unet_config = lay.native_config(config)
+    vae_cfg = json.loads((folder / "vae" / "config.json").read_text())
+    sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    channels = vae_cfg["z_dim"]
+    mean = torch.tensor(vae_cfg["latents_mean"]).view(1, channels, 1, 1, 1)
+    std = torch.tensor(vae_cfg["latents_std"]).view(1, channels, 1, 1, 1)
+
+    class FolderLatent(comfy.latent_formats.Wan21):
+        latent_channels = channels
+        latent_rgb_factors = None
+        latent_rgb_factors_bias = None
+
+        def __init__(self):
+            self.scale_factor = 1.0
+            self.latents_mean, self.latents_std = mean, std
+            self.taesd_decoder_name = None
+
+    shift = float(sched.get("flow_shift", sched.get("shift", 5.0)))
+    model_config_cls = type("MetaCanvasNativeWan22", (comfy.supported_models.WAN22_T2V,),
+                            {"latent_format": FolderLatent, "sampling_settings": {"shift": shift}})
+    model_config = model_config_cls(unet_config)
+    mm = comfy.model_management
+    model_config.set_inference_dtype(torch.float32, None)
+    load, offload = mm.get_torch_device(), mm.unet_offload_device()
+    model = model_config.get_model({}, device=offload)
+    state = lay.native_state_dict(_read_transformer(source))
+    missing, unexpected = model.diffusion_model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise MetaCanvasError(f"the transformer in {str(source)!r} does not fill ComfyUI's Wan model (missing "
+                              f"{list(missing)[:4]}, unexpected {list(unexpected)[:4]})")
+    model.diffusion_model.eval().requires_grad_(False)
+    return comfy.model_patcher.ModelPatcher(model, load_device=load, offload_device=offload)
+
+
+class MetaCanvasNativeBackboneLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "backbone": (list(_native_choices()), {
+                    "tooltip": "A diffusers Wan 2.2 folder (built-in tiny wan_t2v, or one under models/diffusers) "
+                               "built as ComfyUI's own Wan model: what UNETLoader cannot do for the tiny models "
+                               "(ComfyUI sizes a Wan from real checkpoints' widths and patch size).",
+                }),
+                "dit": (list(_dit_choices()), {
+                    "tooltip": "The DiT to load: the folder's own, or the fine-tuned DiT that MetaCanvas weights name "
+                               "beside them (e.g. metacanvas_t2v's), as their DiT part.",
+                }),
+            }
+        }
+
+    RETURN_TYPES = ("MODEL", "VAE")
+    RETURN_NAMES = ("model", "vae")
+    OUTPUT_TOOLTIPS = ("ComfyUI's own Wan model: chain LoraLoaderModelOnly, ModelSamplingSD3, Apply MetaCanvas to "
+                       "MODEL and KSampler.", "ComfyUI's VAE object around the folder's VAE, for VAE Encode / Decode.")
+    FUNCTION = "load"
+    CATEGORY = "MetaCanvas/native"
+    DESCRIPTION = ("Builds ComfyUI's own model classes (Wan 2.2) from a diffusers folder and returns ComfyUI's MODEL "
+                   "and VAE, for the tiny built-in models that ComfyUI's UNETLoader cannot size.")
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, backbone, dit):
+        for choices, name, what, where in ((_native_choices(), backbone, "backbone", "diffusers"),
+                                           (_dit_choices(), dit, "dit", "metacanvas")):
+            try:
+                resolve(choices, name, f"{NATIVE_LOADER}: {what}", where)
+            except MetaCanvasError as e:
+                return str(e)
+        return True
+
+    def load(self, backbone: str, dit: str = BASE_DIT):
+        node = NATIVE_LOADER
+        comfy = _comfy(node)
+        with reported_as(node):
+            folder = resolve(_native_choices(), backbone, "backbone", "diffusers")
+            weights = resolve(_dit_choices(), dit, "dit", "metacanvas")
+            dit_folder = None
+            if weights is not None:
+                from metacanvas_core.checkpoints import load_connector
+
+                loaded = load_connector(weights, device="cpu", dtype=torch.float32)
+                if loaded.dit.kind != "transformer":
+                    raise MetaCanvasError(
+                        f"the MetaCanvas weights {loaded.name!r} carry no fine-tuned DiT folder (their DiT part is "
+                        f"{loaded.dit.kind!r}): choose '{BASE_DIT}', or convert a LoRA DiT part with "
+                        "`python -m metacanvas_core convert-comfy` and load it with LoraLoaderModelOnly")
+                dit_folder = loaded.dit.path
+            model = native_wan(folder, dit_folder, comfy)
+            return (model, native_vae(folder, comfy))
+
+
+NODE_CLASS_MAPPINGS = {
+    "MetaCanvasPlanToConditioning": MetaCanvasPlanToConditioning,
+    "MetaCanvasApplyToModel": MetaCanvasApplyToModel,
+    "MetaCanvasNativeBackboneLoader": MetaCanvasNativeBackboneLoader,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "MetaCanvasPlanToConditioning": PLAN_TO_CONDITIONING,
+    "MetaCanvasApplyToModel": APPLY_TO_MODEL,
+    "MetaCanvasNativeBackboneLoader": NATIVE_LOADER,
+}
