@@ -188,6 +188,11 @@ class CanvasPatch:
             return self.previous(args, extra)
         return extra["original_block"](args)
 
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone deep-copies model_options, where the replace lives, but only shallow-copies the wrappers
+        # bound to this object: clones share it (no second copy of the connector per clone, one call counter).
+        return self
+
     def to(self, device_or_dtype):
         if isinstance(device_or_dtype, torch.device):
             self.canvas.to(device_or_dtype)
@@ -258,8 +263,7 @@ class MetaCanvasApplyToModel:
                 raise MetaCanvasError(
                     f"the MODEL's DiT is {diffusion.dim} wide but the MetaCanvas weights {connector.name!r} were "
                     f"trained on one {cfg.dit_dim} wide: load the {lay.title} model these weights were trained with")
-            lay.check_text(getattr(diffusion, "text_dim", cfg.caption_channels), cfg.caption_channels,
-                           f"the MODEL's text width")
+            lay.check_text(getattr(diffusion, "text_dim", cfg.caption_channels), cfg.caption_channels)
             fuser = copy.deepcopy(connector.connector.canvas_fuser).eval().requires_grad_(False)
             fuser_patcher = comfy.model_patcher.ModelPatcher(
                 fuser, load_device=model.load_device, offload_device=model.offload_device)
@@ -464,13 +468,74 @@ class MetaCanvasNativeBackboneLoader:
             return (model, native_vae(folder, comfy))
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Video latent: what Wan22ImageToVideoLatent makes, sized by the VAE instead of Wan 2.2 5B's fixed numbers
+
+VIDEO_LATENT = "Video Latent from VAE (MetaCanvas)"
+
+
+class MetaCanvasNativeVideoLatent:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": ("VAE", {"tooltip": "The model's VAE: its channels and compression size the latent."}),
+                "width": ("INT", {"default": 32, "min": 4, "max": 8192, "step": 4}),
+                "height": ("INT", {"default": 32, "min": 4, "max": 8192, "step": 4}),
+                "length": ("INT", {"default": 17, "min": 1, "max": 4097, "step": 4,
+                                   "tooltip": "Frames of the clip (the VAE's temporal stride x k + 1)."}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+            },
+            "optional": {
+                "start_image": ("IMAGE", {"tooltip": "Image-to-video: the clip's first frame. It is kept clean "
+                                                     "(noise_mask 0, timestep 0): the canvas never touches it."}),
+            },
+        }
+
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    FUNCTION = "make"
+    CATEGORY = "MetaCanvas/native"
+    DESCRIPTION = ("An empty video LATENT for a Wan model, or with a start image its encoded first frame and a "
+                   "noise_mask that keeps it clean: Wan22ImageToVideoLatent's output, but sized by the VAE (that node "
+                   "fixes Wan 2.2 5B's 48 channels and 16x compression, which the tiny built-in VAE does not have).")
+
+    def make(self, vae, width: int, height: int, length: int, batch_size: int, start_image=None):
+        node = VIDEO_LATENT
+        comfy = _comfy(node)
+        s = vae.spacial_compression_encode()
+        t = vae.temporal_compression_decode() or 1
+        if width % s or height % s:
+            raise node_error(node, f"width {width} and height {height} must be multiples of the VAE's {s}")
+        if (length - 1) % t:
+            raise node_error(node, f"length {length} does not fit the VAE: use {t}k+1 frames, e.g. "
+                                   f"{(length - 1) // t * t + 1}")
+        frames = (length - 1) // t + 1
+        device = comfy.model_management.intermediate_device()
+        latent = torch.zeros([1, vae.latent_channels, frames, height // s, width // s], device=device)
+        if start_image is None:
+            return ({"samples": latent.repeat(batch_size, 1, 1, 1, 1)},)
+        import comfy.utils  # noqa: PLC0415
+
+        image = comfy.utils.common_upscale(start_image[:1, :, :, :3].movedim(-1, 1), width, height, "bilinear",
+                                           "center").movedim(1, -1)
+        first = vae.encode(image)
+        mask = torch.ones([1, 1, frames, height // s, width // s], device=device)
+        latent[:, :, : first.shape[2]] = first.to(device)
+        mask[:, :, : first.shape[2]] = 0.0
+        return ({"samples": latent.repeat(batch_size, 1, 1, 1, 1),
+                 "noise_mask": mask.repeat(batch_size, 1, 1, 1, 1)},)
+
+
 NODE_CLASS_MAPPINGS = {
     "MetaCanvasPlanToConditioning": MetaCanvasPlanToConditioning,
     "MetaCanvasApplyToModel": MetaCanvasApplyToModel,
     "MetaCanvasNativeBackboneLoader": MetaCanvasNativeBackboneLoader,
+    "MetaCanvasNativeVideoLatent": MetaCanvasNativeVideoLatent,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "MetaCanvasPlanToConditioning": PLAN_TO_CONDITIONING,
     "MetaCanvasApplyToModel": APPLY_TO_MODEL,
     "MetaCanvasNativeBackboneLoader": NATIVE_LOADER,
+    "MetaCanvasNativeVideoLatent": VIDEO_LATENT,
 }

@@ -62,10 +62,10 @@ class NativeLayout(ABC):
             text = torch.cat([text, text.new_zeros(text.shape[0], length - text.shape[1], text.shape[2])], 1)
         return text.contiguous()
 
-    def check_text(self, context_width: int, connector_width: int, where: str) -> None:
+    def check_text(self, context_width: int, connector_width: int) -> None:
         if context_width != connector_width:
             raise MetaCanvasError(
-                f"{where}: the model's text input is {context_width} wide but the MetaCanvas weights' text connector "
+                f"the MODEL's text input is {context_width} wide but the MetaCanvas weights' text connector "
                 f"makes {connector_width}: load the {self.title} model these weights were trained with (or weights "
                 "trained for this model)"
             )

@@ -1,0 +1,285 @@
+"""The native route in a real ComfyUI (opt-in: METACANVAS_COMFYUI=/path/to/ComfyUI, see comfyui_env.py).
+
+Proof of equivalence: the same weights, noise, sigmas and sampler (Euler, the diffusers FlowMatchEuler sigmas at
+shift 5) through ComfyUI's own sampler on ComfyUI's own Wan model with Apply MetaCanvas to MODEL give the pack's
+Sample Video latents within TOLERANCE (float32 on the CPU; measured about 2e-5 on latents of magnitude ~3.5: the
+two Wan implementations differ in summation order, e.g. the sinusoidal embedding and attention kernels). A
+zero-initialised canvas connector leaves the native model's output bit for bit; a LoRA applied before or after the
+patch stays in effect.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from comfyui_env import comfyui_or_skip
+
+TOLERANCE = 1e-3  # max abs difference of normalised latents (and of decoded pixels in 0..1)
+STEPS, CFG, SEED = 4, 3.0, 0
+PROMPT = "a red circle moves from left to right"
+
+
+@pytest.fixture(scope="module")
+def comfy():
+    return comfyui_or_skip()
+
+
+@pytest.fixture(scope="module")
+def world(comfy):
+    from metacanvas_core.backbones import load_backbone
+    from metacanvas_core.builtin import ASSETS
+    from metacanvas_core.checkpoints import load_connector
+    from metacanvas_core.plan import make_plan
+    from metacanvas_core.planner import Planner
+
+    weights = load_connector(ASSETS / "metacanvas_t2v.safetensors")
+    planner = Planner.from_pretrained(ASSETS / "planner")
+    plan = make_plan(planner, weights, [PROMPT], with_unconditional=True)
+    return {"assets": ASSETS, "weights": weights, "planner": planner, "plan": plan,
+            "backbone": load_backbone(ASSETS / "wan_t2v")}
+
+
+@pytest.fixture(scope="module")
+def native(comfy, world):
+    from nodes.native import MetaCanvasNativeBackboneLoader
+
+    return MetaCanvasNativeBackboneLoader().load("built-in tiny: wan_t2v", "built-in tiny: metacanvas_t2v")
+
+
+def _sigmas(backbone):
+    from metacanvas_core.schedulers import make_scheduler
+
+    s = make_scheduler(backbone.scheduler, "euler", shift=5.0)
+    s.set_timesteps(STEPS)
+    return s.sigmas.float()
+
+
+def _pack(world, strength=1.0, cfg=CFG, conditioning=None, frames=17):
+    from metacanvas_core.sampling import InjectedBackbone, sample
+    from metacanvas_core.schedulers import make_scheduler
+
+    bb = world["backbone"]
+    return sample(InjectedBackbone(bb).inject(world["weights"], strength), world["plan"], width=32, height=32,
+                  frames=frames, steps=STEPS, cfg=cfg, seed=SEED, conditioning=conditioning,
+                  scheduler=make_scheduler(bb.scheduler, "euler", shift=5.0))
+
+
+def _native(comfy, model, world, latent, cfg=CFG, noise_mask=None, weights=None, plan=None):
+    import comfy.sample
+    import comfy.samplers
+
+    from metacanvas_core.sampling import initial_noise
+    from nodes.native import MetaCanvasPlanToConditioning
+
+    pos, neg = MetaCanvasPlanToConditioning().convert(weights or world["weights"], plan or world["plan"])
+    noise = initial_noise(tuple(latent.shape), SEED)
+    return comfy.sample.sample_custom(model, noise, cfg, comfy.samplers.ksampler("euler"), _sigmas(world["backbone"]),
+                                      pos, neg, latent, noise_mask=noise_mask, seed=SEED, disable_pbar=True)
+
+
+def _apply(model, weights, strength=1.0):
+    from nodes.native import MetaCanvasApplyToModel
+
+    return MetaCanvasApplyToModel().apply(model, weights, strength)[0]
+
+
+def _empty(vae, start_image=None):
+    from nodes.native import MetaCanvasNativeVideoLatent
+
+    return MetaCanvasNativeVideoLatent().make(vae, 32, 32, 17, 1, start_image)[0]
+
+
+def test_text_to_video_matches_the_packs_sample_video(comfy, world, native):
+    model, vae = native
+    want = _pack(world)
+    latent = _empty(vae)["samples"]
+    got = _native(comfy, _apply(model, world["weights"]), world, latent)
+    norm = model.model.process_latent_in(got)
+    assert norm.shape == want.shape
+    assert (norm - want).abs().max().item() < TOLERANCE
+    # the canvas acts (the check above is not plain against plain)
+    plain = _native(comfy, model, world, latent)
+    assert (plain - got).abs().max().item() > 100 * TOLERANCE
+    # decoded through ComfyUI's VAE object, as VAEDecode does, against the pack's decode
+    from metacanvas_core.sampling import latents_to_images
+
+    pixels = vae.decode(got).reshape(-1, 32, 32, 3)
+    assert (pixels - latents_to_images(world["backbone"], want)).abs().max().item() < TOLERANCE
+
+
+def test_image_to_video_keeps_the_start_frame_clean_and_matches_the_pack(comfy, world, native):
+    from metacanvas_core.backbones.base import Conditioning
+
+    model, vae = native
+    torch.manual_seed(0)
+    image = torch.rand(1, 32, 32, 3)
+    bb = world["backbone"]
+    first = bb.encode(image.movedim(-1, 1) * 2 - 1)
+    want = _pack(world, conditioning=Conditioning(first_frames=first))
+    latent = _empty(vae, image)
+    assert latent["noise_mask"][0, 0, :, 0, 0].tolist() == [0, 1, 1, 1, 1]
+    got = _native(comfy, _apply(model, world["weights"]), world, latent["samples"], noise_mask=latent["noise_mask"])
+    norm = model.model.process_latent_in(got)
+    assert (norm - want).abs().max().item() < TOLERANCE
+    assert (norm[:, :, :1] - first).abs().max().item() < TOLERANCE  # the start frame comes back as it went in
+
+
+def _zero_weights(weights):
+    zero = copy.deepcopy(weights)
+    for p in zero.connector.canvas_fuser.proj.parameters():
+        torch.nn.init.zeros_(p)
+    return zero
+
+
+def test_a_zero_initialised_connector_gives_the_plain_native_output_bit_for_bit(comfy, world, native):
+    model, vae = native
+    zero = _zero_weights(world["weights"])
+    latent = _empty(vae)["samples"]
+    plain = _native(comfy, model, world, latent)
+    assert torch.equal(_native(comfy, _apply(model, zero), world, latent), plain)
+
+
+def _lora(model):
+    """A LoRA on one attention projection of ComfyUI's Wan, loaded the way LoraLoaderModelOnly loads one."""
+    import comfy.lora
+
+    torch.manual_seed(5)
+    key = "diffusion_model.blocks.0.self_attn.q"
+    lora = {f"{key}.lora_up.weight": torch.randn(64, 4) * 0.5, f"{key}.lora_down.weight": torch.randn(4, 64) * 0.5}
+    loaded = comfy.lora.load_lora(lora, comfy.lora.model_lora_keys_unet(model.model, {}))
+    out = model.clone()
+    assert out.add_patches(loaded, 1.0)
+    return out
+
+
+def test_a_lora_before_or_after_the_patch_is_kept(comfy, world, native):
+    model, vae = native
+    latent = _empty(vae)["samples"]
+    weights = world["weights"]
+    without = _native(comfy, _apply(model, weights), world, latent)
+    before = _native(comfy, _apply(_lora(model), weights), world, latent)
+    after = _native(comfy, _lora(_apply(model, weights)), world, latent)
+    assert (before - without).abs().max().item() > 1e-2  # the LoRA acts
+    assert torch.equal(before, after)
+
+
+def test_the_loaded_model_is_never_modified_and_an_earlier_replace_is_chained(comfy, world, native):
+    model, vae = native
+    calls = []
+
+    def earlier(args, extra):
+        calls.append(args["img"].shape)
+        return extra["original_block"](args)
+
+    base = model.clone()
+    base.set_model_patch_replace(earlier, "dit", "double_block", 0)
+    patched = _apply(base, world["weights"])
+    assert "patches_replace" not in model.model_options["transformer_options"]
+    assert base.model_options["transformer_options"]["patches_replace"]["dit"][("double_block", 0)] is earlier
+    _native(comfy, patched, world, _empty(vae)["samples"])
+    assert len(calls) == STEPS  # CFG's two halves share one batched call per step
+
+
+def test_the_connector_is_loaded_and_offloaded_by_comfyuis_model_management(comfy, world, native):
+    model, _ = native
+    patched = _apply(model, world["weights"])
+    extra = patched.model_patches_models()
+    assert len(extra) == 1 and extra[0].model_size() > 0
+    import comfy.model_management as mm
+
+    mm.load_models_gpu([patched])
+    assert any(m.model is extra[0] for m in mm.current_loaded_models)
+
+
+# -- bad input: node errors naming the node and the fix --------------------------------------------------------
+
+
+def test_weights_of_another_architecture_are_refused(comfy, world, native):
+    from metacanvas_core.checkpoints import load_connector
+    from nodes.comfy import NodeError
+
+    model, _ = native
+    for name, says in (("metacanvas_t2i", "sana"), ("metacanvas_edit", "flux")):
+        with pytest.raises(NodeError, match=rf"^Apply MetaCanvas to MODEL: .*{says}.*use the pack's own route"):
+            _apply(model, load_connector(world["assets"] / f"{name}.safetensors"))
+
+
+def _tiny_flux_model(comfy):
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    cfg = {"image_model": "flux", "in_channels": 16, "out_channels": 16, "vec_in_dim": 64, "context_in_dim": 64,
+           "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
+           "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": False}
+    mc = comfy.supported_models.Flux(cfg)
+    mc.set_inference_dtype(torch.float32, None)
+    return comfy.model_patcher.ModelPatcher(mc.get_model({}), torch.device("cpu"), torch.device("cpu"))
+
+
+def test_a_model_of_another_architecture_is_refused(comfy, world):
+    from nodes.comfy import NodeError
+
+    with pytest.raises(NodeError, match=r"^Apply MetaCanvas to MODEL: the MODEL is a Flux model"):
+        _apply(_tiny_flux_model(comfy), world["weights"])
+
+
+def test_a_native_model_of_another_width_or_text_width_is_refused(comfy, world, tmp_path):
+    from diffusers import WanTransformer3DModel
+
+    from nodes.comfy import NodeError
+    from nodes.native import native_wan
+
+    folder = tmp_path / "wan"
+    import shutil
+
+    shutil.copytree(world["assets"] / "wan_t2v", folder)
+    shutil.rmtree(folder / "transformer")
+    cfg = dict(world["backbone"].transformer.config)
+    for change, says in (({"text_dim": 32}, "text input is 32 wide"), ({"attention_head_dim": 16}, "32 wide")):
+        keep = {k: v for k, v in cfg.items() if not k.startswith("_")}
+        WanTransformer3DModel(**{**keep, **change, "num_layers": 1}).save_pretrained(folder / "transformer")
+        model = native_wan(folder, None, comfy)
+        with pytest.raises(NodeError, match=rf"^Apply MetaCanvas to MODEL: .*{says}.*load the Wan 2.2 model"):
+            _apply(model, world["weights"])
+
+
+def test_a_plan_made_with_other_weights_is_refused(comfy, world):
+    from metacanvas_core.checkpoints import load_connector
+    from nodes.comfy import NodeError
+    from nodes.native import MetaCanvasPlanToConditioning
+
+    other = load_connector(world["assets"] / "metacanvas_t2v_k1.safetensors")
+    with pytest.raises(NodeError, match=r"^Plan to CONDITIONING: .*made with MetaCanvas weights 'metacanvas_t2v'.*"
+                                        r"plan with the same weights"):
+        MetaCanvasPlanToConditioning().convert(other, world["plan"])
+
+
+def test_a_conditioning_without_a_plan_is_a_node_error(comfy, world, native):
+    import comfy.sample
+    import comfy.samplers
+
+    from nodes.comfy import NodeError
+    from nodes.native import MetaCanvasPlanToConditioning
+
+    model, vae = native
+    pos, _ = MetaCanvasPlanToConditioning().convert(world["weights"], world["plan"])
+    neg = [[torch.zeros_like(pos[0][0]), {}]]  # e.g. a ConditioningZeroOut of another text encoder's output
+    latent = _empty(vae)["samples"]
+    with pytest.raises(NodeError, match=r"^Apply MetaCanvas to MODEL: the negative conditioning carries no "
+                                        r"MetaCanvas plan"):
+        comfy.sample.sample_custom(_apply(model, world["weights"]), torch.randn_like(latent), CFG,
+                                   comfy.samplers.ksampler("euler"), _sigmas(world["backbone"]), pos, neg, latent,
+                                   disable_pbar=True)
+
+
+def test_a_comfyui_without_the_hook_gets_a_node_error_naming_its_version(comfy, world, native, monkeypatch):
+    import nodes.native as native_nodes
+    from nodes.comfy import NodeError
+
+    monkeypatch.setattr(native_nodes.inspect, "getsource", lambda obj: "def forward_orig(self): pass")
+    with pytest.raises(NodeError, match=r"^Apply MetaCanvas to MODEL: this ComfyUI \(0\.\d+\.\d+\) lacks .*"
+                                        r"double_block.*update ComfyUI"):
+        _apply(native[0], world["weights"])
