@@ -283,3 +283,50 @@ def test_a_comfyui_without_the_hook_gets_a_node_error_naming_its_version(comfy, 
     with pytest.raises(NodeError, match=r"^Apply MetaCanvas to MODEL: this ComfyUI \(0\.\d+\.\d+\) lacks .*"
                                         r"double_block.*update ComfyUI"):
         _apply(native[0], world["weights"])
+
+
+# -- the DiT part the ComfyUI way: convert-comfy -----------------------------------------------------------------
+
+
+def test_the_converted_dit_delta_as_a_lora_gives_the_fine_tuned_dit(comfy, world, native, tmp_path):
+    import comfy.lora
+    from safetensors.torch import load_file
+
+    from metacanvas_core.__main__ import main
+    from nodes.native import MetaCanvasNativeBackboneLoader
+
+    out = tmp_path / "metacanvas_t2v_comfy_lora.safetensors"
+    assert main(["convert-comfy", str(world["assets"] / "metacanvas_t2v.safetensors"), "--base",
+                 str(world["assets"] / "wan_t2v"), "--out", str(out)]) == 0
+    base, vae = MetaCanvasNativeBackboneLoader().load("built-in tiny: wan_t2v")
+    lora = load_file(str(out))
+    patched = base.clone()
+    loaded = comfy.lora.load_lora(lora, comfy.lora.model_lora_keys_unet(base.model, {}), log_missing=False)
+    assert len(loaded) == len([k for k in lora if k.endswith((".diff", ".diff_b"))])  # every key found its tensor
+    patched.add_patches(loaded, 1.0)
+    assert not any("modulation" in k for k in lora)  # ComfyUI never patches these: the command says so
+    # exactly the fine-tuned DiT except for what a LoRA cannot carry: the fine-tune with the base's modulation
+    tuned = MetaCanvasNativeBackboneLoader().load("built-in tiny: wan_t2v", "built-in tiny: metacanvas_t2v")[0]
+    own = base.model.diffusion_model.state_dict()
+    with torch.no_grad():
+        for k, v in tuned.model.diffusion_model.named_parameters():
+            if k.endswith("modulation"):
+                v.copy_(own[k])
+    latent = _empty(vae)["samples"]
+    a = _native(comfy, _apply(patched, world["weights"]), world, latent)
+    b = _native(comfy, _apply(tuned, world["weights"]), world, latent)
+    assert (a - b).abs().max().item() < 1e-5
+
+
+def test_the_converted_whole_dit_holds_comfyuis_own_keys(comfy, world, native, tmp_path):
+    from safetensors.torch import load_file
+
+    from metacanvas_core.__main__ import main
+
+    out = tmp_path / "metacanvas_t2v_dit.safetensors"
+    assert main(["convert-comfy", str(world["assets"] / "metacanvas_t2v.safetensors"), "--base",
+                 str(world["assets"] / "wan_t2v"), "--out", str(out), "--format", "diffusion_models"]) == 0
+    sd = load_file(str(out))
+    own = native[0].model.diffusion_model.state_dict()
+    assert set(sd) == set(own)
+    assert all(torch.equal(sd[k].float(), own[k].float()) for k in sd)

@@ -136,3 +136,52 @@ def test_the_native_canvas_adds_what_the_packs_hook_adds(t2v):
     got = native.add(plain.flatten(2).transpose(1, 2), step)
     assert torch.allclose(got, want, atol=1e-5)
     assert torch.equal(got[:, :64], plain.flatten(2).transpose(1, 2)[:, :64])  # the given frame is untouched
+
+
+def test_convert_comfy_writes_a_peft_dit_lora_in_comfyuis_keys(t2v, tmp_path):
+    import dataclasses
+
+    from safetensors.torch import load_file, save_file
+
+    from metacanvas_core.checkpoints import DitPart
+    from metacanvas_core.comfy_export import convert
+
+    weights, _ = t2v
+    lora = tmp_path / "x_dit_lora.safetensors"
+    a, b = torch.randn(4, 64), torch.randn(64, 4)
+    save_file({"transformer.blocks.2.attn2.to_out.0.lora_A.weight": a,
+               "transformer.blocks.2.attn2.to_out.0.lora_B.weight": b}, str(lora))
+    as_lora = dataclasses.replace(weights, dit=DitPart("lora", lora), _placed={})
+    out = tmp_path / "out.safetensors"
+    convert(as_lora, ASSETS / "wan_t2v" / "transformer", out)
+    got = load_file(str(out))
+    assert set(got) == {f"diffusion_model.blocks.2.cross_attn.o.{k}" for k in
+                        ("lora_down.weight", "lora_up.weight", "alpha")}
+    assert torch.equal(got["diffusion_model.blocks.2.cross_attn.o.lora_down.weight"], a)
+    assert got["diffusion_model.blocks.2.cross_attn.o.alpha"].item() == 4.0
+    # the whole DiT: base + B A merged into ComfyUI's names
+    whole = tmp_path / "whole.safetensors"
+    convert(as_lora, ASSETS / "wan_t2v" / "transformer", whole, "diffusion_models")
+    from metacanvas_core.comfy_export import _read_folder
+
+    base = _read_folder(ASSETS / "wan_t2v" / "transformer")
+    merged = load_file(str(whole))["blocks.2.cross_attn.o.weight"].float()
+    want = base["blocks.2.attn2.to_out.0.weight"].float() + b @ a
+    assert torch.allclose(merged, want.to(base["blocks.2.attn2.to_out.0.weight"].dtype).float())
+
+
+def test_convert_comfy_from_the_command_line(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from metacanvas_core.__main__ import main
+
+    out = tmp_path / "t2v_lora.safetensors"
+    assert main(["convert-comfy", str(ASSETS / "metacanvas_t2v.safetensors"), "--base", str(ASSETS / "wan_t2v"),
+                 "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "lora from the transformer DiT part of 'metacanvas_t2v'" in said and "--format diffusion_models" in said
+    keys = load_file(str(out))
+    assert keys and all(k.startswith("diffusion_model.") and k.endswith((".diff", ".diff_b")) for k in keys)
+    assert main(["convert-comfy", str(ASSETS / "metacanvas_t2i.safetensors"), "--base", str(ASSETS / "sana_t2i"),
+                 "--out", str(tmp_path / "x.safetensors")]) == 2  # SANA: no native ComfyUI model
+    assert "no native ComfyUI route" in capsys.readouterr().err

@@ -87,6 +87,11 @@ class NativeLayout(ABC):
             )
         return out
 
+    def lora_unpatchable(self, native_key: str) -> bool:
+        """Whether ComfyUI's LoRA loading never reaches this tensor: ModelPatcher patches the parameters of leaf
+        modules only (0.3.64 skips "random weights in non leaf modules"), e.g. Wan's per-block `modulation`."""
+        return False
+
     @abstractmethod
     def native_config(self, config: dict) -> dict:
         """ComfyUI's unet_config for the diffusers transformer config `config`."""
@@ -137,6 +142,9 @@ class WanNative(NativeLayout):
             if pattern.search(key):
                 return pattern.sub(repl, key)
         return None
+
+    def lora_unpatchable(self, native_key: str) -> bool:
+        return native_key.endswith("modulation")  # held by WanAttentionBlock / Head beside their sub-modules
 
     def native_config(self, config: dict) -> dict:
         if config.get("image_dim") is not None or config.get("added_kv_proj_dim") is not None:
