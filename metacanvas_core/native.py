@@ -39,7 +39,9 @@ def plan_conditioning(positive: CanvasPlan, negative: CanvasPlan, weights: MetaC
     for p in (positive, negative):
         check_plan(p, weights, "Plan to CONDITIONING")
     length = max(positive.text.shape[1], negative.text.shape[1])
-    return tuple([[lay.text_context(p.text, p.text_mask, length), {PLAN_KEY: p}]] for p in (positive, negative))
+    return tuple([[lay.text_context(p.text, p.text_mask, length), {**lay.cond_extras(p.text, p.text_mask, weights.backbone_config),
+                                                                     PLAN_KEY: p}]]
+                 for p in (positive, negative))
 
 
 def check_plan(plan: CanvasPlan, weights: MetaCanvasWeights, where: str) -> None:

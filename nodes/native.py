@@ -62,13 +62,14 @@ def check_hooks(node: str, model_patcher, lay) -> None:
         if not hasattr(model_patcher, name):
             missing.append(f"ModelPatcher.{name}")
     diffusion = model_patcher.model.diffusion_model
-    if lay.hook == "double_block_0":
+    hooked = {"double_block_0": ("patches_replace", "double_block"), "post_input": ("post_input", "post_input")}
+    if lay.hook in hooked:
         try:
             source = inspect.getsource(type(diffusion).forward_orig)
         except (OSError, TypeError, AttributeError):
             source = ""
-        if "patches_replace" not in source or "double_block" not in source:
-            missing.append(f"{type(diffusion).__name__}.forward_orig's ('dit', 'double_block', i) block replace")
+        if not all(word in source for word in hooked[lay.hook]):
+            missing.append(f"{type(diffusion).__name__}.forward_orig's {lay.hook} hook")
     if missing:
         raise node_error(node, f"this ComfyUI ({comfyui_version()}) lacks what the canvas patch hooks into: "
                                f"{', '.join(missing)}; update ComfyUI (the patch was written against 0.3.64)")
@@ -132,6 +133,7 @@ class CanvasPatch:
         self.patch_size, self.multiplier, self.previous = patch_size, multiplier, previous
         self.key = f"metacanvas_{uuid.uuid4().hex[:8]}"
         self.calls = 0
+        self._step = None
 
     # -- per sampling run: which plan each cond carries
     def sampler_wrapper(self, executor, guider, sigmas, extra_args, *rest, **kwargs):
@@ -174,16 +176,22 @@ class CanvasPatch:
             step = self.canvas.step(chosen, x.shape[0] // len(chosen), tuple(x.shape), self.patch_size, timestep,
                                     self.multiplier, x.device)
         args[self.layout.options_arg] = {**options, self.key: step}
-        return executor(*args, **kwargs)
+        self._step = step  # FLUX's post_input patch is called without transformer_options (0.3.64)
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            self._step = None
 
-    # -- the hook: Wan's block 0 replace
-    def __call__(self, args, extra):
-        options = args["transformer_options"]
-        step = options.get(self.key)
+    # -- the hook: Wan's block 0 replace (args, extra), or FLUX's post_input patch (args)
+    def __call__(self, args, extra=None):
+        options = args.get("transformer_options")
+        step = options.get(self.key) if options is not None else self._step
         if step is not None:
             with reported_as(APPLY_TO_MODEL):
                 args = {**args, "img": self.canvas.add(args["img"], step)}
             self.calls += 1
+        if extra is None:  # post_input: the next patch in ComfyUI's list gets what this one returns
+            return args
         if self.previous is not None:
             return self.previous(args, extra)
         return extra["original_block"](args)
@@ -259,24 +267,31 @@ class MetaCanvasApplyToModel:
             check_hooks(node, model, lay)
             diffusion = model.model.diffusion_model
             cfg = connector.config
-            if getattr(diffusion, "dim", cfg.dit_dim) != cfg.dit_dim:
+            width, text_width = lay.model_widths(diffusion)
+            if width != cfg.dit_dim:
                 raise MetaCanvasError(
-                    f"the MODEL's DiT is {diffusion.dim} wide but the MetaCanvas weights {connector.name!r} were "
+                    f"the MODEL's DiT is {width} wide but the MetaCanvas weights {connector.name!r} were "
                     f"trained on one {cfg.dit_dim} wide: load the {lay.title} model these weights were trained with")
-            lay.check_text(getattr(diffusion, "text_dim", cfg.caption_channels), cfg.caption_channels)
+            lay.check_text(text_width, cfg.caption_channels)
             fuser = copy.deepcopy(connector.connector.canvas_fuser).eval().requires_grad_(False)
             fuser_patcher = comfy.model_patcher.ModelPatcher(
                 fuser, load_device=model.load_device, offload_device=model.offload_device)
             canvas = NativeCanvas(connector, strength, lay, fuser=fuser)
-            multiplier = float(getattr(model.get_model_object("model_sampling"), "multiplier", 1000.0))
+            sampling = model.get_model_object("model_sampling")
+            multiplier = float(getattr(sampling, "multiplier", lay.timestep_multiplier))
             patched = model.clone()
-            replaces = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
-            previous = replaces.get(("double_block", 0))
-            patch = CanvasPatch(canvas, fuser_patcher, lay, tuple(diffusion.patch_size), multiplier, previous)
+            previous = None
+            if lay.hook == "double_block_0":
+                replaces = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
+                previous = replaces.get(("double_block", 0))
+            patch = CanvasPatch(canvas, fuser_patcher, lay, diffusion.patch_size, multiplier, previous)
             wrappers = comfy.patcher_extension.WrappersMP
             patched.add_wrapper_with_key(wrappers.SAMPLER_SAMPLE, patch.key, patch.sampler_wrapper)
             patched.add_wrapper_with_key(wrappers.DIFFUSION_MODEL, patch.key, patch.diffusion_wrapper)
-            patched.set_model_patch_replace(patch, "dit", "double_block", 0)
+            if lay.hook == "double_block_0":
+                patched.set_model_patch_replace(patch, "dit", "double_block", 0)
+            else:  # ComfyUI keeps a list: earlier post_input patches run first, later ones after
+                patched.set_model_post_input_patch(patch)
             return (patched,)
 
 
@@ -294,13 +309,14 @@ def _native_choices() -> dict[str, Path]:
         except (OSError, ValueError):
             continue
         # (a DiT widened for channel-concatenated context, video editing / in-context, is not served natively)
-        if _TRANSFORMER_CLASSES.get(cfg.get("_class_name")) in LAYOUTS and cfg.get("in_channels") == cfg.get(
-                "out_channels"):
+        if _TRANSFORMER_CLASSES.get(cfg.get("_class_name")) in LAYOUTS and cfg.get("out_channels") in (
+                None, cfg.get("in_channels")):
             out[name] = folder
     return out
 
 
-_TRANSFORMER_CLASSES = {"WanTransformer3DModel": "wan"}
+_TRANSFORMER_CLASSES = {"WanTransformer3DModel": "wan", "FluxTransformer2DModel": "flux"}
+_BUILDERS = {"wan": lambda *a: native_wan(*a), "flux": lambda *a: native_flux(*a)}
 
 
 def _dit_choices() -> dict[str, Path | None]:
@@ -319,51 +335,111 @@ def _read_transformer(folder: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-class _DiffusersVideoVAE(torch.nn.Module):
+class _DiffusersVAE(torch.nn.Module):
     """ComfyUI's VAE calls first_stage_model.encode(pixels in [-1, 1]) -> latents and .decode(latents) -> pixels;
-    this answers them with the diffusers AutoencoderKLWan (raw latents, as a LATENT holds them: the model's latent
-    format normalises them on the way in)."""
+    this answers them with the folder's diffusers VAE (AutoencoderKLWan or AutoencoderKL): the posterior's mode, raw,
+    as a LATENT holds it (the model's latent format normalises it on the way in, as the pack's adapters do)."""
 
     def __init__(self, vae) -> None:
         super().__init__()
         self.vae = vae
 
+    @torch.no_grad()
     def encode(self, x):
         return self.vae.encode(x.to(self.vae.dtype)).latent_dist.mode()
 
+    @torch.no_grad()
     def decode(self, z):
         return self.vae.decode(z.to(self.vae.dtype)).sample
 
 
 def native_vae(folder: Path, comfy):
-    """ComfyUI's VAE object around the folder's diffusers Wan VAE (ComfyUI's own Wan VAE classes fix the real
-    models' widths and 8x / 16x compression, which the tiny VAE does not have)."""
+    """ComfyUI's VAE object around the folder's diffusers VAE. ComfyUI's own Wan / FLUX VAE classes fix the real
+    models' widths and compression (Wan 2.2: 48 channels, 16x; FLUX: 8x), which the tiny VAEs do not have, so the
+    object's first stage is the diffusers VAE itself; VAE Encode / Decode and every node that takes a VAE use it."""
     import comfy.sd  # noqa: PLC0415
-    from diffusers import AutoencoderKLWan
+    import diffusers
 
-    vae = AutoencoderKLWan.from_pretrained(folder / "vae", torch_dtype=torch.float32, use_safetensors=True)
-    cfg = vae.config
-    s, t = cfg.scale_factor_spatial, cfg.scale_factor_temporal
+    cfg = json.loads((folder / "vae" / "config.json").read_text())
+    cls = getattr(diffusers, cfg["_class_name"])
+    vae = cls.from_pretrained(folder / "vae", torch_dtype=torch.float32, use_safetensors=True)
     out = comfy.sd.VAE.__new__(comfy.sd.VAE)
     mm = comfy.model_management
-    out.upscale_ratio = (lambda a: max(0, a * t - (t - 1)), s, s)
-    out.upscale_index_formula = (t, s, s)
-    out.downscale_ratio = (lambda a: max(0, (a + t - 1) // t), s, s)
-    out.downscale_index_formula = (t, s, s)
-    out.latent_dim, out.latent_channels, out.output_channels = 3, cfg.z_dim, 3
+    if cfg["_class_name"] == "AutoencoderKLWan":
+        s, t = vae.config.scale_factor_spatial, vae.config.scale_factor_temporal
+        out.upscale_ratio = (lambda a: max(0, a * t - (t - 1)), s, s)
+        out.upscale_index_formula = (t, s, s)
+        out.downscale_ratio = (lambda a: max(0, (a + t - 1) // t), s, s)
+        out.downscale_index_formula = (t, s, s)
+        out.latent_dim, out.latent_channels = 3, vae.config.z_dim
+    else:  # an image VAE (AutoencoderKL: FLUX)
+        s = 2 ** (len(vae.config.block_out_channels) - 1)
+        out.upscale_ratio = out.downscale_ratio = s
+        out.upscale_index_formula = out.downscale_index_formula = None
+        out.latent_dim, out.latent_channels = 2, vae.config.latent_channels
+    out.output_channels = 3
     out.memory_used_encode = lambda shape, dtype: 2000 * shape[-2] * shape[-1] * mm.dtype_size(dtype)
     out.memory_used_decode = lambda shape, dtype: 2000 * shape[-2] * shape[-1] * s * s * mm.dtype_size(dtype)
     out.process_input = lambda image: image * 2.0 - 1.0
     out.process_output = lambda image: torch.clamp((image + 1.0) / 2.0, min=0.0, max=1.0)
     out.working_dtypes = [torch.float32]
     out.disable_offload, out.not_video, out.extra_1d_channel, out.crop_input = False, False, None, True
-    out.first_stage_model = _DiffusersVideoVAE(vae).eval()
+    out.first_stage_model = _DiffusersVAE(vae).eval()
     out.device = mm.vae_device()
     out.vae_dtype = torch.float32
     out.output_device = mm.intermediate_device()
     out.patcher = comfy.model_patcher.ModelPatcher(out.first_stage_model, load_device=out.device,
                                                    offload_device=mm.vae_offload_device())
     return out
+
+
+def _patcher(model_config, state, source, comfy):
+    """ComfyUI's own model for `model_config`, filled with `state` (ComfyUI's keys), in a ModelPatcher."""
+    mm = comfy.model_management
+    model_config.set_inference_dtype(torch.float32, None)
+    load, offload = mm.get_torch_device(), mm.unet_offload_device()
+    model = model_config.get_model({}, device=offload)
+    missing, unexpected = model.diffusion_model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise MetaCanvasError(f"the transformer in {str(source)!r} does not fill ComfyUI's model (missing "
+                              f"{list(missing)[:4]}, unexpected {list(unexpected)[:4]})")
+    model.diffusion_model.eval().requires_grad_(False)
+    return comfy.model_patcher.ModelPatcher(model, load_device=load, offload_device=offload)
+
+
+def native_flux(folder: Path, dit: Path | None, comfy):
+    """ComfyUI's own FLUX (comfy.ldm.flux.model.Flux in model_base.Flux) built from the folder's diffusers config,
+    its tensors renamed by ComfyUI's own diffusers converter (model_detection.convert_diffusers_mmdit)."""
+    import comfy.latent_formats  # noqa: PLC0415
+    import comfy.model_detection  # noqa: PLC0415
+    import comfy.supported_models  # noqa: PLC0415
+    from metacanvas_core.backbones.flux import calculate_shift
+    from metacanvas_core.backbones.native import LAYOUTS
+
+    lay = LAYOUTS["flux"]
+    source = dit if dit is not None else folder / "transformer"
+    config = json.loads((source / "config.json").read_text())
+    vae_cfg = json.loads((folder / "vae" / "config.json").read_text())
+    sched = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
+    scale, shift_factor = vae_cfg.get("scaling_factor", 1.0), vae_cfg.get("shift_factor") or 0.0
+
+    class FolderLatent(comfy.latent_formats.Flux):
+        latent_channels = vae_cfg["latent_channels"]
+
+        def __init__(self):
+            self.scale_factor, self.shift_factor = scale, shift_factor
+            self.latent_rgb_factors = self.latent_rgb_factors_bias = None
+            self.taesd_decoder_name = None
+
+    # ComfyUI's FLUX shift is the pack's mu; at the tiny model's trained 32x32 (64 tokens; ModelSamplingFlux sets
+    # it for other sizes)
+    mu = calculate_shift(64, sched)
+    model_config_cls = type("MetaCanvasNativeFlux", (comfy.supported_models.Flux,),
+                            {"latent_format": FolderLatent, "sampling_settings": {"shift": mu}})
+    state = comfy.model_detection.convert_diffusers_mmdit(_read_transformer(source), "")
+    if state is None:
+        raise MetaCanvasError(f"ComfyUI does not read {str(source)!r} as a diffusers FLUX transformer")
+    return _patcher(model_config_cls(lay.native_config(config)), state, source, comfy)
 
 
 def native_wan(folder: Path, dit: Path | None, comfy):
@@ -397,18 +473,7 @@ def native_wan(folder: Path, dit: Path | None, comfy):
     shift = float(sched.get("flow_shift", sched.get("shift", 5.0)))
     model_config_cls = type("MetaCanvasNativeWan22", (comfy.supported_models.WAN22_T2V,),
                             {"latent_format": FolderLatent, "sampling_settings": {"shift": shift}})
-    model_config = model_config_cls(unet_config)
-    mm = comfy.model_management
-    model_config.set_inference_dtype(torch.float32, None)
-    load, offload = mm.get_torch_device(), mm.unet_offload_device()
-    model = model_config.get_model({}, device=offload)
-    state = lay.native_state_dict(_read_transformer(source))
-    missing, unexpected = model.diffusion_model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise MetaCanvasError(f"the transformer in {str(source)!r} does not fill ComfyUI's Wan model (missing "
-                              f"{list(missing)[:4]}, unexpected {list(unexpected)[:4]})")
-    model.diffusion_model.eval().requires_grad_(False)
-    return comfy.model_patcher.ModelPatcher(model, load_device=load, offload_device=offload)
+    return _patcher(model_config_cls(unet_config), lay.native_state_dict(_read_transformer(source)), source, comfy)
 
 
 class MetaCanvasNativeBackboneLoader:
@@ -464,7 +529,8 @@ class MetaCanvasNativeBackboneLoader:
                         f"{loaded.dit.kind!r}): choose '{BASE_DIT}', or convert a LoRA DiT part with "
                         "`python -m metacanvas_core convert-comfy` and load it with LoraLoaderModelOnly")
                 dit_folder = loaded.dit.path
-            model = native_wan(folder, dit_folder, comfy)
+            cls = json.loads((folder / "transformer" / "config.json").read_text())["_class_name"]
+            model = _BUILDERS[_TRANSFORMER_CLASSES[cls]](folder, dit_folder, comfy)
             return (model, native_vae(folder, comfy))
 
 

@@ -153,9 +153,26 @@ class VAEDecode(_NeedsComfyUI):
     RETURN_TYPES = ("IMAGE",)
 
 
-NEEDS_COMFYUI = {"KSampler", "VAEDecode"}
+class VAEEncode(_NeedsComfyUI):
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"pixels": ("IMAGE",), "vae": ("VAE",)}}
 
-CORE_STAND_INS = {"KSampler": KSampler, "VAEDecode": VAEDecode, "SaveImage": SaveImage, "PreviewImage": PreviewImage,
+    RETURN_TYPES = ("LATENT",)
+
+
+class ReferenceLatent(_NeedsComfyUI):
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"conditioning": ("CONDITIONING",)}, "optional": {"latent": ("LATENT",)}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+
+
+NEEDS_COMFYUI = {"KSampler", "VAEDecode", "VAEEncode", "ReferenceLatent"}
+
+CORE_STAND_INS = {"KSampler": KSampler, "VAEDecode": VAEDecode, "VAEEncode": VAEEncode,
+                  "ReferenceLatent": ReferenceLatent, "SaveImage": SaveImage, "PreviewImage": PreviewImage,
                   "PrimitiveStringMultiline": PrimitiveStringMultiline, "CreateVideo": CreateVideo,
                   "SaveVideo": SaveVideo, "ImageBatch": ImageBatch}
 

@@ -202,9 +202,11 @@ def test_weights_of_another_architecture_are_refused(comfy, world, native):
     from nodes.comfy import NodeError
 
     model, _ = native
-    for name, says in (("metacanvas_t2i", "sana"), ("metacanvas_edit", "flux")):
-        with pytest.raises(NodeError, match=rf"^Apply MetaCanvas to MODEL: .*{says}.*use the pack's own route"):
-            _apply(model, load_connector(world["assets"] / f"{name}.safetensors"))
+    with pytest.raises(NodeError, match=r"^Apply MetaCanvas to MODEL: .*sana.*use the pack's own route"):
+        _apply(model, load_connector(world["assets"] / "metacanvas_t2i.safetensors"))
+    with pytest.raises(NodeError, match=r"^Apply MetaCanvas to MODEL: .*trained for FLUX.1-Kontext, but the MODEL is "
+                                        r"Wan 2.2 .*load a FLUX.1-Kontext model"):
+        _apply(model, load_connector(world["assets"] / "metacanvas_edit.safetensors"))
 
 
 def _tiny_flux_model(comfy):
@@ -220,10 +222,23 @@ def _tiny_flux_model(comfy):
 
 
 def test_a_model_of_another_architecture_is_refused(comfy, world):
+    import comfy.model_patcher
+    import comfy.supported_models
+
     from nodes.comfy import NodeError
 
-    with pytest.raises(NodeError, match=r"^Apply MetaCanvas to MODEL: the MODEL is a Flux model"):
+    with pytest.raises(NodeError, match=r"^Apply MetaCanvas to MODEL: .*trained for Wan 2.2, but the MODEL is "
+                                        r"FLUX.1-Kontext \(Flux\): load a Wan 2.2 model"):
         _apply(_tiny_flux_model(comfy), world["weights"])
+    mc = comfy.supported_models.SD3({"in_channels": 16, "pos_embed_scaling_factor": None, "depth": 1,
+                                     "patch_size": 2, "adm_in_channels": 64, "context_embedder_config": {
+                                         "target": "torch.nn.Linear", "params": {"in_features": 64,
+                                                                                 "out_features": 64}}})
+    mc.set_inference_dtype(torch.float32, None)
+    sd3 = comfy.model_patcher.ModelPatcher(mc.get_model({}), torch.device("cpu"), torch.device("cpu"))
+    with pytest.raises(NodeError, match=r"^Apply MetaCanvas to MODEL: the MODEL is a SD3 model, which MetaCanvas "
+                                        r"has no native route for"):
+        _apply(sd3, world["weights"])
 
 
 def test_a_native_model_of_another_width_or_text_width_is_refused(comfy, world, tmp_path):
@@ -330,3 +345,60 @@ def test_the_converted_whole_dit_holds_comfyuis_own_keys(comfy, world, native, t
     own = native[0].model.diffusion_model.state_dict()
     assert set(sd) == set(own)
     assert all(torch.equal(sd[k].float(), own[k].float()) for k in sd)
+
+
+# -- FLUX.1-Kontext: image editing with ReferenceLatent ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def edit(comfy, world):
+    from metacanvas_core.backbones import load_backbone
+    from metacanvas_core.checkpoints import load_connector
+    from metacanvas_core.plan import make_plan
+    from nodes.native import MetaCanvasNativeBackboneLoader
+
+    weights = load_connector(world["assets"] / "metacanvas_edit.safetensors")
+    plan = make_plan(world["planner"], weights, ["make the red circle green"], with_unconditional=True)
+    model, vae = MetaCanvasNativeBackboneLoader().load("built-in tiny: flux_edit", "built-in tiny: metacanvas_edit")
+    torch.manual_seed(0)
+    return {"weights": weights, "plan": plan, "model": model, "vae": vae, "image": torch.rand(1, 32, 32, 3),
+            "backbone": load_backbone(world["assets"] / "flux_edit")}
+
+
+def _edit_native(comfy, e, model):
+    """Kontext the ComfyUI way: VAE Encode the source, ReferenceLatent on both conditionings, KSampler from the
+    encoded source at denoise 1 (pure noise at sigma 1), with the pack's sigmas."""
+    import comfy.sample
+    import comfy.samplers
+
+    from metacanvas_core.sampling import initial_noise
+    from metacanvas_core.schedulers import prepared
+    from nodes.native import MetaCanvasPlanToConditioning
+
+    bb = e["backbone"]
+    source = e["vae"].encode(e["image"])
+    pos, neg = MetaCanvasPlanToConditioning().convert(e["weights"], e["plan"])
+    pos, neg = ([[t, {**d, "reference_latents": [source]}] for t, d in c] for c in (pos, neg))
+    sched = prepared(bb.scheduler, STEPS, lambda s: bb.set_timesteps(s, STEPS, tuple(source.shape)))
+    noise = initial_noise(tuple(source.shape), SEED)
+    return comfy.sample.sample_custom(model, noise, CFG, comfy.samplers.ksampler("euler"), sched.sigmas.float(), pos,
+                                      neg, source, seed=SEED, disable_pbar=True)
+
+
+def test_kontext_editing_matches_the_packs_sample_image(comfy, edit):
+    from metacanvas_core.backbones.base import Conditioning
+    from metacanvas_core.sampling import InjectedBackbone, sample
+
+    e, bb = edit, edit["backbone"]
+    ref = bb.encode(e["image"].movedim(-1, 1) * 2 - 1)
+    want = sample(InjectedBackbone(bb).inject(e["weights"]), e["plan"], width=32, height=32, steps=STEPS, cfg=CFG,
+                  seed=SEED, conditioning=Conditioning(reference=ref))
+    got = _edit_native(comfy, e, _apply(e["model"], e["weights"]))
+    assert (e["model"].model.process_latent_in(got) - want).abs().max().item() < TOLERANCE
+    plain = _edit_native(comfy, e, e["model"])
+    assert (plain - got).abs().max().item() > 100 * TOLERANCE  # the canvas acts, on the generated tokens only
+
+
+def test_kontext_zero_connector_is_bit_for_bit_plain(comfy, edit):
+    zero = _zero_weights(edit["weights"])
+    assert torch.equal(_edit_native(comfy, edit, _apply(edit["model"], zero)), _edit_native(comfy, edit, edit["model"]))

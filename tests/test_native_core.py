@@ -57,7 +57,8 @@ def test_noise_levels_per_frame_say_which_frames_are_given():
 
 
 def test_layouts_by_architecture_and_by_comfyui_model_class():
-    assert layout("wan") is WAN and layout_for_model("WAN22") is WAN and layout_for_model("Flux") is None
+    assert layout("wan") is WAN and layout_for_model("WAN22") is WAN and layout_for_model("Flux") is LAYOUTS["flux"]
+    assert layout_for_model("SD3") is None
     with pytest.raises(MetaCanvasError, match="no native ComfyUI route yet.*use the pack's own route"):
         layout("sana")
 
@@ -185,3 +186,21 @@ def test_convert_comfy_from_the_command_line(tmp_path, capsys):
     assert main(["convert-comfy", str(ASSETS / "metacanvas_t2i.safetensors"), "--base", str(ASSETS / "sana_t2i"),
                  "--out", str(tmp_path / "x.safetensors")]) == 2  # SANA: no native ComfyUI model
     assert "no native ComfyUI route" in capsys.readouterr().err
+
+
+def test_flux_conditioning_carries_the_packs_pooled_vector_and_no_padding():
+    from metacanvas_core.backbones import load_backbone
+    from metacanvas_core.checkpoints import load_connector
+    from metacanvas_core.plan import make_plan
+    from metacanvas_core.planner import Planner
+    from nodes.native import MetaCanvasPlanToConditioning
+
+    weights = load_connector(ASSETS / "metacanvas_edit.safetensors")
+    plan = make_plan(Planner.from_pretrained(ASSETS / "planner"), weights, ["make the red circle green"],
+                     with_unconditional=True)
+    pos, neg = MetaCanvasPlanToConditioning().convert(weights, plan)
+    bb = load_backbone(ASSETS / "flux_edit")
+    for (text, extra), p in ((pos[0], plan), (neg[0], plan.unconditional)):
+        assert text.shape[1] == p.text.shape[1]  # each its own length: FLUX would attend to padding
+        assert torch.allclose(extra["pooled_output"], bb.pooled(p.text, p.text_mask))
+        assert extra["guidance"] == 2.5

@@ -29,6 +29,7 @@ class NativeLayout(ABC):
     model_base_classes: ClassVar[tuple[str, ...]]  # comfy.model_base class names of this architecture
     hook: ClassVar[str]  # "double_block_0" (a dit replace of block 0) or "post_input"
     options_arg: ClassVar[int]  # position of transformer_options among the diffusion model's forward arguments
+    timestep_multiplier: ClassVar[float]  # ComfyUI's timestep = sigma x this, where model_sampling does not say
 
     @abstractmethod
     def token_grid(self, x_shape: tuple[int, ...], patch_size: tuple[int, ...]) -> tuple[int, int, int]:
@@ -53,6 +54,15 @@ class NativeLayout(ABC):
         level = t.amax(dim=1) * (1000.0 / multiplier)
         clean = (t == 0) & (level[:, None] > 0)
         return level, clean
+
+    def model_widths(self, diffusion_model) -> tuple[int, int]:
+        """(DiT width, text width) of ComfyUI's diffusion model of this architecture."""
+        return diffusion_model.dim, diffusion_model.text_dim
+
+    def cond_extras(self, text: torch.Tensor, mask: torch.Tensor, backbone_config: dict) -> dict:
+        """What else the CONDITIONING entry carries besides the text context and the plan (e.g. FLUX's pooled);
+        `backbone_config` is the DiT config the weights were trained on."""
+        return {}
 
     def text_context(self, text: torch.Tensor, mask: torch.Tensor, length: int) -> torch.Tensor:
         """The model's text context from a plan's text (B, L, C) and mask (B, L): zero past each prompt (the pack's
@@ -131,6 +141,7 @@ class WanNative(NativeLayout):
     model_base_classes = ("WAN22", "WAN21")
     hook = "double_block_0"
     options_arg = 5  # WanModel.forward(x, timestep, context, clip_fea, time_dim_concat, transformer_options, ...)
+    timestep_multiplier = 1000.0
 
     def token_grid(self, x_shape, patch_size):
         _, _, f, h, w = x_shape
@@ -162,7 +173,61 @@ class WanNative(NativeLayout):
         }
 
 
-LAYOUTS: dict[str, NativeLayout] = {lay.architecture: lay for lay in (WanNative(),)}
+class FluxNative(NativeLayout):
+    """FLUX.1-Kontext as ComfyUI's comfy.ldm.flux.model.Flux: 2x2 latent patches as tokens (the pack's order),
+    the canvas right after img_in (`post_input`), Kontext reference tokens after the generated ones. ComfyUI's own
+    converter (model_detection.convert_diffusers_mmdit) renames a diffusers FLUX; the nodes use it."""
+
+    architecture = "flux"
+    title = "FLUX.1-Kontext"
+    model_base_classes = ("Flux",)
+    hook = "post_input"
+    options_arg = 7  # Flux.forward(x, timestep, context, y, guidance, ref_latents, control, transformer_options, ...)
+    timestep_multiplier = 1.0  # ComfyUI's FLUX takes sigma itself
+    guidance = 2.5  # the pack's FLUX adapter's (FluxKontextPipeline's) default, for guidance-distilled models
+
+    def token_grid(self, x_shape, patch_size):
+        _, _, h, w = x_shape
+        p = patch_size if isinstance(patch_size, int) else patch_size[-1]
+        return 1, math.ceil(h / p), math.ceil(w / p)
+
+    def model_widths(self, diffusion_model):
+        return diffusion_model.hidden_size, diffusion_model.params.context_in_dim
+
+    def cond_extras(self, text, mask, backbone_config):
+        """pooled_output as the pack's FLUX adapter derives it (the masked mean of the text sequence, average-pooled
+        to pooled_projection_dim; see backbones/flux.py), and its guidance."""
+        import torch.nn.functional as F  # noqa: PLC0415
+
+        m = mask.to(text.dtype)[..., None]
+        mean = (text * m).sum(1) / m.sum(1).clamp_min(1)
+        dim = backbone_config.get("pooled_projection_dim", mean.shape[-1])
+        pooled = mean if mean.shape[-1] == dim else F.adaptive_avg_pool1d(mean[:, None], dim)[:, 0]
+        return {"pooled_output": pooled.float(), "guidance": self.guidance}
+
+    def text_context(self, text, mask, length):
+        # FLUX's joint attention would attend to padding (the pack masks it out): each prompt keeps its own length,
+        # and ComfyUI runs a positive and a negative of different lengths in separate calls.
+        keep = int(mask.sum(1).max().item())
+        return (text[:, :keep] * mask[:, :keep, None].to(text.dtype)).float().contiguous()
+
+    def native_key(self, key: str) -> str | None:
+        raise MetaCanvasError("FLUX's diffusers keys are renamed by ComfyUI's own converter "
+                              "(comfy.model_detection.convert_diffusers_mmdit), inside ComfyUI")
+
+    def native_config(self, config: dict) -> dict:
+        heads, head_dim = config["num_attention_heads"], config["attention_head_dim"]
+        return {
+            "image_model": "flux", "in_channels": config["in_channels"] // 4,
+            "out_channels": (config.get("out_channels") or config["in_channels"]) // 4,
+            "vec_in_dim": config["pooled_projection_dim"], "context_in_dim": config["joint_attention_dim"],
+            "hidden_size": heads * head_dim, "mlp_ratio": 4.0, "num_heads": heads, "depth": config["num_layers"],
+            "depth_single_blocks": config["num_single_layers"], "axes_dim": list(config["axes_dims_rope"]),
+            "theta": 10000, "patch_size": 2, "qkv_bias": True, "guidance_embed": bool(config["guidance_embeds"]),
+        }
+
+
+LAYOUTS: dict[str, NativeLayout] = {lay.architecture: lay for lay in (WanNative(), FluxNative())}
 
 
 def layout_for_model(model_base_class: str) -> NativeLayout | None:
