@@ -62,6 +62,8 @@ def test_mappings_and_web_directory():
     assert set(NAMES.values()) == {
         "Load MLLM Planner", "Load MetaCanvas Backbone", "Load MetaCanvas Weights", "Plan Canvas",
         "Inject into Backbone", "Sample Image", "Sample Video", "Preview Canvas", "Shapes World Scene",
+        "Plan to CONDITIONING", "Apply MetaCanvas to MODEL", "Load Native Backbone (MetaCanvas)",
+        "Video Latent from VAE (MetaCanvas)",
     }
     web = PACK_DIR / pack.WEB_DIRECTORY
     for key in NODES:
