@@ -3,7 +3,8 @@
 Plan to CONDITIONING turns a plan into ComfyUI CONDITIONING (the text connector's output as the model's text
 context, the plan attached); Apply MetaCanvas to MODEL clones a MODEL and hangs the canvas connector's per-step part
 on ComfyUI's model patches; Load Native Backbone builds ComfyUI's own model classes from a diffusers folder (the
-built-in tiny ones, which ComfyUI's own loaders cannot size) and returns ComfyUI's MODEL and VAE.
+built-in tiny ones, which ComfyUI's own loaders cannot size) and returns ComfyUI's MODEL and VAE; Video Latent from
+VAE makes Wan22ImageToVideoLatent's LATENT for any Wan VAE.
 
 ComfyUI is imported inside the functions only (the pack loads without it); the canvas arithmetic is
 `metacanvas_core.native`, what differs per architecture `metacanvas_core.backbones.native`.
@@ -124,7 +125,8 @@ class MetaCanvasPlanToConditioning:
 
 class CanvasPatch:
     """The canvas on ComfyUI's own model: a ('dit', 'double_block', 0) replace (Wan) that adds the residual to the
-    patch-embedded tokens, then calls the replace it took the slot from (or the original block); a SAMPLER_SAMPLE
+    patch-embedded tokens, then calls the replace it took the slot from (or the original block), or a post_input
+    patch (FLUX, right after img_in; the generated tokens come first); a SAMPLER_SAMPLE
     wrapper that maps each cond's uuid to its plan; a DIFFUSION_MODEL wrapper that prepares the step's canvas once
     per model call. `.to()` / `.models()` let ComfyUI load and offload the connector with the model."""
 
@@ -482,9 +484,10 @@ class MetaCanvasNativeBackboneLoader:
         return {
             "required": {
                 "backbone": (list(_native_choices()), {
-                    "tooltip": "A diffusers Wan 2.2 folder (built-in tiny wan_t2v, or one under models/diffusers) "
-                               "built as ComfyUI's own Wan model: what UNETLoader cannot do for the tiny models "
-                               "(ComfyUI sizes a Wan from real checkpoints' widths and patch size).",
+                    "tooltip": "A diffusers Wan 2.2 TI2V or FLUX.1-Kontext folder (built-in tiny wan_t2v / flux_edit, "
+                               "or one under models/diffusers) built as ComfyUI's own model: what UNETLoader cannot "
+                               "do for the tiny models (ComfyUI sizes a Wan or FLUX from real checkpoints' widths and "
+                               "patch size).",
                 }),
                 "dit": (list(_dit_choices()), {
                     "tooltip": "The DiT to load: the folder's own, or the fine-tuned DiT that MetaCanvas weights name "
@@ -495,12 +498,13 @@ class MetaCanvasNativeBackboneLoader:
 
     RETURN_TYPES = ("MODEL", "VAE")
     RETURN_NAMES = ("model", "vae")
-    OUTPUT_TOOLTIPS = ("ComfyUI's own Wan model: chain LoraLoaderModelOnly, ModelSamplingSD3, Apply MetaCanvas to "
-                       "MODEL and KSampler.", "ComfyUI's VAE object around the folder's VAE, for VAE Encode / Decode.")
+    OUTPUT_TOOLTIPS = ("ComfyUI's own Wan / FLUX model: chain LoraLoaderModelOnly, ModelSamplingSD3 / ModelSamplingFlux, "
+                       "Apply MetaCanvas to MODEL and KSampler.",
+                       "ComfyUI's VAE object around the folder's VAE, for VAE Encode / Decode.")
     FUNCTION = "load"
     CATEGORY = "MetaCanvas/native"
-    DESCRIPTION = ("Builds ComfyUI's own model classes (Wan 2.2) from a diffusers folder and returns ComfyUI's MODEL "
-                   "and VAE, for the tiny built-in models that ComfyUI's UNETLoader cannot size.")
+    DESCRIPTION = ("Builds ComfyUI's own model classes (Wan 2.2, FLUX.1-Kontext) from a diffusers folder and returns "
+                   "ComfyUI's MODEL and VAE, for the tiny built-in models that ComfyUI's UNETLoader cannot size.")
 
     @classmethod
     def VALIDATE_INPUTS(cls, backbone, dit):
