@@ -402,3 +402,57 @@ def test_kontext_editing_matches_the_packs_sample_image(comfy, edit):
 def test_kontext_zero_connector_is_bit_for_bit_plain(comfy, edit):
     zero = _zero_weights(edit["weights"])
     assert torch.equal(_edit_native(comfy, edit, _apply(edit["model"], zero)), _edit_native(comfy, edit, edit["model"]))
+
+
+def test_kontext_a_lora_before_or_after_the_patch_is_kept(comfy, edit):
+    import comfy.lora
+
+    def lora(model):
+        torch.manual_seed(6)
+        key = "diffusion_model.double_blocks.0.img_attn.qkv"
+        sd = {f"{key}.lora_up.weight": torch.randn(192, 4) * 0.5, f"{key}.lora_down.weight": torch.randn(4, 64) * 0.5}
+        out = model.clone()
+        assert out.add_patches(comfy.lora.load_lora(sd, comfy.lora.model_lora_keys_unet(model.model, {})), 1.0)
+        return out
+
+    e, w = edit, edit["weights"]
+    without = _edit_native(comfy, e, _apply(e["model"], w))
+    before = _edit_native(comfy, e, _apply(lora(e["model"]), w))
+    after = _edit_native(comfy, e, lora(_apply(e["model"], w)))
+    assert (before - without).abs().max().item() > 1e-2 and torch.equal(before, after)
+
+
+def test_a_patch_that_never_runs_is_an_error_not_a_plain_result(comfy, world, native):
+    from nodes.comfy import NodeError
+
+    model, vae = native
+    patched = _apply(model, world["weights"])
+    patched.model_options["transformer_options"]["patches_replace"]["dit"].pop(("double_block", 0))  # as if the
+    # model no longer called the block replace
+    with pytest.raises(NodeError, match=r"^Apply MetaCanvas to MODEL: the canvas patch never ran while sampling: "
+                                        r"this ComfyUI \(0\.\d+\.\d+\).*update ComfyUI"):
+        _native(comfy, patched, world, _empty(vae)["samples"])
+
+
+def test_a_separate_negative_plan_steers_the_negative_half(comfy, world, native):
+    from metacanvas_core.plan import make_plan
+    from metacanvas_core.sampling import InjectedBackbone, sample
+    from metacanvas_core.schedulers import make_scheduler
+    from nodes.native import MetaCanvasPlanToConditioning
+
+    negative = make_plan(world["planner"], world["weights"], ["a blue square at bottom right"])
+    bb = world["backbone"]
+    want = sample(InjectedBackbone(bb).inject(world["weights"]), world["plan"], negative, width=32, height=32,
+                  frames=17, steps=STEPS, cfg=CFG, seed=SEED, scheduler=make_scheduler(bb.scheduler, "euler", shift=5.0))
+    import comfy.sample
+    import comfy.samplers
+
+    from metacanvas_core.sampling import initial_noise
+
+    model, vae = native
+    pos, neg = MetaCanvasPlanToConditioning().convert(world["weights"], world["plan"], negative)
+    latent = _empty(vae)["samples"]
+    got = comfy.sample.sample_custom(_apply(model, world["weights"]), initial_noise(tuple(latent.shape), SEED), CFG,
+                                     comfy.samplers.ksampler("euler"), _sigmas(bb), pos, neg, latent, seed=SEED,
+                                     disable_pbar=True)
+    assert (model.model.process_latent_in(got) - want).abs().max().item() < TOLERANCE
