@@ -310,9 +310,7 @@ def _native_choices() -> dict[str, Path]:
             cfg = json.loads((folder / "transformer" / "config.json").read_text())
         except (OSError, ValueError):
             continue
-        # (a DiT widened for channel-concatenated context, video editing / in-context, is not served natively)
-        if _TRANSFORMER_CLASSES.get(cfg.get("_class_name")) in LAYOUTS and cfg.get("out_channels") in (
-                None, cfg.get("in_channels")):
+        if _TRANSFORMER_CLASSES.get(cfg.get("_class_name")) in LAYOUTS:
             out[name] = folder
     return out
 
@@ -597,15 +595,116 @@ class MetaCanvasNativeVideoLatent:
                  "noise_mask": mask.repeat(batch_size, 1, 1, 1, 1)},)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Video editing and in-context video: the widened Wan's channel-concatenated context, ComfyUI's concat_cond way
+
+VIDEO_CONTEXT = "Video Context for Wan (MetaCanvas)"
+
+
+class _NativeWanContext:
+    """What `video_tasks` asks of a backbone to build the widened Wan's context, answered by ComfyUI's MODEL and VAE
+    (the same arithmetic as the pack's route: normalised latents of the source clip or the references, and the mask)."""
+
+    architecture = "wan"
+
+    def __init__(self, model, vae) -> None:
+        diffusion = model.model.diffusion_model
+        self.name = type(model.model).__name__
+        self.latent_format = model.model.latent_format
+        self.vae = vae
+        self.latent_channels = diffusion.out_dim
+        extra = diffusion.in_dim - diffusion.out_dim
+        self.mask_channels = extra - diffusion.out_dim if extra > diffusion.out_dim else 0
+        self.step = vae.spacial_compression_encode() * diffusion.patch_size[-1]
+        self.stride = vae.temporal_compression_decode() or 1
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+
+    def takes(self, part: str) -> bool:
+        return part in ("context", "context_mask") and self.mask_channels > 0
+
+    def check_size(self, width: int, height: int) -> None:
+        if width <= 0 or height <= 0 or width % self.step or height % self.step:
+            raise MetaCanvasError(f"width {width} and height {height} must be positive multiples of {self.step} for "
+                                  "this model (VAE compression x patch size)")
+
+    def latent_frames(self, frames: int) -> int:
+        if frames < 1 or (frames - 1) % self.stride:
+            raise MetaCanvasError(f"frames {frames} does not fit the VAE: a clip has {self.stride}k+1 frames")
+        return (frames - 1) // self.stride + 1
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) images or (1, 3, F, H, W) clips in [-1, 1] -> normalised latents (B, C, f, h, w)."""
+        clips = pixels[:, :, None] if pixels.ndim == 4 else pixels
+        out = [self.vae.encode(((c + 1) / 2).movedim(0, -1)) for c in clips]  # ComfyUI's VAE: (F, H, W, 3) in 0..1
+        return self.latent_format.process_in(torch.cat(out).float())
+
+
+class MetaCanvasNativeVideoContext:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "ComfyUI's widened Wan (e.g. Load Native Backbone with "
+                                               "wan_video_context): its channels and latent format."}),
+                "vae": ("VAE",),
+                "positive": ("CONDITIONING",),
+                "negative": ("CONDITIONING",),
+                "width": ("INT", {"default": 32, "min": 4, "max": 8192, "step": 4}),
+                "height": ("INT", {"default": 32, "min": 4, "max": 8192, "step": 4}),
+                "length": ("INT", {"default": 17, "min": 1, "max": 4097, "step": 4}),
+            },
+            "optional": {
+                "source_video": ("IMAGE", {"tooltip": "Video editing: the clip to edit (its frames); the output "
+                                                      "takes its size and frame count."}),
+                "reference_images": ("IMAGE", {"tooltip": "In-context video: reference images (a batch), one per "
+                                                          "latent frame from the first."}),
+            },
+        }
+
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
+    RETURN_NAMES = ("positive", "negative", "latent")
+    FUNCTION = "make"
+    CATEGORY = "MetaCanvas/native"
+    DESCRIPTION = ("Video editing and in-context video on ComfyUI's own widened Wan: the source clip's or the "
+                   "references' latents and their mask go into the conditioning as ComfyUI's concat_latent_image / "
+                   "concat_mask (Wan I2V's channel order: noisy latents, mask, context), and an empty LATENT.")
+
+    def make(self, model, vae, positive, negative, width, height, length, source_video=None, reference_images=None):
+        node = VIDEO_CONTEXT
+        comfy = _comfy(node)
+        with reported_as(node):
+            from metacanvas_core.video_tasks import in_context_inputs, video_edit_inputs
+
+            if (source_video is None) == (reference_images is None):
+                raise MetaCanvasError("give either source_video (video editing) or reference_images (in-context "
+                                      "video)")
+            backbone = _NativeWanContext(model, vae)
+            if source_video is not None:
+                inputs = video_edit_inputs(backbone, source_video, 8.0, where="source_video")
+            else:
+                inputs = in_context_inputs(backbone, list(reference_images[:, None].unbind(0)), width, height, length,
+                                           where="reference_images")
+            cond = inputs.conditioning
+            extra = {"concat_latent_image": backbone.latent_format.process_out(cond.context),
+                     # ComfyUI's Wan feeds 1 - concat_mask to the DiT; ours is 1 where a latent is given
+                     "concat_mask": 1.0 - cond.context_mask}
+            out = [[[t, {**d, **extra}] for t, d in c] for c in (positive, negative)]
+            latent = torch.zeros([1, backbone.latent_channels, *cond.context.shape[2:]],
+                                 device=comfy.model_management.intermediate_device())
+            return (out[0], out[1], {"samples": latent})
+
+
 NODE_CLASS_MAPPINGS = {
     "MetaCanvasPlanToConditioning": MetaCanvasPlanToConditioning,
     "MetaCanvasApplyToModel": MetaCanvasApplyToModel,
     "MetaCanvasNativeBackboneLoader": MetaCanvasNativeBackboneLoader,
     "MetaCanvasNativeVideoLatent": MetaCanvasNativeVideoLatent,
+    "MetaCanvasNativeVideoContext": MetaCanvasNativeVideoContext,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "MetaCanvasPlanToConditioning": PLAN_TO_CONDITIONING,
     "MetaCanvasApplyToModel": APPLY_TO_MODEL,
     "MetaCanvasNativeBackboneLoader": NATIVE_LOADER,
     "MetaCanvasNativeVideoLatent": VIDEO_LATENT,
+    "MetaCanvasNativeVideoContext": VIDEO_CONTEXT,
 }

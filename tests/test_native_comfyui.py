@@ -456,3 +456,58 @@ def test_a_separate_negative_plan_steers_the_negative_half(comfy, world, native)
                                      comfy.samplers.ksampler("euler"), _sigmas(bb), pos, neg, latent, seed=SEED,
                                      disable_pbar=True)
     assert (model.model.process_latent_in(got) - want).abs().max().item() < TOLERANCE
+
+
+# -- video editing and in-context video: the widened Wan through ComfyUI's concat_cond ------------------------------
+
+
+@pytest.fixture(scope="module")
+def context(comfy, world):
+    from metacanvas_core.backbones import load_backbone
+    from metacanvas_core.checkpoints import load_connector
+    from metacanvas_core.plan import make_plan
+    from nodes.native import MetaCanvasNativeBackboneLoader
+
+    weights = load_connector(world["assets"] / "metacanvas_video_context.safetensors")
+    plan = make_plan(world["planner"], weights, ["make the circle blue"], with_unconditional=True)
+    model, vae = MetaCanvasNativeBackboneLoader().load("built-in tiny: wan_video_context",
+                                                       "built-in tiny: metacanvas_video_context")
+    return {"weights": weights, "plan": plan, "model": model, "vae": vae,
+            "backbone": load_backbone(world["assets"] / "wan_video_context")}
+
+
+@pytest.mark.parametrize("task", ["video-edit", "in-context"])
+def test_video_editing_and_in_context_match_the_packs_sample_video(comfy, world, context, task):
+    import comfy.sample
+    import comfy.samplers
+
+    from metacanvas_core.sampling import InjectedBackbone, initial_noise, sample
+    from metacanvas_core.schedulers import make_scheduler
+    from metacanvas_core.video_tasks import in_context_inputs, video_edit_inputs
+    from nodes.native import MetaCanvasNativeVideoContext, MetaCanvasPlanToConditioning
+
+    c, bb = context, context["backbone"]
+    torch.manual_seed(1)
+    given = torch.rand(17, 32, 32, 3) if task == "video-edit" else torch.rand(2, 32, 32, 3)
+    if task == "video-edit":
+        conditioning = video_edit_inputs(bb, given, 8.0).conditioning
+        kwargs = {"source_video": given}
+    else:
+        conditioning = in_context_inputs(bb, [given[:1], given[1:]], 32, 32, 17).conditioning
+        kwargs = {"reference_images": given}
+    want = sample(InjectedBackbone(bb).inject(c["weights"]), c["plan"], width=32, height=32, frames=17, steps=STEPS,
+                  cfg=CFG, seed=SEED, conditioning=conditioning,
+                  scheduler=make_scheduler(bb.scheduler, "euler", shift=5.0))
+    bare = MetaCanvasPlanToConditioning().convert(c["weights"], c["plan"])
+    pos, neg, latent = MetaCanvasNativeVideoContext().make(c["model"], c["vae"], *bare, 32, 32, 17, **kwargs)
+    latent = latent["samples"]
+    patched = _apply(c["model"], c["weights"])
+
+    def run(p, n):
+        return comfy.sample.sample_custom(patched, initial_noise(tuple(latent.shape), SEED), CFG,
+                                          comfy.samplers.ksampler("euler"), _sigmas(bb), p, n, latent, seed=SEED,
+                                          disable_pbar=True)
+
+    got = run(pos, neg)
+    assert (c["model"].model.process_latent_in(got) - want).abs().max().item() < TOLERANCE
+    assert (run(*bare) - got).abs().max().item() > 100 * TOLERANCE  # the context acts (not zeros on both routes)
