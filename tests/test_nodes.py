@@ -63,7 +63,7 @@ def test_mappings_and_web_directory():
         "Load MLLM Planner", "Load MetaCanvas Backbone", "Load MetaCanvas Weights", "Plan Canvas",
         "Inject into Backbone", "Sample Image", "Sample Video", "Preview Canvas", "Shapes World Scene",
         "Plan to CONDITIONING", "Apply MetaCanvas to MODEL", "Load Native Backbone (MetaCanvas)",
-        "Video Latent from VAE (MetaCanvas)",
+        "Video Latent from VAE (MetaCanvas)", "Video Context for Wan (MetaCanvas)",
     }
     web = PACK_DIR / pack.WEB_DIRECTORY
     for key in NODES:
