@@ -101,7 +101,7 @@ class MetaCanvasPlanToConditioning:
     OUTPUT_TOOLTIPS = ("The plan's text context for KSampler's positive input, with the plan attached for Apply "
                        "MetaCanvas to MODEL.", "The negative plan (or the empty prompt's) for KSampler's negative.")
     FUNCTION = "convert"
-    CATEGORY = "MetaCanvas/native"
+    CATEGORY = "MetaCanvas"
     DESCRIPTION = ("Turns a MetaCanvas plan into ComfyUI CONDITIONING for the native model: the text connector's "
                    "output replaces the model's text encoder, and the plan rides along so Apply MetaCanvas to MODEL "
                    "adds the right canvas to the positive and the negative.")
@@ -246,7 +246,7 @@ class MetaCanvasApplyToModel:
     OUTPUT_TOOLTIPS = ("A clone of the MODEL that adds the canvas; sample it with KSampler and the CONDITIONING "
                        "from Plan to CONDITIONING.",)
     FUNCTION = "apply"
-    CATEGORY = "MetaCanvas/native"
+    CATEGORY = "MetaCanvas"
     DESCRIPTION = ("Adds the MetaCanvas canvas connector to ComfyUI's own model as a model patch, as a LoRA is added "
                    "to a MODEL: a clone carries it, the loaded model stays as it was.")
 
@@ -500,7 +500,7 @@ class MetaCanvasNativeBackboneLoader:
                        "Apply MetaCanvas to MODEL and KSampler.",
                        "ComfyUI's VAE object around the folder's VAE, for VAE Encode / Decode.")
     FUNCTION = "load"
-    CATEGORY = "MetaCanvas/native"
+    CATEGORY = "MetaCanvas"
     DESCRIPTION = ("Builds ComfyUI's own model classes (Wan 2.2, FLUX.1-Kontext) from a diffusers folder and returns "
                    "ComfyUI's MODEL and VAE, for the tiny built-in models that ComfyUI's UNETLoader cannot size.")
 
@@ -548,11 +548,13 @@ class MetaCanvasNativeVideoLatent:
         return {
             "required": {
                 "vae": ("VAE", {"tooltip": "The model's VAE: its channels and compression size the latent."}),
-                "width": ("INT", {"default": 32, "min": 4, "max": 8192, "step": 4}),
-                "height": ("INT", {"default": 32, "min": 4, "max": 8192, "step": 4}),
+                "width": ("INT", {"default": 32, "min": 4, "max": 8192, "step": 4,
+                                  "tooltip": "Clip width in pixels, a multiple of the VAE's compression."}),
+                "height": ("INT", {"default": 32, "min": 4, "max": 8192, "step": 4,
+                                   "tooltip": "Clip height in pixels, a multiple of the VAE's compression."}),
                 "length": ("INT", {"default": 17, "min": 1, "max": 4097, "step": 4,
                                    "tooltip": "Frames of the clip (the VAE's temporal stride x k + 1)."}),
-                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64}),
+                "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Clips per run."}),
             },
             "optional": {
                 "start_image": ("IMAGE", {"tooltip": "Image-to-video: the clip's first frame. It is kept clean "
@@ -562,8 +564,10 @@ class MetaCanvasNativeVideoLatent:
 
     RETURN_TYPES = ("LATENT",)
     RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("The LATENT for KSampler (with the start image: its first frame and a noise_mask that keeps it "
+                       "clean).",)
     FUNCTION = "make"
-    CATEGORY = "MetaCanvas/native"
+    CATEGORY = "MetaCanvas"
     DESCRIPTION = ("An empty video LATENT for a Wan model, or with a start image its encoded first frame and a "
                    "noise_mask that keeps it clean: Wan22ImageToVideoLatent's output, but sized by the VAE (that node "
                    "fixes Wan 2.2 5B's 48 channels and 16x compression, which the tiny built-in VAE does not have).")
@@ -646,12 +650,15 @@ class MetaCanvasNativeVideoContext:
             "required": {
                 "model": ("MODEL", {"tooltip": "ComfyUI's widened Wan (e.g. Load Native Backbone with "
                                                "wan_video_context): its channels and latent format."}),
-                "vae": ("VAE",),
-                "positive": ("CONDITIONING",),
-                "negative": ("CONDITIONING",),
-                "width": ("INT", {"default": 32, "min": 4, "max": 8192, "step": 4}),
-                "height": ("INT", {"default": 32, "min": 4, "max": 8192, "step": 4}),
-                "length": ("INT", {"default": 17, "min": 1, "max": 4097, "step": 4}),
+                "vae": ("VAE", {"tooltip": "The model's VAE: encodes the source clip or the references."}),
+                "positive": ("CONDITIONING", {"tooltip": "From Plan to CONDITIONING."}),
+                "negative": ("CONDITIONING", {"tooltip": "From Plan to CONDITIONING."}),
+                "width": ("INT", {"default": 32, "min": 4, "max": 8192, "step": 4,
+                                  "tooltip": "In-context video: the clip's width (editing takes the source's)."}),
+                "height": ("INT", {"default": 32, "min": 4, "max": 8192, "step": 4,
+                                   "tooltip": "In-context video: the clip's height (editing takes the source's)."}),
+                "length": ("INT", {"default": 17, "min": 1, "max": 4097, "step": 4,
+                                   "tooltip": "In-context video: frames (editing takes the source's)."}),
             },
             "optional": {
                 "source_video": ("IMAGE", {"tooltip": "Video editing: the clip to edit (its frames); the output "
@@ -663,8 +670,10 @@ class MetaCanvasNativeVideoContext:
 
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
     RETURN_NAMES = ("positive", "negative", "latent")
+    OUTPUT_TOOLTIPS = ("The positive with the context.", "The negative with the context.",
+                       "An empty LATENT of the clip's size.")
     FUNCTION = "make"
-    CATEGORY = "MetaCanvas/native"
+    CATEGORY = "MetaCanvas"
     DESCRIPTION = ("Video editing and in-context video on ComfyUI's own widened Wan: the source clip's or the "
                    "references' latents and their mask go into the conditioning as ComfyUI's concat_latent_image / "
                    "concat_mask (Wan I2V's channel order: noisy latents, mask, context), and an empty LATENT.")

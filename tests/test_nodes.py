@@ -141,7 +141,8 @@ def test_input_types_are_valid(key):
             elif kind == "STRING":
                 assert isinstance(opts.get("default", ""), str)
             else:
-                assert kind.startswith("METACANVAS_") or kind == "IMAGE"
+                # (the native route's nodes also take ComfyUI's own model types)
+                assert kind.startswith("METACANVAS_") or kind in ("IMAGE", "MODEL", "VAE", "CONDITIONING", "LATENT")
     if hasattr(cls, "VALIDATE_INPUTS"):
         accepted = inspect.signature(cls.VALIDATE_INPUTS).parameters
         defaults = {n: s[1].get("default", s[0][0] if isinstance(s[0], list) else None)
