@@ -122,7 +122,57 @@ class ImageBatch:
         return (torch.cat((image1, image2), dim=0),)
 
 
-CORE_STAND_INS = {"SaveImage": SaveImage, "PreviewImage": PreviewImage,
+class _NeedsComfyUI:
+    """Declared as ComfyUI declares them (so the editor-format checks read their widgets); they sample ComfyUI's own
+    models, so running them needs a real ComfyUI (tests/test_native_comfyui.py, the harness)."""
+
+    FUNCTION = "run"
+
+    def run(self, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} runs in a real ComfyUI only")
+
+
+class KSampler(_NeedsComfyUI):
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL",), "seed": ("INT", {"default": 0, "control_after_generate": True}),
+            "steps": ("INT", {"default": 20}), "cfg": ("FLOAT", {"default": 8.0}),
+            "sampler_name": (["euler", "dpmpp_2m", "uni_pc"],), "scheduler": (["simple", "normal", "beta"],),
+            "positive": ("CONDITIONING",), "negative": ("CONDITIONING",), "latent_image": ("LATENT",),
+            "denoise": ("FLOAT", {"default": 1.0})}}
+
+    RETURN_TYPES = ("LATENT",)
+
+
+class VAEDecode(_NeedsComfyUI):
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"samples": ("LATENT",), "vae": ("VAE",)}}
+
+    RETURN_TYPES = ("IMAGE",)
+
+
+class VAEEncode(_NeedsComfyUI):
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"pixels": ("IMAGE",), "vae": ("VAE",)}}
+
+    RETURN_TYPES = ("LATENT",)
+
+
+class ReferenceLatent(_NeedsComfyUI):
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"conditioning": ("CONDITIONING",)}, "optional": {"latent": ("LATENT",)}}
+
+    RETURN_TYPES = ("CONDITIONING",)
+
+
+NEEDS_COMFYUI = {"KSampler", "VAEDecode", "VAEEncode", "ReferenceLatent"}
+
+CORE_STAND_INS = {"KSampler": KSampler, "VAEDecode": VAEDecode, "VAEEncode": VAEEncode,
+                  "ReferenceLatent": ReferenceLatent, "SaveImage": SaveImage, "PreviewImage": PreviewImage,
                   "PrimitiveStringMultiline": PrimitiveStringMultiline, "CreateVideo": CreateVideo,
                   "SaveVideo": SaveVideo, "ImageBatch": ImageBatch}
 

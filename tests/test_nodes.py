@@ -62,6 +62,8 @@ def test_mappings_and_web_directory():
     assert set(NAMES.values()) == {
         "Load MLLM Planner", "Load MetaCanvas Backbone", "Load MetaCanvas Weights", "Plan Canvas",
         "Inject into Backbone", "Sample Image", "Sample Video", "Preview Canvas", "Shapes World Scene",
+        "Plan to CONDITIONING", "Apply MetaCanvas to MODEL", "Load Native Backbone (MetaCanvas)",
+        "Video Latent from VAE (MetaCanvas)", "Video Context for Wan (MetaCanvas)",
     }
     web = PACK_DIR / pack.WEB_DIRECTORY
     for key in NODES:
@@ -139,7 +141,8 @@ def test_input_types_are_valid(key):
             elif kind == "STRING":
                 assert isinstance(opts.get("default", ""), str)
             else:
-                assert kind.startswith("METACANVAS_") or kind == "IMAGE"
+                # (the native route's nodes also take ComfyUI's own model types)
+                assert kind.startswith("METACANVAS_") or kind in ("IMAGE", "MODEL", "VAE", "CONDITIONING", "LATENT")
     if hasattr(cls, "VALIDATE_INPUTS"):
         accepted = inspect.signature(cls.VALIDATE_INPUTS).parameters
         defaults = {n: s[1].get("default", s[0][0] if isinstance(s[0], list) else None)
