@@ -128,6 +128,58 @@ def check_resume_flags(out: Path, name: str, flags: dict[str, str]) -> None:
                               f"the run's own flags ({path} lists them), or give a new --out")
 
 
+def fill_deepspeed_config(cfg: dict, micro: int, grad_accum: int, processes: int, max_grad_norm: float) -> dict:
+    """Fill what DeepSpeed needs from the trainer's flags: the trainer draws its own samples (no DataLoader), so
+    accelerate cannot infer `train_micro_batch_size_per_gpu` and raises when it is "auto". A value the config fixes
+    must agree with the flags (or the run would silently train another batch)."""
+    want = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": grad_accum,
+            "train_batch_size": micro * grad_accum * processes, "gradient_clipping": max_grad_norm}
+    flag = {"train_micro_batch_size_per_gpu": "--batch / (processes x --grad-accum)",
+            "gradient_accumulation_steps": "--grad-accum", "train_batch_size": "--batch",
+            "gradient_clipping": "--max-grad-norm"}
+    for key, value in want.items():
+        have = cfg.get(key, "auto")
+        if have == "auto":
+            cfg[key] = value
+        elif float(have) != float(value):
+            raise MetaCanvasError(f"the DeepSpeed config sets {key} {have}, but {flag[key]} gives {value}: set it to "
+                                  "auto or leave it out (the trainer fills it in from its flags)")
+    return cfg
+
+
+def block_classes(model: torch.nn.Module) -> list[str]:
+    """Class names of the repeated blocks of the trained modules (the members of an outermost nn.ModuleList of one
+    class, e.g. a DiT's `transformer_blocks`): FSDP's shard units."""
+    names, inside = [], set()
+    for module in model.modules():
+        if id(module) in inside or not isinstance(module, torch.nn.ModuleList) or not len(module):
+            continue
+        kinds = {type(block) for block in module}
+        if len(kinds) == 1 and sum(p.numel() for p in module.parameters()):
+            names += [k.__name__ for k in kinds if k.__name__ not in names]
+            inside |= {id(m) for m in module.modules()}
+    return names
+
+
+def set_fsdp_wrap_classes(plugin, model: torch.nn.Module, say=print) -> None:
+    """FSDP's transformer-based wrap names block classes; the shipped config names SANA's. Keep the configured names
+    this model has; if it has none of them, wrap its own blocks (SANA, FLUX, Wan: whichever --base is)."""
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    policy = plugin.auto_wrap_policy
+    if not (policy == transformer_auto_wrap_policy or policy == "transformer_based_wrap"
+            or getattr(policy, "func", None) == transformer_auto_wrap_policy):
+        return
+    present = {type(m).__name__ for m in model.modules()}
+    asked = plugin.transformer_cls_names_to_wrap or []
+    kept = [n for n in asked if n in present]
+    if not kept:
+        kept = block_classes(model)
+        say(f"FSDP: the config's blocks to wrap ({', '.join(asked) or 'none'}) are not in this model; wrapping its "
+            f"{', '.join(kept)}")
+    plugin.transformer_cls_names_to_wrap = kept
+
+
 def _states(out: Path) -> list[Path]:
     return sorted((out / "state").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -135,7 +187,7 @@ def _states(out: Path) -> list[Path]:
 class Trainer:
     def __init__(self, task_cls: type[Task], args: argparse.Namespace) -> None:
         from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration
+        from accelerate.utils import DistributedType, ProjectConfiguration
 
         self.args, out = args, args.out
         _check_tracker(args.report_to)
@@ -149,9 +201,15 @@ class Trainer:
             raise MetaCanvasError(
                 f"--batch {args.batch} must split evenly over {self.n} processes x --grad-accum {args.grad_accum}")
         self.micro = args.batch // (self.n * args.grad_accum)
+        if acc.gradient_accumulation_steps != args.grad_accum:  # ACCELERATE_GRADIENT_ACCUMULATION_STEPS overrides ours
+            raise MetaCanvasError(f"the accelerate config / launch flags set gradient accumulation to "
+                                  f"{acc.gradient_accumulation_steps}, but --grad-accum is {args.grad_accum}: drop "
+                                  "gradient_accumulation_steps from the config (the trainer sets it from --grad-accum)")
         ds = acc.state.deepspeed_plugin
         if args.ema and ds is not None and ds.zero_stage == 3:
             raise MetaCanvasError("--ema needs whole weights in each process; ZeRO-3 shards them: use ZeRO-2 or FSDP")
+        if ds is not None:
+            fill_deepspeed_config(ds.deepspeed_config, self.micro, args.grad_accum, self.n, args.max_grad_norm)
         flags = task_flags(task_cls, args)
         resuming = args.resume and bool(_states(out))
         if resuming:
@@ -161,6 +219,9 @@ class Trainer:
         torch.manual_seed(args.seed)  # the same initial weights in every process
         self.task = task_cls(args, acc.device, dtype)
         self.model = TrainedModules(self.task).train()  # the frozen models the task holds stay in eval mode
+        fsdp = acc.state.fsdp_plugin if acc.distributed_type == DistributedType.FSDP else None
+        if fsdp is not None:
+            set_fsdp_wrap_classes(fsdp, self.model, acc.print)
         groups = self.task.param_groups()
         self.opt = _optimizer(args.optimizer, groups, args.lr, args.weight_decay)
         self.model, self.opt = acc.prepare(self.model, self.opt)
