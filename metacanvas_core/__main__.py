@@ -1,5 +1,5 @@
-"""Command line: python -m metacanvas_core {generate, evaluate, bench, probe, table, train, export-dataset, cost} ...
-(--help on each). Each subcommand registers itself from its own module; this runs the one asked for."""
+"""Command line: python -m metacanvas_core {generate, evaluate, bench, probe, table, convert-weights, train,
+export-dataset, cost} ... (--help on each). Each subcommand registers itself from its own module; this runs the one asked for."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import argparse
 import sys
 import warnings
 
-from .cli import bench, evaluate, generate, probe, table
+from .cli import bench, convert_weights, evaluate, generate, probe, table
 from .errors import MetaCanvasError, MetaCanvasWarning
 from .training.cli import register as register_training
 
-COMMANDS = (generate, evaluate, bench, probe, table)
+COMMANDS = (generate, evaluate, bench, probe, table, convert_weights)
 
 
 def main(argv: list[str] | None = None) -> int:
