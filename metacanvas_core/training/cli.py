@@ -51,6 +51,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     ap = train_parser(args.task)
     targs = ap.parse_args(args.rest)
     check_arguments(ap, targs)
+    if targs.validation_prompt and not task_class(args.task).validates:
+        ap.error(f"--validation-prompt samples canvas-DiT tasks (t2i, edit, video, video-context); train "
+                 f"{args.task} has no sampling")
     task_class(args.task).check_arguments(ap, targs)
     train(task_class(args.task), targs)
 

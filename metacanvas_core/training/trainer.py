@@ -23,6 +23,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -59,6 +60,17 @@ def add_common_arguments(ap: argparse.ArgumentParser, steps: int, batch: int, lr
     g.add_argument("--log-every", type=int, default=50, help="log.jsonl row every N steps (loss: their mean)")
     g.add_argument("--report-to", choices=("tensorboard", "wandb", "all"), help="accelerate tracker as well")
     g.add_argument("--strict", action="store_true", help="a broken data sample stops the run (default: skip it)")
+    g.add_argument("--dataloader-workers", type=int, default=0,
+                   help="worker processes that read and decode the data samples ahead of the step (0: in the "
+                        "training process); the frozen encoders still run in the training process")
+    v = ap.add_argument_group("validation (canvas-DiT tasks)")
+    v.add_argument("--validation-prompt", action="append", default=[], metavar="PROMPT",
+                   help="sample this prompt with the current weights, as the task's sampling does (an image, a clip, "
+                        "or an edit of a fixed example's source), every --validation-every steps and at the end; "
+                        "saved under OUT/validation/step_N/ and logged to the --report-to tracker (repeatable)")
+    v.add_argument("--validation-every", type=int, default=500, help="validation sampling every N steps")
+    v.add_argument("--validation-steps", type=int, default=20, help="sampling steps of each validation sample")
+    v.add_argument("--validation-cfg", type=float, default=3.0, help="classifier-free guidance of validation")
 
 
 def lr_factor(step: int, steps: int, warmup: int, cooldown: int) -> float:
@@ -76,6 +88,10 @@ def check_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> No
         ap.error(f"--ema {args.ema} must lie in [0, 1)")
     if args.ema and not args.cooldown:
         ap.error("--ema averages over the cooldown: give --cooldown too")
+    if args.validation_every < 1 or args.validation_steps < 1 or args.dataloader_workers < 0:
+        ap.error("--validation-every and --validation-steps must be at least 1, --dataloader-workers 0 or more")
+    if any(not p.strip() for p in args.validation_prompt):
+        ap.error("--validation-prompt is empty: give the prompt to sample, e.g. 'a red circle at top left'")
 
 
 def _optimizer(name: str, groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -220,6 +236,9 @@ class Trainer:
         self.task = task_cls(args, acc.device, dtype)
         self.model = TrainedModules(self.task).train()  # the frozen models the task holds stay in eval mode
         fsdp = acc.state.fsdp_plugin if acc.distributed_type == DistributedType.FSDP else None
+        if args.validation_prompt and (fsdp is not None or (ds is not None and ds.zero_stage == 3)):
+            raise MetaCanvasError("--validation-prompt samples in the main process from whole weights; FSDP and "
+                                  "ZeRO-3 shard them: sample from the exported weights instead (or use DDP / ZeRO-2)")
         if fsdp is not None:
             set_fsdp_wrap_classes(fsdp, self.model, acc.print)
         groups = self.task.param_groups()
@@ -227,6 +246,7 @@ class Trainer:
         self.model, self.opt = acc.prepare(self.model, self.opt)
         self.params = [p for g in self.opt.param_groups for p in g["params"]]
         self.step, self.elapsed, self.skipped, self.ema = 0, 0.0, 0, None
+        self.draws = None  # the data-loader workers' iterator of micro-batches, from the step the run starts at
         self.ema_start = args.steps - args.cooldown
         if resuming:
             self._load(_states(out)[-1])
@@ -280,11 +300,39 @@ class Trainer:
                     e.lerp_(p, 1.0 - self.args.ema)
 
     # -- loop ----------------------------------------------------------------------------------------------------
-    def _micro_batch(self, micro: int) -> tuple[dict, int]:
+    def _draw(self, step: int, micro: int) -> list:
+        """This process's samples of micro-batch `micro` of `step` (each from its own generator)."""
         first = (micro * self.n + self.acc.process_index) * self.micro
-        samples = [self.task.sample(sample_rng(self.args.seed, self.step, i), self.step, i)
-                   for i in range(first, first + self.micro)]
+        return [self.task.sample(sample_rng(self.args.seed, step, i), step, i) for i in range(first, first + self.micro)]
+
+    def _micro_batch(self, micro: int) -> tuple[dict, int]:
+        if self.args.dataloader_workers:
+            if self.draws is None:
+                self.draws = _worker_draws(self, self.step)
+            step, m, samples = next(self.draws)
+            assert (step, m) == (self.step, micro), f"the workers drew micro-batch {step}/{m}, not {self.step}/{micro}"
+        else:
+            samples = self._draw(self.step, micro)
         return self.task.batch(samples), sum(len(s.skipped) for s in samples)
+
+    def _validate(self) -> None:
+        """Sample the validation prompts with the current weights (main process; the others wait)."""
+        a, acc = self.args, self.acc
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            model.eval()  # no dropout in the text connector
+            try:
+                with torch.no_grad(), acc.autocast():
+                    outputs = self.task.validate(a.validation_prompt, a.validation_steps, a.validation_cfg, a.seed)
+            finally:
+                model.train()
+            images = write_validation(a.out / "validation" / f"step_{self.step}", outputs)
+            for tracker in acc.trackers:
+                if hasattr(tracker, "log_images"):
+                    kwargs = {"dataformats": "NHWC"} if tracker.name == "tensorboard" else {}
+                    tracker.log_images({f"validation/{i}": im[None] for i, im in enumerate(images)}, self.step,
+                                       **kwargs)
+        acc.wait_for_everyone()
 
     def run(self) -> list[Path]:
         from tqdm.auto import tqdm
@@ -338,6 +386,10 @@ class Trainer:
                 t_save = time.perf_counter()
                 self._save()
                 t0 += time.perf_counter() - t_save  # state writing is not training time
+            if a.validation_prompt and (self.step % a.validation_every == 0 or self.step == a.steps):
+                t_val = time.perf_counter()
+                self._validate()
+                t0 += time.perf_counter() - t_val  # nor is validation sampling
         bar.close()
         if log:
             log.close()
@@ -366,6 +418,53 @@ class Trainer:
         acc.wait_for_everyone()
         acc.end_training()
         return written
+
+
+class _Draws(torch.utils.data.Dataset):
+    """Micro-batch k of the run from step `start` on (step start + k // accumulation, micro-batch k % accumulation),
+    drawn exactly as the training process would draw it: what --dataloader-workers read ahead."""
+
+    def __init__(self, trainer: Trainer, start: int) -> None:
+        self.trainer, self.start, self.accum = trainer, start, trainer.args.grad_accum
+        self.length = (trainer.args.steps - start) * self.accum
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int):
+        step, micro = self.start + k // self.accum, k % self.accum
+        return step, micro, self.trainer._draw(step, micro)
+
+
+def _as_is(x):
+    return x
+
+
+def _worker_draws(trainer: Trainer, start: int):
+    """Worker processes (forked: they share the task's data handles, never touch its models) that draw the run's
+    micro-batches in order, a few ahead."""
+    loader = torch.utils.data.DataLoader(_Draws(trainer, start), batch_size=None, shuffle=False,
+                                         num_workers=trainer.args.dataloader_workers, collate_fn=_as_is,
+                                         multiprocessing_context="fork", prefetch_factor=2)
+    return iter(loader)
+
+
+def write_validation(folder: Path, outputs: list[torch.Tensor]) -> list[np.ndarray]:
+    """Each validation output (F, H, W, 3) in [0, 1] as `folder`/NN.png (a clip: its frames side by side, and
+    NN.gif); returns what was written as uint8 (H, W', 3) images."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i, frames in enumerate(outputs):
+        x = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        strip = np.concatenate(list(x), axis=1)  # (H, F * W, 3)
+        Image.fromarray(strip).save(folder / f"{i:02d}.png")
+        if len(x) > 1:
+            pil = [Image.fromarray(f) for f in x]
+            pil[0].save(folder / f"{i:02d}.gif", save_all=True, append_images=pil[1:], duration=125, loop=0)
+        images.append(strip)
+    return images
 
 
 def train(task_cls: type[Task], args: argparse.Namespace) -> list[Path]:
