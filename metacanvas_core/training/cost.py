@@ -219,7 +219,8 @@ def _vae_params(folder: Path) -> int:
 
     cfg = _config(folder, "vae")
     with META:
-        vae = getattr(diffusers, cfg["_class_name"]).from_config({k: v for k, v in cfg.items() if not k.startswith("_")})
+        vae = getattr(diffusers, cfg["_class_name"]).from_config({k: v for k, v in cfg.items()
+                                                                   if not k.startswith("_")})
     return sum(p.numel() for p in vae.parameters())
 
 
@@ -426,7 +427,8 @@ def markdown(rows: list[dict], rec: list[dict] | None = None, base: Recipe | Non
              "below, its canvas at the token grid unless --canvas-grid.", ""]
     lines += _table(rows, COLUMNS)
     if rec:
-        lines += ["", "Recommended recipes (one 80 GB GPU each; ~10 % headroom for the CUDA context and fragmentation):",
+        lines += ["", "Recommended recipes (one 80 GB GPU each; ~10 % headroom for the CUDA context and "
+                  "fragmentation):",
                   ""] + _table(rec, REC_COLUMNS)
     lines += ["", "Settings: " + "; ".join(f"{b.label}: {b.setting}" + (f", the planner sees {b.planner_sees}"
                                                                        if b.planner_sees else "") for b in BACKBONES)

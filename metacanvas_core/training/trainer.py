@@ -303,7 +303,8 @@ class Trainer:
     def _draw(self, step: int, micro: int) -> list:
         """This process's samples of micro-batch `micro` of `step` (each from its own generator)."""
         first = (micro * self.n + self.acc.process_index) * self.micro
-        return [self.task.sample(sample_rng(self.args.seed, step, i), step, i) for i in range(first, first + self.micro)]
+        return [self.task.sample(sample_rng(self.args.seed, step, i), step, i)
+                for i in range(first, first + self.micro)]
 
     def _micro_batch(self, micro: int) -> tuple[dict, int]:
         if self.args.dataloader_workers:
@@ -373,7 +374,7 @@ class Trainer:
                 self.elapsed += dt
                 row = {"step": self.step, "loss": round(sum(window) / len(window), 6), "lr": float(f"{lr:.4g}"),
                        "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),  # None: DeepSpeed clips
-                       "samples_per_s": round(since / dt, 2),
+                       "samples_per_s": round(since / dt, 2), "step_s": round(dt / len(window), 4),
                        "num_processes": self.n, "skipped": self.skipped, "elapsed_s": round(self.elapsed, 1)}
                 bar.set_postfix(loss=f"{row['loss']:.4f}", samples_per_s=row["samples_per_s"])
                 if log:
