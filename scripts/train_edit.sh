@@ -2,14 +2,14 @@
 # Reproduce the image-editing weights (FLUX.1-Kontext architecture, tiny) from seed 0 on 2 CPU cores, on the
 # accelerate trainer: the Kontext VAE, then the global base (the tiny world's "pretrained Kontext"), then MetaCanvas
 # and the global baseline trained on with the same extra budget, data and seed, side by side.
-# Measured over a few steps on this machine (1 thread each, batch 32): vae-kontext ~1 s/step, edit global ~0.7
-# s/step, metacanvas ~2 s/step and global-continue ~1.7 s/step (the planner sees every sample's own source image):
-# the full recipe below (VAE_STEPS=1500 GLOBAL_STEPS=6000 EXTRA_STEPS=4000) is about 5.6 h of CPU (the issue's cap is
-# 6 h), 3.8 h wall time; the shipped weights used the smaller defaults (about 1.7 h of CPU, 1.1 h wall).
+# Budgets (optimizer steps, from the environment): VAE_STEPS (default 500), GLOBAL_STEPS (8000), EXTRA_STEPS (4000 per
+# stage-2 run); batch 32, one thread per run. The shipped files' own budgets are in their metadata (training_recipe)
+# and in docs/training.md.
 # Resumable: re-run after an interruption and each run continues from its last saved state (--resume) in $RUNS;
 # logs in $RUNS/logs/edit_*.log and every run's $RUNS/<run>/log.jsonl.
 # The planner is the shipped built-in one (one planner serves every task; it is not trained further here).
-# Usage: bash scripts/train_edit.sh   (PUBLISH=1 also copies the results into metacanvas_core/assets/tiny/)
+# Usage: bash scripts/train_edit.sh   (PUBLISH=1 also copies the results into metacanvas_core/assets/tiny/; FROM=builtin
+# starts from the published base instead of from scratch: its VAE, its DiT and text connector pretrained further).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -28,6 +28,14 @@ POOL="--pool 20000 --cache-dir $R/edit_cache"
 # average over that cooldown (horizon about a quarter of it).
 cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 4 / $c}") --save-every 100"; }
 
+A=metacanvas_core/assets/tiny
+if [ "${FROM:-}" = builtin ]; then  # carry the published base on: its VAE as is, its DiT pretrained further below
+  [ -f "$R/edit_vae_run/vae/config.json" ] || { mkdir -p "$R/edit_vae_run" && cp -r "$A/flux_edit/vae" "$R/edit_vae_run/vae"; }
+  GLOBAL_INIT="--base $A/flux_edit --base-connector $A/global_base_edit.safetensors"
+else
+  GLOBAL_INIT="--vae $R/edit_vae_run/vae"
+fi
+
 # 1. The Kontext VAE (AutoencoderKL, 16 channels) learns edit-world images; its shift and scale are measured after.
 [ -f "$R/edit_vae_run/vae/config.json" ] || $T vae-kontext --out "$R/edit_vae_run" --steps "$VAE_STEPS" $(cool "$VAE_STEPS") --seed 0 --resume \
   > "$R/logs/edit_vae.log" 2>&1
@@ -36,7 +44,7 @@ cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 
 #    a tenth of its samples are identity edits ("move the red circle to top left" where it already is), so it learns
 #    to copy the reference, as any Kontext must.
 [ -f "$R/edit_global_run/backbone/model_index.json" ] || $T edit --stage global --planner "$PLANNER" \
-  --vae "$R/edit_vae_run/vae" --out "$R/edit_global_run" --steps "$GLOBAL_STEPS" $(cool "$GLOBAL_STEPS") --seed 0 --resume \
+  $GLOBAL_INIT --out "$R/edit_global_run" --steps "$GLOBAL_STEPS" $(cool "$GLOBAL_STEPS") --seed 0 --resume \
   --identity-share 0.1 $POOL > "$R/logs/edit_global.log" 2>&1
 
 # 3. Same extra budget, LR and seed for both: MetaCanvas adds the canvas (its new parts learn at 4x the LR), the

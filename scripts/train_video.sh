@@ -4,7 +4,8 @@
 # same extra budget, data and seed: MetaCanvas with 3 keyframes, with 1 keyframe (ablation), and global-continue.
 # Resumable: re-run after an interruption and each run continues from its last saved state (--resume) in $RUNS.
 # Usage: RUNS=runs-video bash scripts/train_video.sh   (then: python -m metacanvas_core.training.publish --video-runs
-# runs-video). Budgets (optimizer steps) can be overridden from the environment.
+# runs-video). Budgets (optimizer steps) can be overridden from the environment. FROM=builtin starts from the published
+# base instead of from scratch (its VAE, its DiT and text connector pretrained further): a budget spread over runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -26,6 +27,16 @@ cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 
 #    on 9-frame windows (two chunks after the first frame, so the chunk cache is trained) of 16x16 crops; its latent
 #    statistics are measured on full clips.
 export OMP_NUM_THREADS=$THREADS
+A=metacanvas_core/assets/tiny
+if [ "${FROM:-}" = builtin ]; then  # carry the published base on: its VAE as is, its DiT pretrained further below
+  [ -f "$R/vae_run/vae/config.json" ] || { mkdir -p "$R/vae_run" && cp -r "$A/wan_t2v/vae" "$R/vae_run/vae"; }
+  GLOBAL_INIT="--base $A/wan_t2v --base-connector $A/global_base_t2v.safetensors"
+else
+  # The published clip VAE is what step 1 makes from seed 0: start from it where it ships.
+  [ -f "$R/vae_run/vae/config.json" ] || [ ! -f "$A/wan_vae/config.json" ] || {
+    mkdir -p "$R/vae_run" && cp -r "$A/wan_vae" "$R/vae_run/vae"; }
+  GLOBAL_INIT="--vae $R/vae_run/vae"
+fi
 [ -f "$R/vae_run/vae/config.json" ] || $T vae-wan --out "$R/vae_run" --steps "$VAE_STEPS" --batch "$VAE_BATCH" \
   --latent-channels 48 --frames 9 --crop 16 --lr 1e-3 --warmup 30 $(cool "$VAE_STEPS") --save-every 100 --seed 0 \
   --resume > "$R/logs/vae.log" 2>&1
@@ -35,9 +46,10 @@ export OMP_NUM_THREADS=$THREADS
 # trains on images and clips jointly), half of the clips start from their given first frame (image-to-video).
 DATA="--image-share 0.5 --i2v-share 0.5 --pool 20000 --cache-dir $R/cache"
 
-# 2. The pretrained backbone: a fresh tiny Wan DiT with global conditioning only, text- and image-to-video.
+# 2. The pretrained backbone: a fresh tiny Wan DiT with global conditioning only, text- and image-to-video (FROM=builtin:
+#    the published base, pretrained GLOBAL_STEPS further).
 [ -f "$R/global_run/backbone/model_index.json" ] || $T video --stage global --planner "$PLANNER" \
-  --vae "$R/vae_run/vae" --out "$R/global_run" --steps "$GLOBAL_STEPS" --batch "$BATCH" --lr 1e-3 --warmup 50 \
+  $GLOBAL_INIT --out "$R/global_run" --steps "$GLOBAL_STEPS" --batch "$BATCH" --lr 1e-3 --warmup 50 \
   $DATA $(cool "$GLOBAL_STEPS") --save-every 100 --seed 0 --resume > "$R/logs/global.log" 2>&1
 
 # 3. Same extra budget, DiT LR and seed for all three: MetaCanvas adds the canvas (its new parts, which start from

@@ -100,5 +100,23 @@ def test_editing_refuses_a_backbone_without_a_reference(tmp_path, capsys):
                  "--steps", "1") == 2
     assert "trains on FLUX.1-Kontext" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        train("edit", "--stage", "global", "--planner", PLANNER, "--out", tmp_path)  # no --vae
+        train("edit", "--stage", "global", "--planner", PLANNER, "--out", tmp_path)  # no --vae, no --base
     assert "give --vae" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train("edit", "--stage", "global", "--planner", PLANNER, "--out", tmp_path, "--vae", tmp_path,
+              "--base", SANA_T2I)
+    assert "not both" in capsys.readouterr().err
+
+
+def test_stage_global_pretrains_a_base_further(runs, tmp_path):
+    """Pretraining spread over sessions: stage global from --base starts from that DiT and text connector (at LR 0
+    they come out unchanged) and exports a base the later stages take."""
+    base = runs / "global"
+    assert train("edit", "--stage", "global", "--planner", PLANNER, "--base", base / "backbone", "--base-connector",
+                 base / "global_base_edit.safetensors", "--out", tmp_path, "--steps", "1", "--batch", "2",
+                 "--lr", "0", "--seed", "0") == 0
+    before, after = (load_backbone(p).transformer.state_dict() for p in (base / "backbone", tmp_path / "backbone"))
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    old, new = (load_connector(p).connector.text_connector.state_dict()
+                for p in (base / "global_base_edit.safetensors", tmp_path / "global_base_edit.safetensors"))
+    assert all(torch.equal(old[k], new[k]) for k in old)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import MetaCanvasError
@@ -58,24 +59,32 @@ def cmd_train(args: argparse.Namespace) -> None:
     train(task_class(args.task), targs)
 
 
-# export-dataset's tasks -> the dataset layout they write (text- and image-to-video share the clip layout).
-EXPORT_LAYOUTS = {"t2i": "t2i", "t2v": "t2v", "i2v": "t2v", "edit": "edit", "video-edit": "video-edit",
-                  "in-context": "in-context"}
+def _export_images(args: argparse.Namespace) -> Path:
+    from .data import export_shapes
+
+    return export_shapes(args.out, args.n, args.seed, args.resolution, args.format)
+
+
+def _export_world(layout: str) -> Callable[[argparse.Namespace], Path]:
+    def export(args: argparse.Namespace) -> Path:
+        from .datasets import write_dataset, world_samples
+        from ..world import clips
+
+        if args.resolution != 32:
+            raise MetaCanvasError(f"export-dataset --task {args.task}: the built-in worlds are 32x32; drop --resolution")
+        return write_dataset(args.out, layout, world_samples(layout, args.n, args.seed), args.format, clips.FPS,
+                             args.video_format)
+    return export
+
+
+# export-dataset's tasks -> how their built-in world is written (text- and image-to-video share the clip layout).
+EXPORTERS = {"t2i": _export_images, "t2v": _export_world("t2v"), "i2v": _export_world("t2v"),
+             "edit": _export_world("edit"), "video-edit": _export_world("video-edit"),
+             "in-context": _export_world("in-context")}
 
 
 def cmd_export_dataset(args: argparse.Namespace) -> None:
-    from .data import export_shapes
-    from .datasets import write_dataset, world_samples
-    from ..world import clips
-
-    if args.task == "t2i":
-        where = export_shapes(args.out, args.n, args.seed, args.resolution, args.format)
-    else:
-        if args.resolution != 32:
-            raise MetaCanvasError(f"export-dataset --task {args.task}: the built-in worlds are 32x32; drop --resolution")
-        layout = EXPORT_LAYOUTS[args.task]
-        where = write_dataset(args.out, layout, world_samples(layout, args.n, args.seed), args.format, clips.FPS,
-                              args.video_format)
+    where = EXPORTERS[args.task](args)
     print(f"wrote {args.n} {args.task} samples of the built-in world to {where}")
 
 
@@ -114,7 +123,7 @@ def register(sub) -> None:
 
     e = sub.add_parser("export-dataset", help="write the built-in world's training samples in a task's data layout "
                                               "(what `train ... --data` reads)")
-    e.add_argument("--task", choices=tuple(EXPORT_LAYOUTS), default="t2i",
+    e.add_argument("--task", choices=tuple(EXPORTERS), default="t2i",
                    help="t2i: images + text; t2v/i2v: clips + text; edit: source, target, instruction; video-edit: "
                         "source and target clips, instruction; in-context: references, clip, text")
     e.add_argument("--n", type=int, required=True)

@@ -266,29 +266,46 @@ def write_dataset(out: Path, task: str, samples: list[tuple[dict, str]], fmt: st
     return shard
 
 
-def world_samples(task: str, n: int, seed: int) -> list[tuple[dict, str]]:
-    """`n` training-split samples of the built-in world of `task` as (media by field, text), in `LAYOUTS[task]`."""
+def _clip_sample(rng: np.random.Generator) -> tuple[dict, str]:
     from ..world import clips
-    from ..world.clip_edits import render_clip_edit, render_references, sample_clip_edit, sample_reference_scene
+
+    scene = clips.sample_clip(rng)
+    return {"file_name": clips.render_clip(scene, rng=rng)}, scene.caption
+
+
+def _edit_sample(rng: np.random.Generator) -> tuple[dict, str]:
     from ..world.edits import render_pair, sample_edit
 
-    rng, out = np.random.default_rng(seed), []
-    for _ in range(n):
-        if task == "t2v":
-            scene = clips.sample_clip(rng)
-            out.append(({"file_name": clips.render_clip(scene, rng=rng)}, scene.caption))
-        elif task == "edit":
-            edit = sample_edit(rng)
-            source, target = render_pair(edit, 32, rng)
-            out.append(({"source": source, "target": target}, edit.instruction))
-        elif task == "video-edit":
-            edit = sample_clip_edit(rng)
-            source, target = render_clip_edit(edit, rng=rng)
-            out.append(({"source": source, "target": target}, edit.instruction))
-        elif task == "in-context":
-            ref = sample_reference_scene(rng)
-            refs = render_references(ref, rng)
-            out.append(({"references": refs, "file_name": clips.render_clip(ref.scene, rng=rng)}, ref.prompt))
-        else:
-            raise MetaCanvasError(f"no world samples for task {task!r}")
-    return out
+    edit = sample_edit(rng)
+    source, target = render_pair(edit, 32, rng)
+    return {"source": source, "target": target}, edit.instruction
+
+
+def _clip_edit_sample(rng: np.random.Generator) -> tuple[dict, str]:
+    from ..world.clip_edits import render_clip_edit, sample_clip_edit
+
+    edit = sample_clip_edit(rng)
+    source, target = render_clip_edit(edit, rng=rng)
+    return {"source": source, "target": target}, edit.instruction
+
+
+def _reference_sample(rng: np.random.Generator) -> tuple[dict, str]:
+    from ..world import clips
+    from ..world.clip_edits import render_references, sample_reference_scene
+
+    ref = sample_reference_scene(rng)
+    refs = render_references(ref, rng)
+    return {"references": refs, "file_name": clips.render_clip(ref.scene, rng=rng)}, ref.prompt
+
+
+# Each layout's built-in world: one training-split sample (media by field, text) drawn from an rng.
+WORLD_SAMPLES = {"t2v": _clip_sample, "edit": _edit_sample, "video-edit": _clip_edit_sample,
+                 "in-context": _reference_sample}
+
+
+def world_samples(task: str, n: int, seed: int) -> list[tuple[dict, str]]:
+    """`n` training-split samples of the built-in world of `task` as (media by field, text), in `LAYOUTS[task]`."""
+    if task not in WORLD_SAMPLES:
+        raise MetaCanvasError(f"no world samples for task {task!r}; layouts: {', '.join(WORLD_SAMPLES)}")
+    rng = np.random.default_rng(seed)
+    return [WORLD_SAMPLES[task](rng) for _ in range(n)]

@@ -2,8 +2,8 @@
 
 Targets are found by structure, not by architecture name: every linear (and 1x1 convolution, SANA's Mix-FFN
 projections) inside a module called `attn*`, `ff*` or a FLUX single block's `proj_mlp`. Exported MetaCanvas
-weights store the *merged* DiT (base + B A), the same `transformer.*` tensors a fully trained DiT writes, so every
-loader (Load MetaCanvas Weights, `generate --weights`) reads them unchanged and sampling pays nothing for the LoRA.
+weights keep the LoRA unmerged beside the connector file (`<name>_dit_lora.safetensors`, peft's keys); the merge is
+for a backbone folder a run writes (video-context's widened DiT), which holds plain DiT weights.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from ..builtin import ASSETS, CONTEXT_WEIGHTS, WAN_VIDEO_CONTEXT
+from ..builtin import ASSETS, CONTEXT_WEIGHTS, WAN_VAE, WAN_VIDEO_CONTEXT
 from ..checkpoints import DIT_FOLDER, DIT_LORA
 
 
@@ -56,30 +56,41 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--video-runs", type=Path, help="scripts/train_video.sh's runs folder")
     ap.add_argument("--video-context-runs", type=Path, help="scripts/train_video_context.sh's runs folder")
     ap.add_argument("--edit-runs", type=Path, help="scripts/train_edit.sh's runs folder")
+    ap.add_argument("--video-vae-run", type=Path,
+                    help="scripts/train_video.sh's VAE run alone (its vae_run): shipped as assets/tiny/wan_vae, which "
+                         "the script then starts from, until the video DiTs trained on it ship with it")
     args = ap.parse_args(argv)
+    if args.video_vae_run:
+        _copy_folder_half(args.video_vae_run / "vae", ASSETS / WAN_VAE)
     if args.edit_runs:
         _publish_edit(args.edit_runs)
     if args.video_runs:
         _publish_video(args.video_runs)
     if args.video_context_runs:
         _publish_video_context(args.video_context_runs)
-    if args.runs or not (args.video_runs or args.video_context_runs or args.edit_runs):
+    if args.runs or not (args.video_runs or args.video_context_runs or args.edit_runs or args.video_vae_run):
         _publish_t2i(args.runs or Path("runs"))
     total = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
     print(f"published to {ASSETS}: {total / 1e6:.1f} MB")
 
 
 def _publish_video(r: Path) -> None:
-    """scripts/train_video.sh's run folders -> the built-in names (one Wan folder serves t2v and i2v)."""
+    """scripts/train_video.sh's run folders -> the built-in names (one Wan folder serves t2v and i2v; with it, the
+    global base's text connector, so a later run can pretrain that base further: FROM=builtin)."""
     _copy_folder_half(r / "global_run" / "backbone", ASSETS / "wan_t2v")
+    if (ASSETS / WAN_VAE).exists():  # the video DiTs now ship with the VAE they were trained on
+        shutil.rmtree(ASSETS / WAN_VAE)
+    _half_safetensors(r / "global_run" / "global_base_t2v.safetensors", ASSETS / "global_base_t2v.safetensors")
     for run, name in (("metacanvas_run", "metacanvas_t2v"), ("metacanvas_k1_run", "metacanvas_t2v_k1"),
                       ("global_continue_run", "global_t2v")):
         _weights_half(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
 
 
 def _publish_edit(r: Path) -> None:
-    """scripts/train_edit.sh's run folders -> the built-in names (the global base's Kontext folder serves both)."""
+    """scripts/train_edit.sh's run folders -> the built-in names (the global base's Kontext folder serves both; with
+    it, the base's text connector, so a later run can pretrain that base further: FROM=builtin)."""
     _copy_folder_half(r / "edit_global_run" / "backbone", ASSETS / "flux_edit")
+    _half_safetensors(r / "edit_global_run" / "global_base_edit.safetensors", ASSETS / "global_base_edit.safetensors")
     for run, name in (("edit_metacanvas_run", "metacanvas_edit"), ("edit_global_continue_run", "global_edit")):
         _weights_half(r / run / f"{name}.safetensors", ASSETS / f"{name}.safetensors")
 

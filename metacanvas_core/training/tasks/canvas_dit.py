@@ -18,7 +18,8 @@ DiT is conditioned on, how a fresh backbone is built and saved. Everything else 
   conditioning gives clean are no target; every sample weighs the same, whatever group it is computed in;
 - the text connector's dropout seeded per sample (the same masks however the batch is split across processes);
 - optimizer groups (the new canvas parts at --canvas-lr-scale), the DiT in full or as a peft LoRA, checkpointing;
-- the export: the connector (and the trained DiT, LoRA merged), and for stage global the backbone folder.
+- the export: the connector, the DiT part beside it as trained (an unmerged LoRA or the DiT folder), and for stage
+  global the backbone folder.
 """
 
 from __future__ import annotations
@@ -219,7 +220,8 @@ def canvas_grid_size(text: str) -> tuple[int, int]:
 def add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
     """The MetaCanvas recipe's flags, the same for every generation task."""
     ap.add_argument("--dit-lora-rank", type=int, default=0,
-                    help="train the DiT as a LoRA of this rank through peft (0 = the whole DiT); exported merged")
+                    help="train the DiT as a LoRA of this rank through peft (0 = the whole DiT); exported unmerged "
+                         "beside the weights (<name>_dit_lora.safetensors)")
     ap.add_argument("--gradient-checkpointing", action="store_true",
                     help="recompute activations in backward: the DiT's and, in stage metacanvas, the planner's (which "
                          "the canvas tokens' gradient crosses; not with --planner-lora-rank)")
@@ -256,7 +258,7 @@ class CanvasDiTTask(Task):
         ap.add_argument("--stage", choices=src.stages, required=True)
         ap.add_argument("--planner", type=Path, required=True, help="Qwen2.5-VL planner folder (stays frozen)")
         ap.add_argument("--base", type=Path, help="backbone folder to train from (stages metacanvas and "
-                                                  "global-continue)")
+                                                  "global-continue; stage global: to pretrain further)")
         ap.add_argument("--base-connector", type=Path,
                         help="MetaCanvas weights whose text connector to start from (default: a fresh one)")
         if "global" in src.stages:
@@ -267,10 +269,11 @@ class CanvasDiTTask(Task):
     @classmethod
     def check_arguments(cls, ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         if args.stage == "global":
-            if args.vae is None or args.base is not None:
-                ap.error("--stage global builds the tiny world's DiT from scratch: give --vae, not --base")
+            if (args.vae is None) == (args.base is None):
+                ap.error("--stage global builds the tiny world's DiT from scratch on a trained VAE (give --vae) or "
+                         "pretrains a --base backbone further (give --base, and its --base-connector), not both")
             if args.dit_lora_rank:
-                ap.error("--dit-lora-rank needs a pretrained DiT (--base): stage global trains one from scratch")
+                ap.error("--dit-lora-rank only applies to the later stages: stage global trains the whole DiT")
         elif args.base is None:
             ap.error(f"--stage {args.stage} trains from a backbone: give --base FOLDER")
         elif getattr(args, "vae", None) is not None:
@@ -295,7 +298,8 @@ class CanvasDiTTask(Task):
         self.texts = TextStateCache(self.planner, disk, budget)
         self.seen = FrozenMemo(f"planner-seen|{module_fingerprint(self.planner.model)}", disk, budget)
         self.src = src = self.source(args, device, disk)
-        bb = src.fresh_backbone() if args.stage == "global" else src.from_base(load_backbone(args.base))
+        # Stage global starts fresh, or carries a published base's pretraining on (a budget spread over sessions).
+        bb = src.fresh_backbone() if args.base is None else src.from_base(load_backbone(args.base))
         src.bind(bb)
         src.latents.max_bytes = budget
         canvas = src.canvas()
