@@ -12,6 +12,11 @@ optimizer moments through torch.save, which holds no model weights), plus the we
 the step in JSON. `--resume` continues from the latest. OUT/log.jsonl: one JSON object per logged step. OUT/run.json:
 the task's flags at the start; a `--resume` with other model flags is refused, naming them (the trainer's own flags,
 e.g. a longer --steps, may change).
+
+There is no DataLoader: the trainer fills in what DeepSpeed would infer from one (micro-batch, accumulation, global
+batch, clipping, from --batch / --grad-accum / --max-grad-norm), and FSDP wraps the --base DiT's own blocks. With
+--dataloader-workers, forked workers draw the same micro-batches ahead of the step. --validation-prompt samples the
+current weights through the task's sampling pipeline every --validation-every steps (OUT/validation/step_N/).
 """
 
 from __future__ import annotations
@@ -226,6 +231,10 @@ class Trainer:
             raise MetaCanvasError("--ema needs whole weights in each process; ZeRO-3 shards them: use ZeRO-2 or FSDP")
         if ds is not None:
             fill_deepspeed_config(ds.deepspeed_config, self.micro, args.grad_accum, self.n, args.max_grad_norm)
+        fsdp = acc.state.fsdp_plugin if acc.distributed_type == DistributedType.FSDP else None
+        if args.validation_prompt and (fsdp is not None or (ds is not None and ds.zero_stage == 3)):
+            raise MetaCanvasError("--validation-prompt samples in the main process from whole weights; FSDP and "
+                                  "ZeRO-3 shard them: sample from the exported weights instead (or use DDP / ZeRO-2)")
         flags = task_flags(task_cls, args)
         resuming = args.resume and bool(_states(out))
         if resuming:
@@ -235,10 +244,6 @@ class Trainer:
         torch.manual_seed(args.seed)  # the same initial weights in every process
         self.task = task_cls(args, acc.device, dtype)
         self.model = TrainedModules(self.task).train()  # the frozen models the task holds stay in eval mode
-        fsdp = acc.state.fsdp_plugin if acc.distributed_type == DistributedType.FSDP else None
-        if args.validation_prompt and (fsdp is not None or (ds is not None and ds.zero_stage == 3)):
-            raise MetaCanvasError("--validation-prompt samples in the main process from whole weights; FSDP and "
-                                  "ZeRO-3 shard them: sample from the exported weights instead (or use DDP / ZeRO-2)")
         if fsdp is not None:
             set_fsdp_wrap_classes(fsdp, self.model, acc.print)
         groups = self.task.param_groups()
