@@ -1,5 +1,6 @@
-"""Command line: python -m metacanvas_core {generate, evaluate, bench, probe, table, convert-comfy, train, export-dataset, cost} ...
-(--help on each). Each subcommand registers itself from its own module; this runs the one asked for."""
+"""Command line: python -m metacanvas_core {generate, evaluate, bench, probe, table, convert-weights, convert-comfy,
+train, export-dataset, cost} ... (--help on each). Each subcommand registers itself from its own module; this runs
+the one asked for."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import argparse
 import sys
 import warnings
 
-from .cli import bench, convert_comfy, evaluate, generate, probe, table
+from .cli import bench, convert_comfy, convert_weights, evaluate, generate, probe, table
 from .errors import MetaCanvasError, MetaCanvasWarning
 from .training.cli import register as register_training
 
-COMMANDS = (generate, evaluate, bench, probe, table, convert_comfy)
+COMMANDS = (generate, evaluate, bench, probe, table, convert_weights, convert_comfy)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,6 +52,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     ap = train_parser(args.task)
     targs = ap.parse_args(args.rest)
     check_arguments(ap, targs)
+    if targs.validation_prompt and not task_class(args.task).validates:
+        ap.error(f"--validation-prompt samples canvas-DiT tasks (t2i, edit, video, video-context); train "
+                 f"{args.task} has no sampling")
     task_class(args.task).check_arguments(ap, targs)
     train(task_class(args.task), targs)
 
@@ -86,10 +89,20 @@ def cmd_export_dataset(args: argparse.Namespace) -> None:
 
 
 def cmd_cost(args: argparse.Namespace) -> None:
-    from .cost import cost_table, markdown
+    from .cost import BY_KEY, Recipe, cost_table, markdown, recommended
+    from .tasks.canvas_dit import canvas_grid_size
 
-    rows = cost_table(args.configs, args.lora_rank)
-    print(json.dumps(rows, indent=2) if args.json else markdown(rows))
+    canvas = {}
+    for item in args.canvas_grid or []:
+        key, _, grid = item.partition("=")
+        if key not in BY_KEY or not grid:
+            raise MetaCanvasError(f"cost --canvas-grid {item!r}: give BACKBONE=ROWSxCOLS, BACKBONE one of "
+                                  f"{', '.join(BY_KEY)} (e.g. wan=11x20)")
+        canvas[key] = canvas_grid_size(grid)
+    base = Recipe(precision=args.mixed_precision, batch=args.batch, gpus=args.gpus, sharding=args.sharding)
+    rows = cost_table(args.configs, args.lora_rank, base, canvas)
+    rec = recommended(args.configs) if args.recommended else None
+    print(json.dumps({"rows": rows, "recommended": rec}, indent=2) if args.json else markdown(rows, rec, base))
 
 
 def _serves(name: str) -> str:
@@ -124,9 +137,25 @@ def register(sub) -> None:
     e.add_argument("--seed", type=int, default=0)
     e.set_defaults(func=cmd_export_dataset)
 
-    c = sub.add_parser("cost", help="estimated memory and time per training step of each real backbone")
+    c = sub.add_parser("cost", help="estimated per-GPU memory and time per training step of each real backbone",
+                       description="Per GPU: the frozen planner and VAE (never sharded), the frozen DiT under a LoRA, "
+                                   "the trained parameters with their gradients and AdamW moments, activations; for "
+                                   "the full DiT and a LoRA, with and without gradient checkpointing. ESTIMATES: the "
+                                   "assumptions are listed in metacanvas_core/training/cost.py.")
     c.add_argument("--configs", type=Path, default=Path(__file__).resolve().parents[2].parent / "shared"
                    / "reference-configs", help="folder of the real models' configs (../shared/reference-configs)")
     c.add_argument("--lora-rank", type=int, default=64, help="DiT LoRA rank for the LoRA rows")
-    c.add_argument("--json", action="store_true", help="JSON instead of a Markdown table")
+    c.add_argument("--mixed-precision", choices=("bf16", "fp16", "no"), default="bf16",
+                   help="the run's precision: frozen models and activations in it (no = fp32)")
+    c.add_argument("--batch", type=int, default=1, help="samples per GPU per micro-batch")
+    c.add_argument("--gpus", type=int, default=1, help="GPUs the sharding divides over")
+    c.add_argument("--sharding", choices=("ddp", "zero2", "zero3", "fsdp"), default="ddp",
+                   help="ddp: nothing sharded; zero2: gradients + AdamW moments; zero3 / fsdp: also the wrapped "
+                        "DiT's weights (the planner and VAE are never sharded)")
+    c.add_argument("--canvas-grid", action="append", metavar="BACKBONE=ROWSxCOLS",
+                   help="a backbone's canvas (sana, flux, wan; default: its token grid, the trainer's default), "
+                        "e.g. --canvas-grid wan=11x20 (repeatable)")
+    c.add_argument("--recommended", action="store_true",
+                   help="also the recommended recipe of each backbone (bf16, LoRA r64, checkpointing, one GPU)")
+    c.add_argument("--json", action="store_true", help="JSON instead of Markdown tables")
     c.set_defaults(func=cmd_cost)

@@ -12,6 +12,11 @@ optimizer moments through torch.save, which holds no model weights), plus the we
 the step in JSON. `--resume` continues from the latest. OUT/log.jsonl: one JSON object per logged step. OUT/run.json:
 the task's flags at the start; a `--resume` with other model flags is refused, naming them (the trainer's own flags,
 e.g. a longer --steps, may change).
+
+There is no DataLoader: the trainer fills in what DeepSpeed would infer from one (micro-batch, accumulation, global
+batch, clipping, from --batch / --grad-accum / --max-grad-norm), and FSDP wraps the --base DiT's own blocks. With
+--dataloader-workers, forked workers draw the same micro-batches ahead of the step. --validation-prompt samples the
+current weights through the task's sampling pipeline every --validation-every steps (OUT/validation/step_N/).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -59,6 +65,17 @@ def add_common_arguments(ap: argparse.ArgumentParser, steps: int, batch: int, lr
     g.add_argument("--log-every", type=int, default=50, help="log.jsonl row every N steps (loss: their mean)")
     g.add_argument("--report-to", choices=("tensorboard", "wandb", "all"), help="accelerate tracker as well")
     g.add_argument("--strict", action="store_true", help="a broken data sample stops the run (default: skip it)")
+    g.add_argument("--dataloader-workers", type=int, default=0,
+                   help="worker processes that read and decode the data samples ahead of the step (0: in the "
+                        "training process); the frozen encoders still run in the training process")
+    v = ap.add_argument_group("validation (canvas-DiT tasks)")
+    v.add_argument("--validation-prompt", action="append", default=[], metavar="PROMPT",
+                   help="sample this prompt with the current weights, as the task's sampling does (an image, a clip, "
+                        "or an edit of a fixed example's source), every --validation-every steps and at the end; "
+                        "saved under OUT/validation/step_N/ and logged to the --report-to tracker (repeatable)")
+    v.add_argument("--validation-every", type=int, default=500, help="validation sampling every N steps")
+    v.add_argument("--validation-steps", type=int, default=20, help="sampling steps of each validation sample")
+    v.add_argument("--validation-cfg", type=float, default=3.0, help="classifier-free guidance of validation")
 
 
 def lr_factor(step: int, steps: int, warmup: int, cooldown: int) -> float:
@@ -76,6 +93,10 @@ def check_arguments(ap: argparse.ArgumentParser, args: argparse.Namespace) -> No
         ap.error(f"--ema {args.ema} must lie in [0, 1)")
     if args.ema and not args.cooldown:
         ap.error("--ema averages over the cooldown: give --cooldown too")
+    if args.validation_every < 1 or args.validation_steps < 1 or args.dataloader_workers < 0:
+        ap.error("--validation-every and --validation-steps must be at least 1, --dataloader-workers 0 or more")
+    if any(not p.strip() for p in args.validation_prompt):
+        ap.error("--validation-prompt is empty: give the prompt to sample, e.g. 'a red circle at top left'")
 
 
 def _optimizer(name: str, groups: list[dict], lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -128,6 +149,58 @@ def check_resume_flags(out: Path, name: str, flags: dict[str, str]) -> None:
                               f"the run's own flags ({path} lists them), or give a new --out")
 
 
+def fill_deepspeed_config(cfg: dict, micro: int, grad_accum: int, processes: int, max_grad_norm: float) -> dict:
+    """Fill what DeepSpeed needs from the trainer's flags: the trainer draws its own samples (no DataLoader), so
+    accelerate cannot infer `train_micro_batch_size_per_gpu` and raises when it is "auto". A value the config fixes
+    must agree with the flags (or the run would silently train another batch)."""
+    want = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": grad_accum,
+            "train_batch_size": micro * grad_accum * processes, "gradient_clipping": max_grad_norm}
+    flag = {"train_micro_batch_size_per_gpu": "--batch / (processes x --grad-accum)",
+            "gradient_accumulation_steps": "--grad-accum", "train_batch_size": "--batch",
+            "gradient_clipping": "--max-grad-norm"}
+    for key, value in want.items():
+        have = cfg.get(key, "auto")
+        if have == "auto":
+            cfg[key] = value
+        elif float(have) != float(value):
+            raise MetaCanvasError(f"the DeepSpeed config sets {key} {have}, but {flag[key]} gives {value}: set it to "
+                                  "auto or leave it out (the trainer fills it in from its flags)")
+    return cfg
+
+
+def block_classes(model: torch.nn.Module) -> list[str]:
+    """Class names of the repeated blocks of the trained modules (the members of an outermost nn.ModuleList of one
+    class, e.g. a DiT's `transformer_blocks`): FSDP's shard units."""
+    names, inside = [], set()
+    for module in model.modules():
+        if id(module) in inside or not isinstance(module, torch.nn.ModuleList) or not len(module):
+            continue
+        kinds = {type(block) for block in module}
+        if len(kinds) == 1 and sum(p.numel() for p in module.parameters()):
+            names += [k.__name__ for k in kinds if k.__name__ not in names]
+            inside |= {id(m) for m in module.modules()}
+    return names
+
+
+def set_fsdp_wrap_classes(plugin, model: torch.nn.Module, say=print) -> None:
+    """FSDP's transformer-based wrap names block classes; the shipped config names SANA's. Keep the configured names
+    this model has; if it has none of them, wrap its own blocks (SANA, FLUX, Wan: whichever --base is)."""
+    from torch.distributed.fsdp.wrap import transformer_auto_wrap_policy
+
+    policy = plugin.auto_wrap_policy
+    if not (policy == transformer_auto_wrap_policy or policy == "transformer_based_wrap"
+            or getattr(policy, "func", None) == transformer_auto_wrap_policy):
+        return
+    present = {type(m).__name__ for m in model.modules()}
+    asked = plugin.transformer_cls_names_to_wrap or []
+    kept = [n for n in asked if n in present]
+    if not kept:
+        kept = block_classes(model)
+        say(f"FSDP: the config's blocks to wrap ({', '.join(asked) or 'none'}) are not in this model; wrapping its "
+            f"{', '.join(kept)}")
+    plugin.transformer_cls_names_to_wrap = kept
+
+
 def _states(out: Path) -> list[Path]:
     return sorted((out / "state").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -135,7 +208,7 @@ def _states(out: Path) -> list[Path]:
 class Trainer:
     def __init__(self, task_cls: type[Task], args: argparse.Namespace) -> None:
         from accelerate import Accelerator
-        from accelerate.utils import ProjectConfiguration
+        from accelerate.utils import DistributedType, ProjectConfiguration
 
         self.args, out = args, args.out
         _check_tracker(args.report_to)
@@ -149,9 +222,19 @@ class Trainer:
             raise MetaCanvasError(
                 f"--batch {args.batch} must split evenly over {self.n} processes x --grad-accum {args.grad_accum}")
         self.micro = args.batch // (self.n * args.grad_accum)
+        if acc.gradient_accumulation_steps != args.grad_accum:  # ACCELERATE_GRADIENT_ACCUMULATION_STEPS overrides ours
+            raise MetaCanvasError(f"the accelerate config / launch flags set gradient accumulation to "
+                                  f"{acc.gradient_accumulation_steps}, but --grad-accum is {args.grad_accum}: drop "
+                                  "gradient_accumulation_steps from the config (the trainer sets it from --grad-accum)")
         ds = acc.state.deepspeed_plugin
         if args.ema and ds is not None and ds.zero_stage == 3:
             raise MetaCanvasError("--ema needs whole weights in each process; ZeRO-3 shards them: use ZeRO-2 or FSDP")
+        if ds is not None:
+            fill_deepspeed_config(ds.deepspeed_config, self.micro, args.grad_accum, self.n, args.max_grad_norm)
+        fsdp = acc.state.fsdp_plugin if acc.distributed_type == DistributedType.FSDP else None
+        if args.validation_prompt and (fsdp is not None or (ds is not None and ds.zero_stage == 3)):
+            raise MetaCanvasError("--validation-prompt samples in the main process from whole weights; FSDP and "
+                                  "ZeRO-3 shard them: sample from the exported weights instead (or use DDP / ZeRO-2)")
         flags = task_flags(task_cls, args)
         resuming = args.resume and bool(_states(out))
         if resuming:
@@ -161,11 +244,14 @@ class Trainer:
         torch.manual_seed(args.seed)  # the same initial weights in every process
         self.task = task_cls(args, acc.device, dtype)
         self.model = TrainedModules(self.task).train()  # the frozen models the task holds stay in eval mode
+        if fsdp is not None:
+            set_fsdp_wrap_classes(fsdp, self.model, acc.print)
         groups = self.task.param_groups()
         self.opt = _optimizer(args.optimizer, groups, args.lr, args.weight_decay)
         self.model, self.opt = acc.prepare(self.model, self.opt)
         self.params = [p for g in self.opt.param_groups for p in g["params"]]
         self.step, self.elapsed, self.skipped, self.ema = 0, 0.0, 0, None
+        self.draws = None  # the data-loader workers' iterator of micro-batches, from the step the run starts at
         self.ema_start = args.steps - args.cooldown
         if resuming:
             self._load(_states(out)[-1])
@@ -219,11 +305,40 @@ class Trainer:
                     e.lerp_(p, 1.0 - self.args.ema)
 
     # -- loop ----------------------------------------------------------------------------------------------------
-    def _micro_batch(self, micro: int) -> tuple[dict, int]:
+    def _draw(self, step: int, micro: int) -> list:
+        """This process's samples of micro-batch `micro` of `step` (each from its own generator)."""
         first = (micro * self.n + self.acc.process_index) * self.micro
-        samples = [self.task.sample(sample_rng(self.args.seed, self.step, i), self.step, i)
-                   for i in range(first, first + self.micro)]
+        return [self.task.sample(sample_rng(self.args.seed, step, i), step, i)
+                for i in range(first, first + self.micro)]
+
+    def _micro_batch(self, micro: int) -> tuple[dict, int]:
+        if self.args.dataloader_workers:
+            if self.draws is None:
+                self.draws = _worker_draws(self, self.step)
+            step, m, samples = next(self.draws)
+            assert (step, m) == (self.step, micro), f"the workers drew micro-batch {step}/{m}, not {self.step}/{micro}"
+        else:
+            samples = self._draw(self.step, micro)
         return self.task.batch(samples), sum(len(s.skipped) for s in samples)
+
+    def _validate(self) -> None:
+        """Sample the validation prompts with the current weights (main process; the others wait)."""
+        a, acc = self.args, self.acc
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            model.eval()  # no dropout in the text connector
+            try:
+                with torch.no_grad(), acc.autocast():
+                    outputs = self.task.validate(a.validation_prompt, a.validation_steps, a.validation_cfg, a.seed)
+            finally:
+                model.train()
+            images = write_validation(a.out / "validation" / f"step_{self.step}", outputs)
+            for tracker in acc.trackers:
+                if hasattr(tracker, "log_images"):
+                    kwargs = {"dataformats": "NHWC"} if tracker.name == "tensorboard" else {}
+                    tracker.log_images({f"validation/{i}": im[None] for i, im in enumerate(images)}, self.step,
+                                       **kwargs)
+        acc.wait_for_everyone()
 
     def run(self) -> list[Path]:
         from tqdm.auto import tqdm
@@ -264,7 +379,7 @@ class Trainer:
                 self.elapsed += dt
                 row = {"step": self.step, "loss": round(sum(window) / len(window), 6), "lr": float(f"{lr:.4g}"),
                        "grad_norm": None if grad_norm is None else round(float(grad_norm), 6),  # None: DeepSpeed clips
-                       "samples_per_s": round(since / dt, 2),
+                       "samples_per_s": round(since / dt, 2), "step_s": round(dt / len(window), 4),
                        "num_processes": self.n, "skipped": self.skipped, "elapsed_s": round(self.elapsed, 1)}
                 bar.set_postfix(loss=f"{row['loss']:.4f}", samples_per_s=row["samples_per_s"])
                 if log:
@@ -277,6 +392,10 @@ class Trainer:
                 t_save = time.perf_counter()
                 self._save()
                 t0 += time.perf_counter() - t_save  # state writing is not training time
+            if a.validation_prompt and (self.step % a.validation_every == 0 or self.step == a.steps):
+                t_val = time.perf_counter()
+                self._validate()
+                t0 += time.perf_counter() - t_val  # nor is validation sampling
         bar.close()
         if log:
             log.close()
@@ -305,6 +424,53 @@ class Trainer:
         acc.wait_for_everyone()
         acc.end_training()
         return written
+
+
+class _Draws(torch.utils.data.Dataset):
+    """Micro-batch k of the run from step `start` on (step start + k // accumulation, micro-batch k % accumulation),
+    drawn exactly as the training process would draw it: what --dataloader-workers read ahead."""
+
+    def __init__(self, trainer: Trainer, start: int) -> None:
+        self.trainer, self.start, self.accum = trainer, start, trainer.args.grad_accum
+        self.length = (trainer.args.steps - start) * self.accum
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, k: int):
+        step, micro = self.start + k // self.accum, k % self.accum
+        return step, micro, self.trainer._draw(step, micro)
+
+
+def _as_is(x):
+    return x
+
+
+def _worker_draws(trainer: Trainer, start: int):
+    """Worker processes (forked: they share the task's data handles, never touch its models) that draw the run's
+    micro-batches in order, a few ahead."""
+    loader = torch.utils.data.DataLoader(_Draws(trainer, start), batch_size=None, shuffle=False,
+                                         num_workers=trainer.args.dataloader_workers, collate_fn=_as_is,
+                                         multiprocessing_context="fork", prefetch_factor=2)
+    return iter(loader)
+
+
+def write_validation(folder: Path, outputs: list[torch.Tensor]) -> list[np.ndarray]:
+    """Each validation output (F, H, W, 3) in [0, 1] as `folder`/NN.png (a clip: its frames side by side, and
+    NN.gif); returns what was written as uint8 (H, W', 3) images."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i, frames in enumerate(outputs):
+        x = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+        strip = np.concatenate(list(x), axis=1)  # (H, F * W, 3)
+        Image.fromarray(strip).save(folder / f"{i:02d}.png")
+        if len(x) > 1:
+            pil = [Image.fromarray(f) for f in x]
+            pil[0].save(folder / f"{i:02d}.gif", save_all=True, append_images=pil[1:], duration=125, loop=0)
+        images.append(strip)
+    return images
 
 
 def train(task_cls: type[Task], args: argparse.Namespace) -> list[Path]:

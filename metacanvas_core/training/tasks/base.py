@@ -49,6 +49,7 @@ class Task(ABC):
     """One thing the trainer can train. Subclasses register CLI flags, build models, draw samples and score them."""
 
     name: ClassVar[str]
+    validates: ClassVar[bool] = False  # `validate` samples (--validation-prompt)
 
     @classmethod
     @abstractmethod
@@ -91,6 +92,11 @@ class Task(ABC):
     def recipe(self) -> dict:
         """The task's settings, recorded in what it exports."""
         return {}
+
+    def validate(self, prompts: list[str], steps: int, cfg: float, seed: int) -> list[torch.Tensor]:
+        """Sample `prompts` with the current weights as the task's sampling does: one (F, H, W, 3) tensor in [0, 1]
+        per prompt (F = 1 for an image). Only tasks that `validates`."""
+        raise NotImplementedError(f"train {self.name} has no validation sampling")
 
 
 class TrainedModules(nn.Module):

@@ -195,6 +195,11 @@ class Source(ABC):
     def recipe(self) -> dict:
         return {"task": self.task}
 
+    def validation_input(self, ex: Drawn) -> tuple[str, Any]:
+        """The sampling task validation runs (`tasks.TASKS`) and what it is given besides the prompt, from a fixed
+        example `ex` of the data (an edit's source image, a clip to edit): by default the recipe's task, nothing."""
+        return self.task, None
+
     @abstractmethod
     def trained_sizes(self) -> list[list[int]]:
         ...
@@ -245,6 +250,7 @@ class CanvasDiTTask(Task):
     """A canvas-DiT training task: this class with a `source`. Subclasses only name themselves and their source."""
 
     source: ClassVar[type[Source]]
+    validates = True
 
     @classmethod
     def add_arguments(cls, ap: argparse.ArgumentParser) -> None:
@@ -446,6 +452,29 @@ class CanvasDiTTask(Task):
             if idx:
                 total = total + self._group_loss(batch, idx, text, kind)
         return total / len(batch["kind"])
+
+    # -- validation ------------------------------------------------------------------------------------------------
+
+    def validate(self, prompts: list[str], steps: int, cfg: float, seed: int) -> list[torch.Tensor]:
+        """The prompts through the sampling pipeline (the task's own inputs, plan and sampling loop) with the
+        weights as they are now: the live connector and DiT (its LoRA switched on), nothing copied. Tasks given an
+        input (edit: a source image; video-context: a clip to edit or references) take it from the data's first
+        example (position 0, or the world's example of a fixed generator)."""
+        from ...checkpoints import MetaCanvasWeights
+        from ...pipeline import MetaCanvasPipeline
+        from ...sampling import InjectedBackbone
+
+        ex, _ = self.src.example(np.random.default_rng([seed, 2**31 - 1]), 0)
+        task, given = self.src.validation_input(ex)
+        weights = MetaCanvasWeights(self.conn, self.bb.architecture, "validation", recipe=self.recipe())
+        pipe = MetaCanvasPipeline(self.planner, InjectedBackbone(self.bb).inject(weights))
+        size = self.src.trained_sizes()[0]
+        keeps_size = given is not None and task == "video-edit"  # a clip to edit is sampled at its own size
+        sizes = {} if keeps_size else dict(width=size[0], height=size[1], frames=size[2] if len(size) > 2 else None)
+        out = pipe(prompts, task=task, given=given, steps=steps, cfg=cfg, seed=seed, fps=getattr(self.src, "fps", 8.0),
+                   where="validation", **sizes)
+        frames = out.images.shape[0] // len(prompts)
+        return list(out.images.reshape(len(prompts), frames, *out.images.shape[1:]))
 
     # -- export ----------------------------------------------------------------------------------------------------
 

@@ -132,6 +132,9 @@ class EditTriples(Source):
     def visuals(self, ex: Drawn, kind: str) -> list:
         return [ex.extra["source"]]
 
+    def validation_input(self, ex: Drawn) -> tuple[str, torch.Tensor]:
+        return EDIT_TASK, torch.from_numpy(np.asarray(ex.extra["source"])).float().div(255)[None]
+
     def _latents(self, drawn: list[Drawn], which: str) -> torch.Tensor:
         images = [x.target if which == "target" else x.extra["source"] for x in drawn]
 

@@ -150,6 +150,11 @@ class ClipContexts(ClipsAndImages):
         return in_context_inputs(self.bb, refs, self.size, self.size, self.frames, "training references",
                                  self.max_references)
 
+    def validation_input(self, ex: Drawn) -> tuple[str, object]:
+        if ex.extra["references"] is None:
+            return VIDEO_EDIT, _float_image(ex.extra["source"])
+        return IN_CONTEXT, [_float_image(r) for r in ex.extra["references"]]
+
     def visuals(self, ex: Drawn, kind: str) -> list:
         """What the planner sees before the prompt, as `video_tasks` gives it at sampling (without encoding): the
         source clip as a `Video`, or the reference images."""
