@@ -164,9 +164,11 @@ class MetaCanvasWeights:
         if not self.trained_sizes or any(_near(s, width, height, frames) for s in self.trained_sizes):
             return
         trained = ", ".join("x".join(map(str, s)) for s in self.trained_sizes)
-        size = f"{width}x{height}" + (f"x{frames}" if frames > 1 else "")
+        clips = any(len(s) == 3 for s in self.trained_sizes)
+        size = f"{width}x{height}" + (f"x{frames}" if clips or frames > 1 else "")
+        label = "width x height x frames" if clips else "width x height"
         warnings.warn(
-            f"MetaCanvas weights {self.name!r} were trained at {trained} (width x height), and {size} is far from "
+            f"MetaCanvas weights {self.name!r} were trained at {trained} ({label}), and {size} is far from "
             "that (another pixel count or aspect ratio): expect scattered fragments instead of the plan. Sample at a "
             "trained size, or train at this one", MetaCanvasWarning, stacklevel=3,
         )

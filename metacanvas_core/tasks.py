@@ -91,6 +91,21 @@ class TaskDefinition:
         most = weights.recipe.get("max_references")
         return int(most) if most is not None else None
 
+    def check_backbone(self, backbone: BackboneAdapter, where: str | None = None) -> None:
+        """Refuse a backbone that cannot take this task's input (`where` names it), or that makes clips for a task
+        that makes images or the other way round: its 'image' would be a 1-frame clip of blobs (or its 'clip' one
+        picture), whatever the weights' checks let through. Before anything is loaded or built."""
+        if self.given is not None and not backbone.takes(self.given.part):
+            raise MetaCanvasError(f"{where or self.given.what}: the {backbone.architecture} backbone {backbone.name!r} "
+                                  f"takes no {self.given.what} ({self.title}): remove it, or load {self.backbone}")
+        if backbone.makes_clips == self.clip:
+            return
+        made, wanted = ("clips", "images") if backbone.makes_clips else ("images", "clips")
+        other = next(t for t in TASKS.values() if t.clip == backbone.makes_clips)
+        raise MetaCanvasError(f"the {backbone.architecture} backbone {backbone.name!r} makes {made}, not {wanted}: "
+                              f"sample it with {other.node} (--task {other.name}), or load {self.backbone} for "
+                              f"{self.title}")
+
     def inputs(
         self, backbone: BackboneAdapter, given=None, *, width: int | None = None, height: int | None = None,
         frames: int | None = None, samples: int = 1, fps: float = clips.FPS, weights: MetaCanvasWeights | None = None,
@@ -100,6 +115,7 @@ class TaskDefinition:
         default, or for a clip to edit the clip's own), from `given`, this task's input (a ComfyUI IMAGE batch; a
         list of images for several references). `weights` are checked to serve this task; `where` names the input
         in messages (default: what it is)."""
+        self.check_backbone(backbone, where)
         most = None if weights is None else self.check_weights(weights)
         if self.given is None:
             if given is not None:
@@ -111,9 +127,6 @@ class TaskDefinition:
         what, where = self.given.what, where or self.given.what
         if given is None:
             raise MetaCanvasError(f"{self.title} needs a {what}" + (f" ({where})" if where != what else ""))
-        if not backbone.takes(self.given.part):
-            raise MetaCanvasError(f"{where}: the {backbone.architecture} backbone {backbone.name!r} takes no {what} "
-                                  f"({self.title}): remove it, or load {self.backbone}")
         if not self.given.keeps_size:
             b = self.benchmark
             width, height, frames = width or b.width, height or b.height, frames or b.frames

@@ -115,3 +115,28 @@ def test_pipeline_edits_a_clip_at_its_own_size(files):
         pipe("make the red circle green", task="video-edit", given=clip, frames=17, steps=1)
     with pytest.raises(MetaCanvasError, match="trained for task 'video-edit', not 'i2v'"):
         pipe("x", task="i2v", given=torch.rand(1, 32, 32, 3), steps=1)
+
+
+def test_a_frame_count_other_than_the_clips_is_refused_like_a_width(files, tmp_path, capsys):
+    """Issue 27, point 4: --frames 17 with a 9-frame clip silently wrote 9 frames (a conflicting --width was
+    refused)."""
+    out = tmp_path / "x.gif"
+    assert _run(files, "video-edit", "--video", str(files / "src.gif"), "--frames", "17", "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "width x height x frames 32x32x17 differ from the --video's 32x32x9" in err and not out.exists()
+    assert "leave them out or set them to it" in err
+    assert _run(files, "video-edit", "--video", str(files / "src.gif"), "--frames", "9", "--out", str(out)) == 0
+
+
+def test_text_to_image_on_a_video_backbone_is_refused(files, tmp_path, capsys):
+    """Issue 27, point 1, on the command line: weights that do not record their task passed every check and a Wan
+    backbone drew a 1-frame clip of blobs as the 'image'."""
+    bb = load_backbone(files / "t2v")
+    conn = MetaCanvasConnector(ConnectorConfig(PLANNER_HIDDEN, bb.dit_dim, bb.caption_channels, [3, 8, 8]))
+    save_connector(tmp_path / "untold.safetensors", conn, bb)  # no recipe: no task to check
+    out = tmp_path / "x.png"
+    code = main(["generate", "--task", "t2i", "--backbone", str(files / "t2v"), "--weights",
+                 str(tmp_path / "untold.safetensors"), "--prompt", "a red circle", "--steps", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "makes clips, not images: sample it with Sample Video (--task t2v)" in err, err
+    assert not out.exists()

@@ -128,3 +128,29 @@ def test_live_preview_shows_the_middle_frame(wan):
     assert not np.array_equal(middle, np.asarray(sampling.preview_image(bb, latents[:, :, :1])))
     big = sampling.preview_image(bb, torch.randn(1, 16, 1, 80, 80))  # too large to decode: latent channels as RGB
     assert big.size == (240, 240)
+
+
+def test_sample_image_refuses_a_video_backbone(wan, monkeypatch):
+    """Issue 27, point 1: Sample Image on a Wan backbone sampled a 1-frame 'image' of scattered blobs (weights that
+    do not record their task, or none injected, passed every check): refuse it before sampling, pointing to
+    Sample Video."""
+    model, plan = wan
+    monkeypatch.setattr(type(model.backbone), "predict", lambda *a, **k: pytest.fail("sampled"))
+    image_node = pack.NODE_CLASS_MAPPINGS["MetaCanvasSampleImage"]
+    plain = InjectedBackbone(model.backbone)
+    no_canvas = CanvasPlan(plan.prompts, plan.text, plan.text_mask, None, plan.connector_name)
+    for backbone, positive in ((model, plan), (plain, no_canvas)):
+        with pytest.raises(ValueError, match=r"^Sample Image: the wan backbone '.*' makes clips, not images: sample "
+                                             r"it with Sample Video \(--task t2v\)"):
+            image_node().sample(backbone=backbone, positive=positive, seed=0, steps=2, cfg=3.0, width=32, height=32)
+
+
+def test_far_size_warning_labels_a_clip_size_with_its_frames(wan):
+    from metacanvas_core.errors import MetaCanvasWarning
+
+    model, _ = wan
+    conn = model.connector
+    weights = MetaCanvasWeights(conn.connector, "wan", "wan-node", trained_sizes=[[32, 32, 17]])
+    with pytest.warns(MetaCanvasWarning, match=r"trained at 32x32x17 \(width x height x frames\), and 128x128x17 is "
+                                               r"far from that"):
+        weights.warn_if_untrained(128, 128, 17)

@@ -59,6 +59,7 @@ def nearest_valid_frames(frames: int, stride: int = 4) -> list[int]:
 class WanBackbone(BackboneAdapter):
     architecture = "wan"
     transformer_class = "WanTransformer3DModel"
+    makes_clips = True
     conditioning_parts = {
         "first_frames": "Wan 2.2 for image-to-video",
         "context": "a Wan 2.2 folder widened for video editing or in-context video",
