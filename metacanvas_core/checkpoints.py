@@ -33,6 +33,22 @@ FORMAT_VERSION = 2
 DIT_PREFIX = "transformer."  # format 1's DiT tensors inside the file; the LoRA file's keys
 DIT_FOLDER, DIT_LORA = "{}_dit", "{}_dit_lora.safetensors"  # the DiT part beside `<name>.safetensors`
 DIT_KINDS = ("none", "lora", "transformer", "inline")
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")  # torch.save / pickle files: never opened
+
+
+def is_pickle(path: str | Path) -> bool:
+    """A file in one of pickle's formats (torch.save's .pt, .pth, .ckpt, .bin, ...), which this pack never opens."""
+    return Path(path).suffix.lower() in PICKLE_SUFFIXES
+
+
+def pickle_refusal(path: str | Path) -> str:
+    """Why a pickle file is not loaded and how to convert it (the same words for the nodes and the command line)."""
+    name = Path(path).name
+    return (f"only .safetensors files are loaded, never a pickle such as {name!r} (opening one can run any code it "
+            "holds). If you trust where it came from, convert it in a session you trust, in Python: "
+            f"safetensors.torch.save_file(torch.load({name!r}, weights_only=True), "
+            f"{Path(name).stem + '.safetensors'!r}, metadata=...) (MetaCanvas weights also carry their metadata: ask "
+            "whoever made the file for its .safetensors)")
 
 
 @dataclass(frozen=True)
@@ -255,6 +271,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise MetaCanvasError(f"MetaCanvas weights {str(path)!r} not found: pick a .safetensors file that exists")
+    if is_pickle(path):
+        raise MetaCanvasError(f"MetaCanvas weights {str(path)!r}: {pickle_refusal(path)}")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

@@ -471,3 +471,25 @@ def test_cheap_preview_for_large_latents(models):
     small = sampling.preview_image(bb, torch.randn(1, bb.latent_channels, 8, 8))
     assert small.size == (256, 256)
 
+
+
+def test_a_pickle_file_in_the_weights_folder_is_named_as_refused_not_missing(fake_comfyui):
+    """Issue 27, point 3: 'evil.pt' in models/metacanvas was not listed, and choosing it (a shared workflow) said it
+    was not found and to put it in ComfyUI/models/metacanvas, where it already was."""
+    folder = fake_comfyui.models / "metacanvas"
+    folder.mkdir(parents=True)
+    for name in ("evil.pt", "old.ckpt", "sub/model.bin", "x.pth"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"\x80\x04not loaded")
+    weights = NODES["MetaCanvasConnectorLoader"].INPUT_TYPES()["required"]["weights"][0]
+    assert not [w for w in weights if not w.startswith("built-in")]  # never offered: a pickle is never loaded
+    for name in ("evil.pt", "old.ckpt", "sub/model.bin", "x.pth"):
+        answer = NODES["MetaCanvasConnectorLoader"].VALIDATE_INPUTS(weights=name)
+        assert answer.startswith(f"Load MetaCanvas Weights: weights {name!r} is in ComfyUI/models/"
+                                 "metacanvas but only .safetensors files are loaded"), answer
+        assert "was not found" not in answer and "put it in" not in answer
+        assert "save_file" in answer and "a session you trust" in answer
+        with expect_error("Load MetaCanvas Weights", "only .safetensors files are loaded", "save_file"):
+            call("MetaCanvasConnectorLoader", weights=name)
+    answer = NODES["MetaCanvasConnectorLoader"].VALIDATE_INPUTS(weights="gone.pt")  # truly absent: as before
+    assert "was not found; put it in ComfyUI/models/metacanvas" in answer
