@@ -154,3 +154,30 @@ def test_far_size_warning_labels_a_clip_size_with_its_frames(wan):
     with pytest.warns(MetaCanvasWarning, match=r"trained at 32x32x17 \(width x height x frames\), and 128x128x17 is "
                                                r"far from that"):
         weights.warn_if_untrained(128, 128, 17)
+
+
+def test_memory_refusals_name_only_sample_videos_inputs(wan, monkeypatch):
+    """Issue 27, point 6: Sample Video's memory refusal named (and could propose) batch_size, an input it does not
+    have; it names width, height and frames, and proposes a frame count that fits."""
+    from metacanvas_core import memory
+
+    model, plan = wan
+    monkeypatch.setattr(type(model.backbone), "predict", lambda *a, **k: pytest.fail("sampled"))
+    need = memory.estimate(model.backbone, width=256, height=256, batch=1, frames=33).of("sampling")
+    monkeypatch.setattr(memory, "free_bytes", lambda device: need // 3)
+    with pytest.raises(ValueError) as refused:
+        call(backbone=model, positive=plan, **{**FAST, "width": 256, "height": 256, "frames": 33})
+    message = str(refused.value)
+    assert message.startswith("Sample Video: width 256, height 256, frames 33 need about "), message
+    assert re.search(r": use width \d+ and height \d+ or frames \d+$", message), message
+    assert "batch" not in message
+    monkeypatch.setattr(memory, "free_bytes", lambda device: None)
+
+    def out_of_memory(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(type(model.backbone), "predict", out_of_memory)
+    with pytest.raises(ValueError, match=r"^Sample Video: ran out of memory with width 32, height 32, frames 9 while "
+                                         r"sampling") as err:
+        call(backbone=model, positive=plan, **FAST)
+    assert "batch" not in str(err.value)
