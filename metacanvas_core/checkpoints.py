@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,6 +188,32 @@ class MetaCanvasWeights:
             f"MetaCanvas weights {self.name!r} were trained at {trained} ({label}), and {size} is far from "
             "that (another pixel count or aspect ratio): expect scattered fragments instead of the plan. Sample at a "
             "trained size, or train at this one", MetaCanvasWarning, stacklevel=3,
+        )
+
+    def check_given_size(self, width: int, height: int, frames: int, where: str) -> None:
+        """Refuse an input whose own size sets the output's (a clip to edit) when it is far from every size the
+        weights were trained at: unlike a size asked for, it is rarely meant, and the run is long and gives
+        fragments. Says what to pass instead; files that do not record their sizes: nothing."""
+        if not self.trained_sizes or any(_near(s, width, height, frames) for s in self.trained_sizes):
+            return
+        closest = min(self.trained_sizes, key=lambda s: abs(math.log(width * height / (s[0] * s[1]))))
+        tw, th, *tf = closest
+        fixes = []
+        if not _near([tw, th], width, height, frames):
+            fix = f"downscale it to {tw}x{th} first (e.g. ComfyUI's Upscale Image node)"
+            k = width // tw
+            if k > 1 and width == k * tw and height == k * th:
+                fix += (f"; it is {k}x the size it was made at, as generate writes what it makes enlarged (--upscale "
+                        "8 by default): write it with --upscale 1")
+            fixes.append(fix)
+        if tf and not _near([width, height, tf[0]], width, height, frames):
+            fixes.append(f"cut it to about {tf[0]} frames")
+        trained = ", ".join("x".join(map(str, s)) for s in self.trained_sizes)
+        label = "width x height x frames" if any(len(s) == 3 for s in self.trained_sizes) else "width x height"
+        raise MetaCanvasError(
+            f"{where} is {width}x{height}x{frames}, far from the {trained} ({label}) the MetaCanvas weights "
+            f"{self.name!r} were trained at, and the run would be long and come out as scattered fragments: "
+            f"{' and '.join(fixes) if fixes else 'give it at a trained size'}"
         )
 
     def check_planner(self, planner, where: str = "MetaCanvas weights") -> None:

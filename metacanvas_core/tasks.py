@@ -91,6 +91,14 @@ class TaskDefinition:
         most = weights.recipe.get("max_references")
         return int(most) if most is not None else None
 
+    def check(self, backbone: BackboneAdapter, weights: MetaCanvasWeights | None = None,
+              where: str | None = None) -> int | None:
+        """The weights' and the backbone's checks, before anything is loaded or built (nodes call it first; `inputs`
+        again); the most reference images the weights were trained with, if recorded."""
+        most = None if weights is None else self.check_weights(weights)
+        self.check_backbone(backbone, where)
+        return most
+
     def check_backbone(self, backbone: BackboneAdapter, where: str | None = None) -> None:
         """Refuse a backbone that cannot take this task's input (`where` names it), or that makes clips for a task
         that makes images or the other way round: its 'image' would be a 1-frame clip of blobs (or its 'clip' one
@@ -115,8 +123,7 @@ class TaskDefinition:
         default, or for a clip to edit the clip's own), from `given`, this task's input (a ComfyUI IMAGE batch; a
         list of images for several references). `weights` are checked to serve this task; `where` names the input
         in messages (default: what it is)."""
-        self.check_backbone(backbone, where)
-        most = None if weights is None else self.check_weights(weights)
+        most = self.check(backbone, weights, where)
         if self.given is None:
             if given is not None:
                 raise MetaCanvasError(f"{self.title} takes nothing besides the prompt: remove {where or 'the input'}")
@@ -139,6 +146,8 @@ class TaskDefinition:
                 f"{built.width}x{built.height}x{built.frames}: {self.title} keeps its size; leave them out or set "
                 "them to it"
             )
+        if self.given.keeps_size and weights is not None:  # before a long run on a size nobody chose
+            weights.check_given_size(built.width, built.height, built.frames, where)
         return built
 
 

@@ -134,7 +134,7 @@ class MetaCanvasSampleImage:
             bb.check_size(width, height)
             scheduler = make_scheduler(bb.scheduler, sampler, shift)
             task, given, where = node_task(SAMPLE_IMAGE, {"source_image": source_image})
-            task.check_backbone(bb, where)  # before anything loads
+            task.check(bb, connector, where)  # before anything loads
             # Inside ComfyUI: let it unload other models until the run fits (our own check follows in sample()).
             load_for_use(bb, memory_required=estimate(bb, width=width, height=height, batch=batch_size).of("sampling"))
             conditioning = task.inputs(bb, given, width=width, height=height, frames=1, samples=batch_size,

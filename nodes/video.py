@@ -100,7 +100,7 @@ class MetaCanvasSampleVideo:
             bb.token_grid(width, height, frames)  # size and frame count first: nothing loads for a bad request
             task, given, where = node_task(SAMPLE_VIDEO, {"start_image": start_image, "source_video": source_video,
                                                           "reference_images": reference_images})
-            task.check_backbone(bb, where)  # before anything loads
+            task.check(bb, connector, where)  # before anything loads
             load_for_use(bb)
             conditioning = task.inputs(bb, given, width=width, height=height, frames=frames, weights=connector,
                                        where=where).conditioning
