@@ -138,6 +138,9 @@ class TaskDefinition:
             b = self.benchmark
             width, height, frames = width or b.width, height or b.height, frames or b.frames
             checked(width=width, height=height, frames=frames)
+        if self.given.keeps_size and weights is not None and isinstance(given, torch.Tensor) and given.ndim == 4:
+            # a clip's size is the output's, rarely chosen for the run: refuse a far one before encoding it
+            weights.check_given_size(given.shape[2], given.shape[1], given.shape[0], where)
         built = self.given.build(backbone, given, Request(width, height, frames, samples, fps, most, where))
         asked = (width or built.width, height or built.height, frames or built.frames)
         if self.given.keeps_size and asked != (built.width, built.height, built.frames):
@@ -146,8 +149,6 @@ class TaskDefinition:
                 f"{built.width}x{built.height}x{built.frames}: {self.title} keeps its size; leave them out or set "
                 "them to it"
             )
-        if self.given.keeps_size and weights is not None:  # before a long run on a size nobody chose
-            weights.check_given_size(built.width, built.height, built.frames, where)
         return built
 
 
