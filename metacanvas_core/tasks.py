@@ -93,26 +93,23 @@ class TaskDefinition:
 
     def check(self, backbone: BackboneAdapter, weights: MetaCanvasWeights | None = None,
               where: str | None = None) -> int | None:
-        """The weights' and the backbone's checks, before anything is loaded or built (nodes call it first; `inputs`
-        again); the most reference images the weights were trained with, if recorded."""
+        """The backbone's and the weights' checks, before anything is loaded or built (nodes call it first; `inputs`
+        again; `where` names the task's input); the most reference images the weights were trained with, if
+        recorded. A backbone that cannot take the task's input is named for that (after the weights), else one that
+        makes clips for a task that makes images or the other way round is refused first: its 'image' would be a
+        1-frame clip of blobs (or its 'clip' one picture), whatever the weights' checks let through."""
+        takes = self.given is None or backbone.takes(self.given.part)
+        if takes and backbone.makes_clips != self.clip:
+            made, wanted = ("clips", "images") if backbone.makes_clips else ("images", "clips")
+            other = next(t for t in TASKS.values() if t.clip == backbone.makes_clips)
+            raise MetaCanvasError(f"the {backbone.architecture} backbone {backbone.name!r} makes {made}, not {wanted}: "
+                                  f"sample it with {other.node} (--task {other.name}), or load {self.backbone} for "
+                                  f"{self.title}")
         most = None if weights is None else self.check_weights(weights)
-        self.check_backbone(backbone, where)
-        return most
-
-    def check_backbone(self, backbone: BackboneAdapter, where: str | None = None) -> None:
-        """Refuse a backbone that cannot take this task's input (`where` names it), or that makes clips for a task
-        that makes images or the other way round: its 'image' would be a 1-frame clip of blobs (or its 'clip' one
-        picture), whatever the weights' checks let through. Before anything is loaded or built."""
-        if self.given is not None and not backbone.takes(self.given.part):
+        if not takes:
             raise MetaCanvasError(f"{where or self.given.what}: the {backbone.architecture} backbone {backbone.name!r} "
                                   f"takes no {self.given.what} ({self.title}): remove it, or load {self.backbone}")
-        if backbone.makes_clips == self.clip:
-            return
-        made, wanted = ("clips", "images") if backbone.makes_clips else ("images", "clips")
-        other = next(t for t in TASKS.values() if t.clip == backbone.makes_clips)
-        raise MetaCanvasError(f"the {backbone.architecture} backbone {backbone.name!r} makes {made}, not {wanted}: "
-                              f"sample it with {other.node} (--task {other.name}), or load {self.backbone} for "
-                              f"{self.title}")
+        return most
 
     def inputs(
         self, backbone: BackboneAdapter, given=None, *, width: int | None = None, height: int | None = None,
