@@ -153,7 +153,7 @@ def _cfg_plan(pos: CanvasPlan, neg: CanvasPlan) -> CanvasPlan:
 
 
 def initial_noise(shape: tuple[int, ...], seed: int | list[int]) -> torch.Tensor:
-    """Noise from a CPU generator, so a seed gives the same picture on any device. One seed draws the whole
+    """Noise from a CPU generator, so a seed gives the same noise on any device. One seed draws the whole
     batch (as ComfyUI does); a list gives every sample its own seed, independent of the batch it is in."""
     if isinstance(seed, int):
         return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)

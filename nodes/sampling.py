@@ -64,7 +64,10 @@ class MetaCanvasSampleImage:
                 "positive": ("METACANVAS_PLAN", {"tooltip": "The plan of what to draw, from Plan Canvas."}),
                 "seed": ("INT", SEED.widget(
                     control_after_generate=True,
-                    tooltip="The noise seed. The same seed gives the same image on any device.",
+                    tooltip="The noise seed. The noise is drawn on the CPU, so a seed gives the same noise on "
+                            "any device; the same seed, inputs and models give the same image byte for byte, "
+                            "run after run, on the same device and dtype (other devices and dtypes round "
+                            "differently).",
                 )),
                 "steps": ("INT", STEPS.widget(tooltip="Denoising steps.")),
                 "cfg": ("FLOAT", CFG.widget(
