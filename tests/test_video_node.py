@@ -181,3 +181,12 @@ def test_memory_refusals_name_only_sample_videos_inputs(wan, monkeypatch):
                                          r"sampling") as err:
         call(backbone=model, positive=plan, **FAST)
     assert "batch" not in str(err.value)
+
+
+def test_a_size_beyond_the_wan_positions_is_refused_before_sampling(wan):
+    """Found by the systemic limits test once it ran Sample Video on a Wan backbone: width 8192 (inside the widget's
+    limits) on the tiny Wan (4 pixels per token) is 2048 tokens across, past its rotary positions (1024), and
+    diffusers failed with a raw 'view size is not compatible' error."""
+    model, plan = wan
+    with expect_error("width 8192 is too large for the Wan backbone", "rope_max_seq_len", "use at most 4096"):
+        call(backbone=model, positive=plan, **{**FAST, "width": 8192, "height": 4})
