@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,22 @@ FORMAT_VERSION = 2
 DIT_PREFIX = "transformer."  # format 1's DiT tensors inside the file; the LoRA file's keys
 DIT_FOLDER, DIT_LORA = "{}_dit", "{}_dit_lora.safetensors"  # the DiT part beside `<name>.safetensors`
 DIT_KINDS = ("none", "lora", "transformer", "inline")
+PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl", ".pickle")  # torch.save / pickle files: never opened
+
+
+def is_pickle(path: str | Path) -> bool:
+    """A file in one of pickle's formats (torch.save's .pt, .pth, .ckpt, .bin, ...), which this pack never opens."""
+    return Path(path).suffix.lower() in PICKLE_SUFFIXES
+
+
+def pickle_refusal(path: str | Path) -> str:
+    """Why a pickle file is not loaded and how to convert it (the same words for the nodes and the command line)."""
+    name = Path(path).name
+    return (f"only .safetensors files are loaded, never a pickle such as {name!r} (opening one can run any code it "
+            "holds). If you trust where it came from, convert it in a session you trust, in Python: "
+            f"safetensors.torch.save_file(torch.load({name!r}, weights_only=True), "
+            f"{Path(name).stem + '.safetensors'!r}, metadata=...) (MetaCanvas weights also carry their metadata: ask "
+            "whoever made the file for its .safetensors)")
 
 
 @dataclass(frozen=True)
@@ -164,11 +181,39 @@ class MetaCanvasWeights:
         if not self.trained_sizes or any(_near(s, width, height, frames) for s in self.trained_sizes):
             return
         trained = ", ".join("x".join(map(str, s)) for s in self.trained_sizes)
-        size = f"{width}x{height}" + (f"x{frames}" if frames > 1 else "")
+        clips = any(len(s) == 3 for s in self.trained_sizes)
+        size = f"{width}x{height}" + (f"x{frames}" if clips or frames > 1 else "")
+        label = "width x height x frames" if clips else "width x height"
         warnings.warn(
-            f"MetaCanvas weights {self.name!r} were trained at {trained} (width x height), and {size} is far from "
+            f"MetaCanvas weights {self.name!r} were trained at {trained} ({label}), and {size} is far from "
             "that (another pixel count or aspect ratio): expect scattered fragments instead of the plan. Sample at a "
             "trained size, or train at this one", MetaCanvasWarning, stacklevel=3,
+        )
+
+    def check_given_size(self, width: int, height: int, frames: int, where: str) -> None:
+        """Refuse an input whose own size sets the output's (a clip to edit) when it is far from every size the
+        weights were trained at: unlike a size asked for, it is rarely meant, and the run is long and gives
+        fragments. Says what to pass instead; files that do not record their sizes: nothing."""
+        if not self.trained_sizes or any(_near(s, width, height, frames) for s in self.trained_sizes):
+            return
+        closest = min(self.trained_sizes, key=lambda s: abs(math.log(width * height / (s[0] * s[1]))))
+        tw, th, *tf = closest
+        fixes = []
+        if not _near([tw, th], width, height, frames):
+            fix = f"downscale it to {tw}x{th} first (e.g. ComfyUI's Upscale Image node)"
+            k = width // tw
+            if k > 1 and width == k * tw and height == k * th:
+                fix += (f"; it is {k}x the size it was made at, as generate writes what it makes enlarged (--upscale "
+                        "8 by default): write it with --upscale 1")
+            fixes.append(fix)
+        if tf and not _near([width, height, tf[0]], width, height, frames):
+            fixes.append(f"cut it to about {tf[0]} frames")
+        trained = ", ".join("x".join(map(str, s)) for s in self.trained_sizes)
+        label = "width x height x frames" if any(len(s) == 3 for s in self.trained_sizes) else "width x height"
+        raise MetaCanvasError(
+            f"{where} is {width}x{height}x{frames}, far from the {trained} ({label}) the MetaCanvas weights "
+            f"{self.name!r} were trained at, and the run would be long and come out as scattered fragments: "
+            f"{' and '.join(fixes) if fixes else 'give it at a trained size'}"
         )
 
     def check_planner(self, planner, where: str = "MetaCanvas weights") -> None:
@@ -253,6 +298,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise MetaCanvasError(f"MetaCanvas weights {str(path)!r} not found: pick a .safetensors file that exists")
+    if is_pickle(path):
+        raise MetaCanvasError(f"MetaCanvas weights {str(path)!r}: {pickle_refusal(path)}")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}

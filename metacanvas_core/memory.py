@@ -85,6 +85,15 @@ def free_bytes(device: torch.device | str) -> int | None:
     return None
 
 
+def run_size(backbone, width: int, height: int, batch: int, frames: int) -> str:
+    """A run's size in the names of the inputs that set it: frames for a backbone that makes clips (Sample Video has
+    no batch_size), batch_size for one that makes images (Sample Image's), and for a batch of several clips."""
+    size = f"width {width}, height {height}"
+    if not backbone.makes_clips or batch > 1:
+        size += f", batch_size {batch}"
+    return size + (f", frames {frames}" if backbone.makes_clips else "")
+
+
 def _gb(n: int) -> str:
     return f"{n / 2**30:.1f} GB" if n >= 2**28 else f"{n / 2**20:.0f} MB"
 
@@ -105,7 +114,7 @@ def check_fits(
         n = estimate(backbone, width=w, height=h, batch=b, frames=frames, guided=guided)
         return n.of(stage) <= available
 
-    size = f"width {width}, height {height}, batch_size {batch}" + (f", frames {frames}" if frames > 1 else "")
+    size = run_size(backbone, width, height, batch, frames)
     options = []
     step = backbone.pixels_per_token
     scale = math.sqrt(available / need.of(stage))
@@ -120,7 +129,10 @@ def check_fits(
     if b < batch and fits(width, height, b):
         options.append(f"batch_size {b}")
     if frames > 1:
-        options.append("fewer frames")
+        fewer = [backbone.output_frames(n) for n in range(backbone.latent_frames(frames) - 1, 0, -1)]
+        fitting = next((f for f in fewer if estimate(backbone, width=width, height=height, batch=batch, frames=f,
+                                                      guided=guided).of(stage) <= available), None)
+        options.append(f"frames {fitting}" if fitting is not None else "fewer frames")
     fix = f"use {' or '.join(options)}" if options else "free memory first (close other programs, unload models)"
     raise MetaCanvasError(
         f"{size} need about {_gb(need.of(stage))} of memory for {stage}, but the {backbone.device.type} has "

@@ -12,8 +12,11 @@ import torch.nn.functional as F
 from .errors import MetaCanvasError
 
 
-def check_image_batch(images, where: str) -> torch.Tensor:
-    """A batch of RGB images (B, H, W, 3) in [0, 1] (ComfyUI's IMAGE) as float, or a clear error."""
+def check_image_batch(images, where: str, clip: bool = False) -> torch.Tensor:
+    """A batch of RGB images (B, H, W, 3) in [0, 1] (ComfyUI's IMAGE) as float, or a clear error. The one check of
+    every image a task is given (edit sources, start images, reference images, source clips): an image that is all
+    zeros is refused, the mark of an empty or failed image upstream; `clip`: the batch is one clip's frames, refused
+    only when all of them are (a black frame inside a clip is a fade, not a failure)."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise MetaCanvasError(f"{where} must be an image batch (images, height, width, 3), got {shape}")
@@ -27,6 +30,11 @@ def check_image_batch(images, where: str) -> torch.Tensor:
     x = images.float()
     if not torch.isfinite(x).all():
         raise MetaCanvasError(f"{where} contains NaN or infinite values: check what made it")
+    blank = [i for i in range(x.shape[0]) if not x[i].any()] if not clip else ([0] if not x.any() else [])
+    if blank:
+        which = where if clip or x.shape[0] == 1 else f"{where} image {blank[0] + 1}"
+        raise MetaCanvasError(f"{which} is all zeros (an empty or failed image upstream, e.g. a node that made no "
+                              "picture): give the image you mean")
     return x.clamp(0, 1)
 
 

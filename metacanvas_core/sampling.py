@@ -22,7 +22,7 @@ from .checkpoints import MetaCanvasWeights
 from .errors import MetaCanvasError
 from .injection import canvas_injected
 from .limits import BATCH, CFG, HEIGHT, SEED, STEPS, STRENGTH, WIDTH
-from .memory import check_fits, guarded
+from .memory import check_fits, guarded, run_size
 from .plan import CanvasPlan
 from .schedulers import prepared
 
@@ -153,7 +153,7 @@ def _cfg_plan(pos: CanvasPlan, neg: CanvasPlan) -> CanvasPlan:
 
 
 def initial_noise(shape: tuple[int, ...], seed: int | list[int]) -> torch.Tensor:
-    """Noise from a CPU generator, so a seed gives the same picture on any device. One seed draws the whole
+    """Noise from a CPU generator, so a seed gives the same noise on any device. One seed draws the whole
     batch (as ComfyUI does); a list gives every sample its own seed, independent of the batch it is in."""
     if isinstance(seed, int):
         return torch.randn(shape, generator=torch.Generator("cpu").manual_seed(seed), dtype=torch.float32)
@@ -247,7 +247,7 @@ def sample(
         return bb.condition(latents, conditioning)
 
     with torch.no_grad(), model.applied(plan, grid, conditioning.clean_frames):
-        return guarded(denoise, f"{_size(width, height, batch, frames)} while sampling")
+        return guarded(denoise, f"{run_size(bb, width, height, batch, frames)} while sampling")
 
 
 def latents_to_images(backbone: BackboneAdapter, latents: torch.Tensor) -> torch.Tensor:
@@ -264,9 +264,4 @@ def latents_to_images(backbone: BackboneAdapter, latents: torch.Tensor) -> torch
         images = ((pixels.clamp(-1, 1) + 1) / 2).movedim(1, -1)
         return images.reshape(-1, *images.shape[-3:]).cpu()
 
-    return guarded(decode, f"{_size(width, height, batch, frames)} while decoding")
-
-
-def _size(width: int, height: int, batch: int, frames: int) -> str:
-    """The inputs an out-of-memory error names."""
-    return f"width {width}, height {height}, batch_size {batch}" + (f", frames {frames}" if frames > 1 else "")
+    return guarded(decode, f"{run_size(backbone, width, height, batch, frames)} while decoding")

@@ -66,9 +66,6 @@ def start_image_inputs(
     does), and the planner sees it first. Another size is scaled to cover and centre-cropped like ComfyUI's
     WanImageToVideo (common_upscale with "center", bilinear)."""
     x = one_image_per_sample(images, samples, where)
-    if not x.any():
-        raise MetaCanvasError(f"{where} is all zeros (an empty or failed image upstream): give the first frame "
-                              "you want")
     backbone.token_grid(width, height, frames)
     pixels = cover_resize(x.movedim(-1, 1), width, height) * 2 - 1
     with torch.no_grad():

@@ -91,6 +91,26 @@ class TaskDefinition:
         most = weights.recipe.get("max_references")
         return int(most) if most is not None else None
 
+    def check(self, backbone: BackboneAdapter, weights: MetaCanvasWeights | None = None,
+              where: str | None = None) -> int | None:
+        """The backbone's and the weights' checks, before anything is loaded or built (nodes call it first; `inputs`
+        again; `where` names the task's input); the most reference images the weights were trained with, if
+        recorded. A backbone that cannot take the task's input is named for that (after the weights), else one that
+        makes clips for a task that makes images or the other way round is refused first: its 'image' would be a
+        1-frame clip of blobs (or its 'clip' one picture), whatever the weights' checks let through."""
+        takes = self.given is None or backbone.takes(self.given.part)
+        if takes and backbone.makes_clips != self.clip:
+            made, wanted = ("clips", "images") if backbone.makes_clips else ("images", "clips")
+            other = next(t for t in TASKS.values() if t.clip == backbone.makes_clips)
+            raise MetaCanvasError(f"the {backbone.architecture} backbone {backbone.name!r} makes {made}, not {wanted}: "
+                                  f"sample it with {other.node} (--task {other.name}), or load {self.backbone} for "
+                                  f"{self.title}")
+        most = None if weights is None else self.check_weights(weights)
+        if not takes:
+            raise MetaCanvasError(f"{where or self.given.what}: the {backbone.architecture} backbone {backbone.name!r} "
+                                  f"takes no {self.given.what} ({self.title}): remove it, or load {self.backbone}")
+        return most
+
     def inputs(
         self, backbone: BackboneAdapter, given=None, *, width: int | None = None, height: int | None = None,
         frames: int | None = None, samples: int = 1, fps: float = clips.FPS, weights: MetaCanvasWeights | None = None,
@@ -100,7 +120,7 @@ class TaskDefinition:
         default, or for a clip to edit the clip's own), from `given`, this task's input (a ComfyUI IMAGE batch; a
         list of images for several references). `weights` are checked to serve this task; `where` names the input
         in messages (default: what it is)."""
-        most = None if weights is None else self.check_weights(weights)
+        most = self.check(backbone, weights, where)
         if self.given is None:
             if given is not None:
                 raise MetaCanvasError(f"{self.title} takes nothing besides the prompt: remove {where or 'the input'}")
@@ -111,13 +131,13 @@ class TaskDefinition:
         what, where = self.given.what, where or self.given.what
         if given is None:
             raise MetaCanvasError(f"{self.title} needs a {what}" + (f" ({where})" if where != what else ""))
-        if not backbone.takes(self.given.part):
-            raise MetaCanvasError(f"{where}: the {backbone.architecture} backbone {backbone.name!r} takes no {what} "
-                                  f"({self.title}): remove it, or load {self.backbone}")
         if not self.given.keeps_size:
             b = self.benchmark
             width, height, frames = width or b.width, height or b.height, frames or b.frames
             checked(width=width, height=height, frames=frames)
+        if self.given.keeps_size and weights is not None and isinstance(given, torch.Tensor) and given.ndim == 4:
+            # a clip's size is the output's, rarely chosen for the run: refuse a far one before encoding it
+            weights.check_given_size(given.shape[2], given.shape[1], given.shape[0], where)
         built = self.given.build(backbone, given, Request(width, height, frames, samples, fps, most, where))
         asked = (width or built.width, height or built.height, frames or built.frames)
         if self.given.keeps_size and asked != (built.width, built.height, built.frames):

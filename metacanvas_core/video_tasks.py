@@ -54,7 +54,7 @@ def clip_visual(clip: torch.Tensor, fps: float, where: str = "source clip") -> V
 def _clip_frames(clip: torch.Tensor, where: str) -> torch.Tensor:
     if isinstance(clip, torch.Tensor) and clip.ndim == 4 and 0 in clip.shape[:3]:
         raise MetaCanvasError(f"{where} is empty {tuple(clip.shape)}: give the clip to edit (frames, height, width, 3)")
-    return check_image_batch(clip, where)
+    return check_image_batch(clip, where, clip=True)
 
 
 def _edit_conditioning(backbone: BackboneAdapter, clip: torch.Tensor, where: str = "source clip") -> Conditioning:

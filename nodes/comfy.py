@@ -159,8 +159,8 @@ def backbone_choices() -> dict[str, Path]:
     return {**builtin_backbones(), **_model_folders(DIFFUSERS_FOLDER, "model_index.json")}
 
 
-def connector_choices() -> dict[str, Path]:
-    """The shipped MetaCanvas weights first, then *.safetensors under models/metacanvas."""
+def _weights_files(wanted) -> dict[str, Path]:
+    """Relative name -> path of the files under models/metacanvas that `wanted(name)` accepts, DiT parts excluded."""
     from metacanvas_core.checkpoints import is_dit_part  # (the pack imports nothing heavy at ComfyUI's start)
 
     files: dict[str, Path] = {}
@@ -169,16 +169,35 @@ def connector_choices() -> dict[str, Path]:
             # (the DiT part beside a weights file goes with it: never listed as weights of its own)
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not is_dit_part(Path(dirpath) / d))
             for f in filenames:
-                if f.lower().endswith(".safetensors") and not is_dit_part(Path(f)):
+                if wanted(f) and not is_dit_part(Path(f)):
                     rel = os.path.relpath(os.path.join(dirpath, f), root).replace(os.sep, "/")
                     files.setdefault(rel, Path(dirpath) / f)
-    return {**builtin_connectors(), **dict(sorted(files.items()))}
+    return dict(sorted(files.items()))
 
 
-def resolve(choices: dict[str, Path], name: str, what: str, where: str) -> Path:
-    """The path behind a list entry, or an error that says where such models go."""
+def connector_choices() -> dict[str, Path]:
+    """The shipped MetaCanvas weights first, then *.safetensors under models/metacanvas."""
+    return {**builtin_connectors(), **_weights_files(lambda f: f.lower().endswith(".safetensors"))}
+
+
+def refused_weights() -> dict[str, Path]:
+    """Pickle files (.pt, .ckpt, .bin, ...) under models/metacanvas: never listed nor loaded, but named as such when
+    a workflow asks for one (it is there, so 'not found' would send the user looking in the wrong place)."""
+    from metacanvas_core.checkpoints import is_pickle
+
+    return _weights_files(is_pickle)
+
+
+def resolve(choices: dict[str, Path], name: str, what: str, where: str,
+            refused: dict[str, Path] | None = None) -> Path:
+    """The path behind a list entry, or an error that says where such models go (or, for a file in `refused`,
+    why it is not loaded)."""
     if name in choices:
         return choices[name]
+    if refused and name in refused:
+        from metacanvas_core.checkpoints import pickle_refusal
+
+        raise MetaCanvasError(f"{what} {name!r} is in ComfyUI/models/{where} but {pickle_refusal(refused[name])}")
     listed = ", ".join(repr(c) for c in list(choices)[:6])
     raise MetaCanvasError(
         f"{what} {name!r} was not found; put it in ComfyUI/models/{where} (then refresh the page, R) or pick one "

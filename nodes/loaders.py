@@ -24,6 +24,7 @@ from .comfy import (
     manage,
     offload_device,
     planner_choices,
+    refused_weights,
     reported_as,
     resolve,
     torch_device,
@@ -49,10 +50,11 @@ def _shared(key: tuple, load: Callable[[], object]):
     return obj
 
 
-def _listed(choices: dict[str, Path], name: str, what: str, where: str) -> bool | str:
+def _listed(choices: dict[str, Path], name: str, what: str, where: str,
+            refused: dict[str, Path] | None = None) -> bool | str:
     """VALIDATE_INPUTS answer: True, or the same message `resolve` raises at run time."""
     try:
-        resolve(choices, name, what, where)
+        resolve(choices, name, what, where, refused)
     except MetaCanvasError as e:
         return str(e)
     return True
@@ -177,13 +179,16 @@ class MetaCanvasConnectorLoader:
 
     @classmethod
     def VALIDATE_INPUTS(cls, weights):
-        return _listed(connector_choices(), weights, f"{WEIGHTS_LOADER}: weights", "metacanvas")
+        choices = connector_choices()
+        if weights in choices:
+            return True
+        return _listed(choices, weights, f"{WEIGHTS_LOADER}: weights", "metacanvas", refused_weights())
 
     def load(self, weights: str):
         with reported_as(WEIGHTS_LOADER):
             from metacanvas_core.checkpoints import load_connector
 
-            path = resolve(connector_choices(), weights, "MetaCanvas weights", "metacanvas")
+            path = resolve(connector_choices(), weights, "MetaCanvas weights", "metacanvas", refused_weights())
             # Loaded once on the CPU in fp32 (a few MB); the nodes that run it take a copy on their device.
             key = ("connector", str(path.resolve()), path.stat().st_mtime_ns)
             return (_shared(key, lambda: load_connector(path, device="cpu", dtype=torch.float32)),)

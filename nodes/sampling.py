@@ -64,7 +64,10 @@ class MetaCanvasSampleImage:
                 "positive": ("METACANVAS_PLAN", {"tooltip": "The plan of what to draw, from Plan Canvas."}),
                 "seed": ("INT", SEED.widget(
                     control_after_generate=True,
-                    tooltip="The noise seed. The same seed gives the same image on any device.",
+                    tooltip="The noise seed. The noise is drawn on the CPU, so a seed gives the same noise on "
+                            "any device; the same seed, inputs and models give the same image byte for byte, "
+                            "run after run, on the same device and dtype (other devices and dtypes round "
+                            "differently).",
                 )),
                 "steps": ("INT", STEPS.widget(tooltip="Denoising steps.")),
                 "cfg": ("FLOAT", CFG.widget(
@@ -134,6 +137,7 @@ class MetaCanvasSampleImage:
             bb.check_size(width, height)
             scheduler = make_scheduler(bb.scheduler, sampler, shift)
             task, given, where = node_task(SAMPLE_IMAGE, {"source_image": source_image})
+            task.check(bb, connector, where)  # before anything loads
             # Inside ComfyUI: let it unload other models until the run fits (our own check follows in sample()).
             load_for_use(bb, memory_required=estimate(bb, width=width, height=height, batch=batch_size).of("sampling"))
             conditioning = task.inputs(bb, given, width=width, height=height, frames=1, samples=batch_size,

@@ -28,7 +28,12 @@ class MetaCanvasSampleVideo:
                 "positive": ("METACANVAS_PLAN", {"tooltip": "The plan of what happens in the clip, from Plan Canvas."}),
                 "seed": ("INT", SEED.widget(
                     control_after_generate=True,
-                    tooltip="The noise seed. The same seed gives the same clip on any device.",
+                    tooltip="The noise seed. The noise is drawn on the CPU, so a seed gives the same noise on "
+                            "any device; the same seed, inputs and models give the same clip byte for byte, "
+                            "run after run, on the same device and dtype (other devices and dtypes round "
+                            "differently). Compare runs with Save Image (lossless PNG frames): Save "
+                            "Video's H.264 is lossy, and ComfyUI's encoder can turn the same frames into "
+                            "slightly different files from run to run.",
                 )),
                 "steps": ("INT", STEPS.widget(tooltip="Denoising steps.")),
                 "cfg": ("FLOAT", CFG.widget(
@@ -100,6 +105,7 @@ class MetaCanvasSampleVideo:
             bb.token_grid(width, height, frames)  # size and frame count first: nothing loads for a bad request
             task, given, where = node_task(SAMPLE_VIDEO, {"start_image": start_image, "source_video": source_video,
                                                           "reference_images": reference_images})
+            task.check(bb, connector, where)  # before anything loads
             load_for_use(bb)
             conditioning = task.inputs(bb, given, width=width, height=height, frames=frames, weights=connector,
                                        where=where).conditioning

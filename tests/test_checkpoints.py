@@ -293,3 +293,26 @@ def test_the_weights_list_never_shows_a_dit_part(tmp_path, monkeypatch, backbone
     monkeypatch.setattr(comfy, "_search_paths", lambda name: [str(tmp_path)] if name == "metacanvas" else [])
     mine = {k for k in comfy.connector_choices() if not k.startswith("built-in")}
     assert mine == {"full.safetensors", "lora.safetensors"}
+
+
+class _Bomb:
+    """Unpickling this writes a file: proof that a pickle was opened."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".ckpt", ".bin", ".pth", ".PT"])
+def test_pickle_weights_are_refused_with_how_to_convert_and_never_opened(tmp_path, suffix):
+    """Issue 27, point 3: only .safetensors are loaded; the message says why and how to convert."""
+    marker = tmp_path / "opened"
+    path = tmp_path / f"evil{suffix}"
+    torch.save({"x": _Bomb(marker)}, path)
+    for read in (read_metadata, load_connector):
+        with pytest.raises(MetaCanvasError, match=rf"evil{re.escape(suffix)}'.*only \.safetensors files are loaded, "
+                                                  r"never a pickle.*save_file\(torch\.load"):
+            read(path)
+    assert not marker.exists()

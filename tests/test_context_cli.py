@@ -115,3 +115,70 @@ def test_pipeline_edits_a_clip_at_its_own_size(files):
         pipe("make the red circle green", task="video-edit", given=clip, frames=17, steps=1)
     with pytest.raises(MetaCanvasError, match="trained for task 'video-edit', not 'i2v'"):
         pipe("x", task="i2v", given=torch.rand(1, 32, 32, 3), steps=1)
+
+
+def test_a_frame_count_other_than_the_clips_is_refused_like_a_width(files, tmp_path, capsys):
+    """Issue 27, point 4: --frames 17 with a 9-frame clip silently wrote 9 frames (a conflicting --width was
+    refused)."""
+    out = tmp_path / "x.gif"
+    assert _run(files, "video-edit", "--video", str(files / "src.gif"), "--frames", "17", "--out", str(out)) == 2
+    err = capsys.readouterr().err
+    assert "width x height x frames 32x32x17 differ from the --video's 32x32x9" in err and not out.exists()
+    assert "leave them out or set them to it" in err
+    assert _run(files, "video-edit", "--video", str(files / "src.gif"), "--frames", "9", "--out", str(out)) == 0
+
+
+def test_text_to_image_on_a_video_backbone_is_refused(files, tmp_path, capsys):
+    """Issue 27, point 1, on the command line: weights that do not record their task passed every check and a Wan
+    backbone drew a 1-frame clip of blobs as the 'image'."""
+    bb = load_backbone(files / "t2v")
+    conn = MetaCanvasConnector(ConnectorConfig(PLANNER_HIDDEN, bb.dit_dim, bb.caption_channels, [3, 8, 8]))
+    save_connector(tmp_path / "untold.safetensors", conn, bb)  # no recipe: no task to check
+    out = tmp_path / "x.png"
+    code = main(["generate", "--task", "t2i", "--backbone", str(files / "t2v"), "--weights",
+                 str(tmp_path / "untold.safetensors"), "--prompt", "a red circle", "--steps", "1", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "makes clips, not images: sample it with Sample Video (--task t2v)" in err, err
+    assert not out.exists()
+
+
+def test_a_clip_far_from_the_trained_size_is_refused_before_sampling(files, tmp_path, capsys, monkeypatch):
+    """Issue 27, point 5: a clip written by generate (8x enlarged by its default --upscale 8) and fed back to video
+    editing ran at 256x256 for 11 minutes and gave fragments, with a warning that never said why. The clip's size
+    is not a choice made for the run, so it is refused before sampling, saying what to pass instead."""
+    import importlib
+
+    from editor_graph import PACK_NAME, load_pack
+    from metacanvas_core.checkpoints import load_connector
+    from metacanvas_core.plan import CanvasPlan
+    from metacanvas_core.sampling import InjectedBackbone
+
+    bb = load_backbone(files / "wide")
+    conn = MetaCanvasConnector(ConnectorConfig(PLANNER_HIDDEN, bb.dit_dim, bb.caption_channels, [3, 8, 8]))
+    sized = tmp_path / "sized.safetensors"
+    save_connector(sized, conn, bb, recipe={"task": "video-edit"}, trained_sizes=[[32, 32, 9]])
+    clip, _ = load_clip(files / "src.gif")
+    big = clip.repeat_interleave(4, 1).repeat_interleave(4, 2)  # what --upscale 4 writes
+    save_clip(big, tmp_path / "big.gif", fps=8)
+    monkeypatch.setattr(type(bb), "predict", lambda *a, **k: pytest.fail("sampled"))
+    out = tmp_path / "e.gif"
+    code = main(["generate", "--task", "video-edit", "--backbone", str(files / "wide"), "--weights", str(sized),
+                 "--video", str(tmp_path / "big.gif"), "--prompt", "make the red circle green", "--steps", "1",
+                 "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists(), err
+    assert "--video is 128x128x9, far from the 32x32x9 (width x height x frames) the MetaCanvas weights 'sized' were " \
+           "trained at" in err, err
+    assert "downscale it to 32x32" in err and "4x the size it was made at" in err, err
+    assert "write it with --upscale 1" in err, err
+    model = InjectedBackbone(bb).inject(load_connector(sized))
+    model.connector.check_given_size(32, 32, 9, "--video")  # the trained size passes
+
+    pack = load_pack()
+    comfy_glue = importlib.import_module(f"{PACK_NAME}.nodes.comfy")
+    node = pack.NODE_CLASS_MAPPINGS["MetaCanvasSampleVideo"]
+    plan = CanvasPlan(["make it green"], torch.randn(1, 4, bb.caption_channels), torch.ones(1, 4, dtype=torch.long),
+                      None, "sized")
+    with pytest.raises(comfy_glue.NodeError, match=r"^Sample Video: source_video is 128x128x9, far from the 32x32x9 "
+                                                   r".*downscale it to 32x32"):
+        node().sample(model, plan, seed=0, steps=1, cfg=1.0, width=128, height=128, frames=9, source_video=big)

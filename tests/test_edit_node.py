@@ -75,3 +75,15 @@ def test_bad_edit_requests_are_node_errors(parts):
               **FAST)
     with pytest.raises(ValueError, match="^Inject into Backbone: .*flux"):
         _node("MetaCanvasInject", backbone=parts["sana"], connector=parts["loaded"], strength=1.0)
+
+
+def test_an_all_zero_source_image_is_refused_as_a_start_image_is(parts, monkeypatch):
+    """Issue 27, point 2: an all-zero source image (an empty or failed image upstream) was edited into a blue blob,
+    while image-to-video refused an all-zero start image. One check serves both."""
+    kw = dict(backbone=parts["kontext"], positive=parts["plan"], **FAST)
+    monkeypatch.setattr(type(parts["kontext"].backbone), "predict", lambda *a, **k: pytest.fail("sampled"))
+    with expect_error("source_image is all zeros", "an empty or failed image upstream"):
+        _node("MetaCanvasSampleImage", source_image=torch.zeros(1, 32, 32, 3), **kw)
+    with expect_error("source_image image 2 is all zeros"):
+        _node("MetaCanvasSampleImage", source_image=torch.cat([parts["source"], torch.zeros(1, 32, 32, 3)]),
+              batch_size=2, **kw)

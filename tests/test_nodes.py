@@ -474,3 +474,74 @@ def test_cheap_preview_for_large_latents(models):
     small = sampling.preview_image(bb, torch.randn(1, bb.latent_channels, 8, 8))
     assert small.size == (256, 256)
 
+
+
+def test_a_pickle_file_in_the_weights_folder_is_named_as_refused_not_missing(fake_comfyui):
+    """Issue 27, point 3: 'evil.pt' in models/metacanvas was not listed, and choosing it (a shared workflow) said it
+    was not found and to put it in ComfyUI/models/metacanvas, where it already was."""
+    folder = fake_comfyui.models / "metacanvas"
+    folder.mkdir(parents=True)
+    for name in ("evil.pt", "old.ckpt", "sub/model.bin", "x.pth"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"\x80\x04not loaded")
+    weights = NODES["MetaCanvasConnectorLoader"].INPUT_TYPES()["required"]["weights"][0]
+    assert not [w for w in weights if not w.startswith("built-in")]  # never offered: a pickle is never loaded
+    for name in ("evil.pt", "old.ckpt", "sub/model.bin", "x.pth"):
+        answer = NODES["MetaCanvasConnectorLoader"].VALIDATE_INPUTS(weights=name)
+        assert answer.startswith(f"Load MetaCanvas Weights: weights {name!r} is in ComfyUI/models/"
+                                 "metacanvas but only .safetensors files are loaded"), answer
+        assert "was not found" not in answer and "put it in" not in answer
+        assert "save_file" in answer and "a session you trust" in answer
+        with expect_error("Load MetaCanvas Weights", "only .safetensors files are loaded", "save_file"):
+            call("MetaCanvasConnectorLoader", weights=name)
+    answer = NODES["MetaCanvasConnectorLoader"].VALIDATE_INPUTS(weights="gone.pt")  # truly absent: as before
+    assert "was not found; put it in ComfyUI/models/metacanvas" in answer
+
+
+SEED_TOOLTIPS = {"MetaCanvasSampleImage": "image", "MetaCanvasSampleVideo": "clip"}
+
+
+def _same_seed_reruns(node: str, backbone: str, weights: str, prompt: str, **size):
+    """The node path as ComfyUI re-runs it in one process: loaded models and the plan cached, the sampling node
+    alone re-run with seed 0, 0, then 1, then 0 again; the outputs' bytes."""
+    planner, = call("MetaCanvasPlannerLoader", planner=PLANNER, dtype="auto", device="auto")
+    bb, = call("MetaCanvasBackboneLoader", backbone=backbone, dtype="auto", device="auto")
+    conn, = call("MetaCanvasConnectorLoader", weights=weights)
+    plan, = call("MetaCanvasPlan", planner=planner, connector=conn, prompt=prompt, canvas_only=False)
+    model, = call("MetaCanvasInject", backbone=bb, connector=conn, strength=1.0)
+    runs = [call(node, backbone=model, positive=plan, seed=seed, steps=4, cfg=3.0, **size) for seed in (0, 0, 1, 0)]
+    return [(image.numpy().tobytes(), latent["samples"].numpy().tobytes()) for image, latent in runs]
+
+
+@pytest.mark.parametrize("node, backbone, weights, size", [
+    ("MetaCanvasSampleImage", BACKBONE, MC, dict(width=32, height=32, batch_size=1)),
+    ("MetaCanvasSampleVideo", "built-in tiny: wan_t2v", "built-in tiny: metacanvas_t2v",
+     dict(width=32, height=32, frames=9)),
+])
+def test_same_seed_reruns_in_one_process_are_byte_identical(fake_comfyui, node, backbone, weights, size):
+    """Issue 27, point 7: ComfyUI re-runs a node with everything upstream cached. Inside (fake) ComfyUI, with its
+    model management and the live previews that decode the latents at every step, a same-seed re-run gives the
+    same bytes, right after the first run and after a run with another seed in between; and the same bytes as a
+    fresh load (what the command line does every time)."""
+    first, again, other, after_other = _same_seed_reruns(node, backbone, weights, PROMPT, **size)
+    assert again == first and after_other == first
+    assert other != first
+    assert fake_comfyui.progress and fake_comfyui.progress[-1][2][0] == "JPEG"  # the previews ran
+    fake_comfyui.progress.clear()
+    loaders._loaded.clear()  # fresh loads, as after ComfyUI frees its models
+    assert _same_seed_reruns(node, backbone, weights, PROMPT, **size)[0] == first
+
+
+@pytest.mark.parametrize("key", sorted(SEED_TOOLTIPS))
+def test_seed_tooltips_promise_only_what_is_reproducible(key):
+    """Issue 27, point 7: 'the same seed gives the same clip on any device' is not true (devices and dtypes round
+    differently), and ComfyUI's Save Video encodes the same frames to slightly different H.264 from run to run;
+    say what holds: the noise is the same everywhere, the frames byte-identical on the same device and dtype."""
+    tooltip = NODES[key].INPUT_TYPES()["required"]["seed"][1]["tooltip"]
+    help_page = (PACK_DIR / "web" / "docs" / f"{key}.md").read_text()
+    for text in (tooltip, help_page):
+        assert "on any device" not in text.replace("the same noise on any device", "")
+    assert "same noise on any device" in tooltip and "byte for byte" in tooltip
+    assert "same device and dtype" in tooltip
+    if key == "MetaCanvasSampleVideo":
+        assert "Save Video" in tooltip and "Save Image" in tooltip

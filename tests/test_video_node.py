@@ -128,3 +128,65 @@ def test_live_preview_shows_the_middle_frame(wan):
     assert not np.array_equal(middle, np.asarray(sampling.preview_image(bb, latents[:, :, :1])))
     big = sampling.preview_image(bb, torch.randn(1, 16, 1, 80, 80))  # too large to decode: latent channels as RGB
     assert big.size == (240, 240)
+
+
+def test_sample_image_refuses_a_video_backbone(wan, monkeypatch):
+    """Issue 27, point 1: Sample Image on a Wan backbone sampled a 1-frame 'image' of scattered blobs (weights that
+    do not record their task, or none injected, passed every check): refuse it before sampling, pointing to
+    Sample Video."""
+    model, plan = wan
+    monkeypatch.setattr(type(model.backbone), "predict", lambda *a, **k: pytest.fail("sampled"))
+    image_node = pack.NODE_CLASS_MAPPINGS["MetaCanvasSampleImage"]
+    plain = InjectedBackbone(model.backbone)
+    no_canvas = CanvasPlan(plan.prompts, plan.text, plan.text_mask, None, plan.connector_name)
+    for backbone, positive in ((model, plan), (plain, no_canvas)):
+        with pytest.raises(ValueError, match=r"^Sample Image: the wan backbone '.*' makes clips, not images: sample "
+                                             r"it with Sample Video \(--task t2v\)"):
+            image_node().sample(backbone=backbone, positive=positive, seed=0, steps=2, cfg=3.0, width=32, height=32)
+
+
+def test_far_size_warning_labels_a_clip_size_with_its_frames(wan):
+    from metacanvas_core.errors import MetaCanvasWarning
+
+    model, _ = wan
+    conn = model.connector
+    weights = MetaCanvasWeights(conn.connector, "wan", "wan-node", trained_sizes=[[32, 32, 17]])
+    with pytest.warns(MetaCanvasWarning, match=r"trained at 32x32x17 \(width x height x frames\), and 128x128x17 is "
+                                               r"far from that"):
+        weights.warn_if_untrained(128, 128, 17)
+
+
+def test_memory_refusals_name_only_sample_videos_inputs(wan, monkeypatch):
+    """Issue 27, point 6: Sample Video's memory refusal named (and could propose) batch_size, an input it does not
+    have; it names width, height and frames, and proposes a frame count that fits."""
+    from metacanvas_core import memory
+
+    model, plan = wan
+    monkeypatch.setattr(type(model.backbone), "predict", lambda *a, **k: pytest.fail("sampled"))
+    need = memory.estimate(model.backbone, width=256, height=256, batch=1, frames=33).of("sampling")
+    monkeypatch.setattr(memory, "free_bytes", lambda device: need // 3)
+    with pytest.raises(ValueError) as refused:
+        call(backbone=model, positive=plan, **{**FAST, "width": 256, "height": 256, "frames": 33})
+    message = str(refused.value)
+    assert message.startswith("Sample Video: width 256, height 256, frames 33 need about "), message
+    assert re.search(r": use width \d+ and height \d+ or frames \d+$", message), message
+    assert "batch" not in message
+    monkeypatch.setattr(memory, "free_bytes", lambda device: None)
+
+    def out_of_memory(*a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(type(model.backbone), "predict", out_of_memory)
+    with pytest.raises(ValueError, match=r"^Sample Video: ran out of memory with width 32, height 32, frames 9 while "
+                                         r"sampling") as err:
+        call(backbone=model, positive=plan, **FAST)
+    assert "batch" not in str(err.value)
+
+
+def test_a_size_beyond_the_wan_positions_is_refused_before_sampling(wan):
+    """Found by the systemic limits test once it ran Sample Video on a Wan backbone: width 8192 (inside the widget's
+    limits) on the tiny Wan (4 pixels per token) is 2048 tokens across, past its rotary positions (1024), and
+    diffusers failed with a raw 'view size is not compatible' error."""
+    model, plan = wan
+    with expect_error("width 8192 is too large for the Wan backbone", "rope_max_seq_len", "use at most 4096"):
+        call(backbone=model, positive=plan, **{**FAST, "width": 8192, "height": 4})

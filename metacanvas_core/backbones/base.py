@@ -112,6 +112,7 @@ class BackboneAdapter(ABC):
     transformer_class: ClassVar[str]
     # The Conditioning fields this architecture takes -> which backbone that is, for the error when another is given
     conditioning_parts: ClassVar[dict[str, str]] = {}
+    makes_clips: ClassVar[bool] = False  # video backbones (a frame axis); image backbones make one picture
 
     def __init__(self, transformer: nn.Module, vae: nn.Module, scheduler, name: str) -> None:
         self.transformer = transformer.eval().requires_grad_(False)

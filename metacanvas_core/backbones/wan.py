@@ -59,6 +59,7 @@ def nearest_valid_frames(frames: int, stride: int = 4) -> list[int]:
 class WanBackbone(BackboneAdapter):
     architecture = "wan"
     transformer_class = "WanTransformer3DModel"
+    makes_clips = True
     conditioning_parts = {
         "first_frames": "Wan 2.2 for image-to-video",
         "context": "a Wan 2.2 folder widened for video editing or in-context video",
@@ -147,6 +148,22 @@ class WanBackbone(BackboneAdapter):
         return self.vae.decode(z / inv_std + mean).sample
 
     # -- sizes ------------------------------------------------------------------------------------------------
+
+    def check_size(self, width: int, height: int) -> None:
+        """Besides the multiples: the DiT's rotary positions reach `rope_max_seq_len` tokens along each axis (1024
+        in Wan 2.2's config: 32768 pixels for TI2V-5B, 4096 for the tiny Wan); beyond, diffusers fails with a raw
+        view error after the run has started."""
+        super().check_size(width, height)
+        most = int(self.transformer.config.get("rope_max_seq_len", 1024))
+        step = self.pixels_per_token
+        over = [(n, v) for n, v in (("width", width), ("height", height)) if v // step > most]
+        if over:
+            what = " and ".join(f"{n} {v}" for n, v in over)
+            raise MetaCanvasError(
+                f"{what} {'is' if len(over) == 1 else 'are'} too large for the Wan backbone {self.name!r}: its DiT "
+                f"places at most {most} tokens of {step} pixels along each side (rope_max_seq_len); use at most "
+                f"{most * step}"
+            )
 
     def latent_frames(self, frames: int) -> int:
         s = self.frame_stride
