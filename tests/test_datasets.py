@@ -95,6 +95,27 @@ def test_broken_clips_are_skipped_and_counted(tmp_path, capsys):
         [strict[g] for g in range(4)]
 
 
+def test_a_black_given_image_is_a_broken_sample_and_a_black_target_is_not(tmp_path):
+    """An edit's source (and a reference) is given: all black is a failed export, skipped as sampling refuses it; an
+    all-black target can be a true edit ("remove the only object")."""
+    from PIL import Image
+
+    out = export(tmp_path, "edit", "folder")
+    rows = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    black = np.zeros((32, 32, 3), np.uint8)
+    Image.fromarray(black).save(out / rows[1]["source"])
+    Image.fromarray(black).save(out / rows[2]["target"])
+    ds = TaskDataset(out, "edit", Sizes(32))
+    with pytest.raises(BrokenSample, match="source is all black"):
+        ds.load(1)
+    assert not ds.load(2).media["target"].any()
+    refs = export(tmp_path, "in-context", "folder")
+    row = json.loads((refs / "metadata.jsonl").read_text().splitlines()[0])
+    Image.fromarray(black).save(refs / row["references"][-1])
+    with pytest.raises(BrokenSample, match="references is all black"):
+        TaskDataset(refs, "in-context", CLIP).load(0)
+
+
 def test_missing_pyav_is_one_clear_error(tmp_path, monkeypatch):
     out = export(tmp_path, "t2v", "tar")
     monkeypatch.setitem(sys.modules, "av", None)  # as if not installed

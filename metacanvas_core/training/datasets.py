@@ -44,6 +44,10 @@ LAYOUTS = {  # task -> (file fields, which of them are clips, the text field)
     "in-context": (("references", "file_name"), ("file_name",), "text"),
 }
 
+# The fields a task is given rather than asked to make: an all-black one is a failed export, skipped as broken (sampling
+# refuses it too), while an all-black target can be a true edit ("remove the only object").
+GIVEN_FIELDS = {"edit": ("source",), "video-edit": ("source",), "in-context": ("references",)}
+
 
 @dataclass
 class Record:
@@ -206,6 +210,9 @@ class TaskDataset:
         row, where = self.source.fields(i)
         text = _text(row.get(text_field, row.get("caption") if text_field == "text" else None), where)
         media = {f: self.source.media(i, row, f, f in clips, self.sizes, where) for f in fields}
+        for f in GIVEN_FIELDS.get(self.task, ()):
+            if any(not np.any(m) for m in (media[f] if f == "references" else [media[f]])):
+                raise BrokenSample(where, f"{f} is all black (an empty or failed render): the task is given it")
         return Record(media, text)
 
     def close(self) -> None:
