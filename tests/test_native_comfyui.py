@@ -511,3 +511,155 @@ def test_video_editing_and_in_context_match_the_packs_sample_video(comfy, world,
     got = run(pos, neg)
     assert (c["model"].model.process_latent_in(got) - want).abs().max().item() < TOLERANCE
     assert (run(*bare) - got).abs().max().item() > 100 * TOLERANCE  # the context acts (not zeros on both routes)
+
+
+# -- FLUX.1-Kontext's DiT part the ComfyUI way: convert-comfy ------------------------------------------------------
+
+FLUX_TOLERANCE = 1e-4  # max abs difference of the velocity (float32; ComfyUI's and diffusers' attention and RoPE)
+
+
+def _flux_input():
+    torch.manual_seed(3)
+    return {"x": torch.randn(1, 16, 8, 8), "sigma": torch.tensor([0.7]), "text": torch.randn(1, 5, 64),
+            "pooled": torch.randn(1, 64)}
+
+
+def _comfy_flux_velocity(diffusion_model, i):
+    with torch.no_grad():
+        return diffusion_model(i["x"], i["sigma"], i["text"], y=i["pooled"], transformer_options={}).float()
+
+
+def _diffusers_flux_velocity(state, i):
+    from diffusers import FluxTransformer2DModel
+
+    from metacanvas_core.backbones.flux import pack, token_ids, unpack
+    from metacanvas_core.builtin import ASSETS
+
+    dit = FluxTransformer2DModel.from_config(FluxTransformer2DModel.load_config(ASSETS / "flux_edit" / "transformer"))
+    dit.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    dit.eval()
+    with torch.no_grad():
+        out = dit(hidden_states=pack(i["x"]), timestep=i["sigma"], pooled_projections=i["pooled"],
+                  encoder_hidden_states=i["text"], txt_ids=torch.zeros(i["text"].shape[1], 3),
+                  img_ids=token_ids(4, 4), return_dict=False)[0]
+    return unpack(out, 8, 8).float()
+
+
+def _comfy_flux(comfy, state):
+    """ComfyUI's own Flux (comfy.supported_models.Flux) for the tiny flux_edit config, filled strictly with `state`."""
+    import json
+
+    import comfy.supported_models
+
+    from metacanvas_core.backbones.native import LAYOUTS
+    from metacanvas_core.builtin import ASSETS
+
+    cfg = json.loads((ASSETS / "flux_edit" / "transformer" / "config.json").read_text())
+    mc = comfy.supported_models.Flux(LAYOUTS["flux"].native_config(cfg))
+    mc.set_inference_dtype(torch.float32, None)
+    model = mc.get_model({})
+    model.diffusion_model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+    return model.diffusion_model.eval()
+
+
+def test_the_converted_flux_dit_loads_into_comfyuis_flux_and_gives_the_diffusers_dits_output(comfy, edit, tmp_path):
+    from safetensors.torch import load_file
+
+    from metacanvas_core.__main__ import main
+    from metacanvas_core.builtin import ASSETS
+    from metacanvas_core.comfy_export import _read_folder
+
+    out = tmp_path / "metacanvas_edit_dit.safetensors"
+    assert main(["convert-comfy", str(ASSETS / "metacanvas_edit.safetensors"), "--base", str(ASSETS / "flux_edit"),
+                 "--out", str(out), "--format", "diffusion_models"]) == 0
+    sd = load_file(str(out))
+    # the same tensors as ComfyUI's own diffusers converter gives the Load Native Backbone node (a fresh one: the
+    # module's shared model may still hold an earlier test's patches, which ComfyUI undoes only when it reloads)
+    from nodes.native import MetaCanvasNativeBackboneLoader
+
+    fresh = MetaCanvasNativeBackboneLoader().load("built-in tiny: flux_edit", "built-in tiny: metacanvas_edit")[0]
+    own = fresh.model.diffusion_model.state_dict()
+    assert set(sd) == set(own) and all(torch.equal(sd[k].float(), own[k].float()) for k in sd)
+    i = _flux_input()
+    got = _comfy_flux_velocity(_comfy_flux(comfy, sd), i)
+    want = _diffusers_flux_velocity(_read_folder(ASSETS / "metacanvas_edit_dit"), i)
+    assert (got - want).abs().max().item() < FLUX_TOLERANCE
+    base = _diffusers_flux_velocity(_read_folder(ASSETS / "flux_edit" / "transformer"), i)
+    assert (base - want).abs().max().item() > 100 * FLUX_TOLERANCE  # the fine-tune differs from the base
+
+
+def _patched_flux_velocity(comfy, lora_file, i):
+    """Load Native Backbone's base tiny FLUX with `lora_file` applied as LoraLoaderModelOnly does (load_lora +
+    add_patches at strength 1), its weights patched."""
+    import comfy.lora
+    from safetensors.torch import load_file
+
+    from nodes.native import MetaCanvasNativeBackboneLoader
+
+    base = MetaCanvasNativeBackboneLoader().load("built-in tiny: flux_edit")[0]
+    lora = load_file(str(lora_file))
+    loaded = comfy.lora.load_lora(lora, comfy.lora.model_lora_keys_unet(base.model, {}), log_missing=False)
+    patched = base.clone()
+    assert set(patched.add_patches(loaded, 1.0)) == set(loaded) and loaded  # every patch found its weight
+    patched.patch_model()
+    try:
+        return _comfy_flux_velocity(patched.model.diffusion_model, i), loaded
+    finally:
+        patched.unpatch_model()
+
+
+def test_a_converted_flux_fine_tune_as_diffs_gives_the_fine_tuned_dits_output(comfy, edit, tmp_path):
+    from safetensors.torch import load_file
+
+    from metacanvas_core.__main__ import main
+    from metacanvas_core.builtin import ASSETS
+    from metacanvas_core.comfy_export import _read_folder
+
+    out = tmp_path / "metacanvas_edit_comfy_lora.safetensors"
+    assert main(["convert-comfy", str(ASSETS / "metacanvas_edit.safetensors"), "--base", str(ASSETS / "flux_edit"),
+                 "--out", str(out)]) == 0
+    i = _flux_input()
+    got, loaded = _patched_flux_velocity(comfy, out, i)
+    assert len(loaded) == len(load_file(str(out)))  # every .diff / .diff_b key was read
+    assert any(k.endswith("img_attn.qkv.weight") for k in loaded) and any(k.endswith("linear1.weight") for k in loaded)
+    want = _diffusers_flux_velocity(_read_folder(ASSETS / "metacanvas_edit_dit"), i)
+    assert (got - want).abs().max().item() < FLUX_TOLERANCE
+    # and through ComfyUI's sampler: the same as the Load Native Backbone node's fine-tuned DiT
+    import comfy.lora
+
+    from nodes.native import MetaCanvasNativeBackboneLoader
+
+    base = MetaCanvasNativeBackboneLoader().load("built-in tiny: flux_edit")[0].clone()
+    base.add_patches(comfy.lora.load_lora(load_file(str(out)), comfy.lora.model_lora_keys_unet(base.model, {})), 1.0)
+    assert (_edit_native(comfy, edit, base) - _edit_native(comfy, edit, edit["model"])).abs().max().item() < TOLERANCE
+
+
+def test_a_converted_flux_peft_lora_of_fused_weights_gives_the_merged_dits_output(comfy, edit, tmp_path):
+    import dataclasses
+
+    from safetensors.torch import save_file
+
+    from metacanvas_core.builtin import ASSETS
+    from metacanvas_core.checkpoints import DitPart
+    from metacanvas_core.comfy_export import _read_folder, convert
+
+    torch.manual_seed(5)
+    base = _read_folder(ASSETS / "flux_edit" / "transformer")
+    mods = [f"transformer_blocks.{b}.attn.{m}" for b in (0, 1) for m in ("to_q", "to_k", "to_v", "add_k_proj")]
+    mods += [f"single_transformer_blocks.{b}.{m}" for b in (0, 3) for m in ("attn.to_q", "attn.to_v", "proj_mlp")]
+    mods += ["single_transformer_blocks.2.proj_out", "norm_out.linear", "transformer_blocks.1.ff.net.2"]
+    pairs = {m: (torch.randn(4, base[m + ".weight"].shape[1]) * 0.2, torch.randn(base[m + ".weight"].shape[0], 4) * 0.2)
+             for m in mods}
+    lora = tmp_path / "x_dit_lora.safetensors"
+    save_file({f"transformer.{m}.lora_{n}.weight": t for m, ab in pairs.items() for n, t in zip("AB", ab)}, str(lora))
+    out = tmp_path / "x_comfy_lora.safetensors"
+    convert(dataclasses.replace(edit["weights"], dit=DitPart("lora", lora), _placed={}),
+            ASSETS / "flux_edit" / "transformer", out)
+    i = _flux_input()
+    got, _ = _patched_flux_velocity(comfy, out, i)
+    merged = {k: v.float() for k, v in base.items()}
+    for m, (a, b) in pairs.items():
+        merged[m + ".weight"] = merged[m + ".weight"] + b @ a
+    want = _diffusers_flux_velocity(merged, i)
+    assert (got - want).abs().max().item() < FLUX_TOLERANCE
+    assert (want - _diffusers_flux_velocity(base, i)).abs().max().item() > 100 * FLUX_TOLERANCE

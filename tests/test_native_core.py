@@ -204,3 +204,125 @@ def test_flux_conditioning_carries_the_packs_pooled_vector_and_no_padding():
         assert text.shape[1] == p.text.shape[1]  # each its own length: FLUX would attend to padding
         assert torch.allclose(extra["pooled_output"], bb.pooled(p.text, p.text_mask))
         assert extra["guidance"] == 2.5
+
+
+# ComfyUI's comfy.ldm.flux.model.Flux for the tiny flux_edit DiT (2 double, 4 single blocks; width 64, 2 heads of
+# 32, mlp 256), as comfy.utils.flux_to_diffusers names them (read from ComfyUI 0.3.64), with their shapes
+FLUX = LAYOUTS["flux"]
+_DOUBLE = {
+    "img_attn.qkv.weight": (192, 64), "img_attn.qkv.bias": (192,), "txt_attn.qkv.weight": (192, 64),
+    "txt_attn.qkv.bias": (192,), "img_attn.proj.weight": (64, 64), "img_attn.proj.bias": (64,),
+    "txt_attn.proj.weight": (64, 64), "txt_attn.proj.bias": (64,), "img_mod.lin.weight": (384, 64),
+    "img_mod.lin.bias": (384,), "txt_mod.lin.weight": (384, 64), "txt_mod.lin.bias": (384,),
+    "img_mlp.0.weight": (256, 64), "img_mlp.0.bias": (256,), "img_mlp.2.weight": (64, 256), "img_mlp.2.bias": (64,),
+    "txt_mlp.0.weight": (256, 64), "txt_mlp.0.bias": (256,), "txt_mlp.2.weight": (64, 256), "txt_mlp.2.bias": (64,),
+    "img_attn.norm.query_norm.scale": (32,), "img_attn.norm.key_norm.scale": (32,),
+    "txt_attn.norm.query_norm.scale": (32,), "txt_attn.norm.key_norm.scale": (32,),
+}
+_SINGLE = {
+    "linear1.weight": (64 * 3 + 256, 64), "linear1.bias": (64 * 3 + 256,), "linear2.weight": (64, 64 + 256),
+    "linear2.bias": (64,), "modulation.lin.weight": (192, 64), "modulation.lin.bias": (192,),
+    "norm.query_norm.scale": (32,), "norm.key_norm.scale": (32,),
+}
+COMFY_FLUX_SHAPES = {
+    **{f"double_blocks.{i}.{k}": s for i in range(2) for k, s in _DOUBLE.items()},
+    **{f"single_blocks.{i}.{k}": s for i in range(4) for k, s in _SINGLE.items()},
+    **{f"{m}.{w}": s for m in ("img_in", "txt_in") for w, s in (("weight", (64, 64)), ("bias", (64,)))},
+    "time_in.in_layer.weight": (64, 256), "time_in.in_layer.bias": (64,), "time_in.out_layer.weight": (64, 64),
+    "time_in.out_layer.bias": (64,), "vector_in.in_layer.weight": (64, 64), "vector_in.in_layer.bias": (64,),
+    "vector_in.out_layer.weight": (64, 64), "vector_in.out_layer.bias": (64,),
+    "final_layer.linear.weight": (64, 64), "final_layer.linear.bias": (64,),
+    "final_layer.adaLN_modulation.1.weight": (128, 64), "final_layer.adaLN_modulation.1.bias": (128,),
+}
+
+
+def test_every_diffusers_flux_tensor_has_exactly_one_place_in_comfyuis_flux_and_comes_back():
+    from metacanvas_core.backbones.native import swap_halves
+    from metacanvas_core.comfy_export import _read_folder
+
+    state = _read_folder(ASSETS / "flux_edit" / "transformer")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    slots = FLUX.native_slots(shapes)
+    assert set(slots) == set(state)  # every diffusers tensor has a place ...
+    rows: dict[str, list[tuple[int, int]]] = {}
+    for nk, row, n, _ in slots.values():
+        rows.setdefault(nk, []).append((row, n))
+    for nk, spans in rows.items():  # ... and the places tile each ComfyUI tensor's rows exactly once
+        spans.sort()
+        assert spans[0][0] == 0 and all(a + n == b for (a, n), (b, _) in zip(spans, spans[1:]))
+        assert spans[-1][0] + spans[-1][1] == COMFY_FLUX_SHAPES[nk][0]
+    native = FLUX.native_state_dict(state)
+    assert {k: tuple(v.shape) for k, v in native.items()} == COMFY_FLUX_SHAPES
+    qkv = native["double_blocks.1.img_attn.qkv.weight"]
+    assert torch.equal(qkv[64:128], state["transformer_blocks.1.attn.to_k.weight"])
+    assert torch.equal(native["single_blocks.3.linear1.bias"][192:], state["single_transformer_blocks.3.proj_mlp.bias"])
+    assert torch.equal(native["final_layer.adaLN_modulation.1.weight"], swap_halves(state["norm_out.linear.weight"]))
+    back = FLUX.diffusers_state_dict(native, shapes)
+    assert set(back) == set(state) and all(torch.equal(back[k], state[k]) for k in state)
+    with pytest.raises(MetaCanvasError, match="fused from 3 tensors"):
+        FLUX.native_state_dict({k: v for k, v in state.items() if k != "transformer_blocks.0.attn.add_v_proj.weight"})
+
+
+def test_convert_comfy_writes_a_flux_lora_of_fused_weights_block_diagonally(tmp_path):
+    import dataclasses
+
+    from safetensors.torch import load_file, save_file
+
+    from metacanvas_core.checkpoints import DitPart, load_connector
+    from metacanvas_core.comfy_export import _read_folder, convert
+
+    weights = load_connector(ASSETS / "metacanvas_edit.safetensors")
+    base_dir = ASSETS / "flux_edit" / "transformer"
+    torch.manual_seed(0)
+    mods = ["transformer_blocks.0.attn.to_q", "transformer_blocks.0.attn.to_v", "single_transformer_blocks.1.attn.to_k",
+            "single_transformer_blocks.1.proj_mlp", "transformer_blocks.1.attn.to_out.0", "norm_out.linear"]
+    outs = {"single_transformer_blocks.1.proj_mlp": 256, "norm_out.linear": 128}
+    pairs = {m: (torch.randn(4, 64), torch.randn(outs.get(m, 64), 4)) for m in mods}
+    lora = tmp_path / "x_dit_lora.safetensors"
+    save_file({f"transformer.{m}.lora_{n}.weight": t for m, (a, b) in pairs.items() for n, t in zip("AB", (a, b))},
+              str(lora))
+    as_lora = dataclasses.replace(weights, dit=DitPart("lora", lora), _placed={})
+    convert(as_lora, base_dir, tmp_path / "lora.safetensors")
+    got = load_file(str(tmp_path / "lora.safetensors"))
+    names = {k.rsplit(".lora_", 1)[0].removesuffix(".alpha") for k in got}
+    assert names == {f"diffusion_model.{n}" for n in ("double_blocks.0.img_attn.qkv", "single_blocks.1.linear1",
+                                                       "double_blocks.1.img_attn.proj", "final_layer.adaLN_modulation.1")}
+    qkv = "diffusion_model.double_blocks.0.img_attn.qkv"
+    assert got[f"{qkv}.lora_down.weight"].shape == (8, 64) and got[f"{qkv}.alpha"].item() == 8.0  # rank 4 + 4
+    # ComfyUI's patch (alpha / rank = 1): up @ down, the parts' B A in their rows of the fused weight, zero elsewhere
+    base = _read_folder(base_dir)
+    tuned = dict(base)
+    for m, (a, b) in pairs.items():
+        tuned[m + ".weight"] = base[m + ".weight"].float() + b @ a
+    want = {k: t.float() for k, t in FLUX.native_state_dict(tuned).items()}
+    have = {k: t.float() for k, t in FLUX.native_state_dict(base).items()}
+    for n in names:
+        k = n.removeprefix("diffusion_model.") + ".weight"
+        patched = have[k] + got[f"{n}.lora_up.weight"] @ got[f"{n}.lora_down.weight"]
+        assert torch.allclose(patched, want[k], atol=1e-5), k
+    # the whole DiT: the same merge, in ComfyUI's names
+    convert(as_lora, base_dir, tmp_path / "whole.safetensors", "diffusion_models")
+    whole = load_file(str(tmp_path / "whole.safetensors"))
+    assert set(whole) == set(COMFY_FLUX_SHAPES)
+    assert torch.allclose(whole["single_blocks.1.linear1.weight"].float(), want["single_blocks.1.linear1.weight"],
+                          atol=1e-2)  # the base's float16
+
+
+def test_convert_comfy_writes_a_flux_fine_tune_as_diffs_of_comfyuis_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    from metacanvas_core.__main__ import main
+    from metacanvas_core.comfy_export import _read_folder
+
+    out = tmp_path / "edit_lora.safetensors"
+    assert main(["convert-comfy", str(ASSETS / "metacanvas_edit.safetensors"), "--base", str(ASSETS / "flux_edit"),
+                 "--out", str(out)]) == 0
+    diffs = load_file(str(out))
+    assert diffs and all(k.endswith((".diff", ".diff_b")) for k in diffs)
+    base = FLUX.native_state_dict(_read_folder(ASSETS / "flux_edit" / "transformer"))
+    tuned = FLUX.native_state_dict(_read_folder(ASSETS / "metacanvas_edit_dit"))
+    for nk in tuned:
+        name = "diffusion_model." + nk.removesuffix(".weight").removesuffix(".bias")
+        key = name + (".diff_b" if nk.endswith(".bias") else ".diff")
+        delta = tuned[nk].float() - base[nk].float()
+        assert torch.equal(diffs[key], delta) if delta.any() else key not in diffs

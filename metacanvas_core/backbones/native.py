@@ -84,17 +84,62 @@ class NativeLayout(ABC):
 
     @abstractmethod
     def native_key(self, key: str) -> str | None:
-        """The ComfyUI name of a diffusers transformer tensor (None: it has no counterpart)."""
+        """The ComfyUI name of a diffusers transformer tensor (None: it has no counterpart). Several diffusers
+        tensors may share one name: they are parts of one fused ComfyUI tensor (see `native_part`)."""
 
-    def native_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out, unknown = {}, []
-        for k, v in state.items():
-            nk = self.native_key(k)
-            (unknown.append(k) if nk is None else out.__setitem__(nk, v))
+    def native_part(self, key: str) -> tuple[str, int, int, bool] | None:
+        """Where a diffusers tensor goes in ComfyUI's model: (ComfyUI name, its part's index among the fused tensor's
+        parts (stacked in that order along dim 0), how many parts the fused tensor has (1: not fused), whether the
+        tensor's two halves along dim 0 are swapped on the way), or None (no counterpart)."""
+        nk = self.native_key(key)
+        return None if nk is None else (nk, 0, 1, False)
+
+    def native_slots(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[str, int, int, bool]]:
+        """For diffusers tensors of these shapes: {diffusers key: (ComfyUI name, first row in it, rows, swapped)};
+        every ComfyUI tensor filled exactly once, by all its parts (else an error)."""
+        parts: dict[str, dict[int, str]] = {}
+        counts: dict[str, int] = {}
+        slots, unknown = {}, []
+        for k in shapes:
+            where = self.native_part(k)
+            if where is None:
+                unknown.append(k)
+                continue
+            nk, i, n, _ = where
+            if i in parts.setdefault(nk, {}) or counts.setdefault(nk, n) != n:
+                raise MetaCanvasError(f"{k!r} and {parts[nk].get(i)!r} both go to part {i} of ComfyUI's {nk!r}")
+            parts[nk][i] = k
         if unknown:
             raise MetaCanvasError(
                 f"the {self.title} transformer has tensors ComfyUI's model has no place for: {unknown[:4]}"
             )
+        for nk, got in parts.items():
+            if sorted(got) != list(range(counts[nk])):
+                raise MetaCanvasError(f"ComfyUI's {nk!r} is fused from {counts[nk]} tensors; the transformer has "
+                                      f"only {sorted(got.values())}")
+            row = 0
+            for i in range(counts[nk]):
+                k = got[i]
+                slots[k] = (nk, row, shapes[k][0] if shapes[k] else 1, self.native_part(k)[3])
+                row += slots[k][2]
+        return slots
+
+    def native_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        slots = self.native_slots({k: tuple(v.shape) for k, v in state.items()})
+        fused: dict[str, list[tuple[int, torch.Tensor]]] = {}
+        for k, v in state.items():
+            nk, row, _, swapped = slots[k]
+            fused.setdefault(nk, []).append((row, swap_halves(v) if swapped else v))
+        return {nk: vs[0][1] if len(vs) == 1 else torch.cat([v for _, v in sorted(vs, key=lambda p: p[0])], 0)
+                for nk, vs in fused.items()}
+
+    def diffusers_state_dict(self, native: dict[str, torch.Tensor], shapes: dict[str, tuple[int, ...]]
+                             ) -> dict[str, torch.Tensor]:
+        """The inverse of `native_state_dict` for a transformer whose diffusers tensors have these shapes."""
+        out = {}
+        for k, (nk, row, rows, swapped) in self.native_slots(shapes).items():
+            v = native[nk] if native[nk].shape == torch.Size(shapes[k]) else native[nk][row:row + rows]
+            out[k] = swap_halves(v) if swapped else v
         return out
 
     def lora_unpatchable(self, native_key: str) -> bool:
@@ -105,6 +150,13 @@ class NativeLayout(ABC):
     @abstractmethod
     def native_config(self, config: dict) -> dict:
         """ComfyUI's unet_config for the diffusers transformer config `config`."""
+
+
+def swap_halves(t: torch.Tensor) -> torch.Tensor:
+    """The two halves along dim 0 swapped (its own inverse): diffusers' FLUX norm_out is (scale, shift), the
+    original FLUX's final adaLN (shift, scale)."""
+    a, b = t.chunk(2, dim=0)
+    return torch.cat([b, a], 0)
 
 
 # Wan: diffusers WanTransformer3DModel names -> ComfyUI's comfy.ldm.wan.model.WanModel (the original Wan names).
@@ -173,10 +225,56 @@ class WanNative(NativeLayout):
         }
 
 
+# FLUX: diffusers FluxTransformer2DModel names -> ComfyUI's comfy.ldm.flux.model.Flux (the original FLUX names).
+# Fused in ComfyUI: a double block's image / text q, k, v into img_attn.qkv / txt_attn.qkv; a single block's q, k, v
+# and proj_mlp into linear1 (stacked along the output rows in this order).
+_FLUX_FUSED = [
+    (r"^transformer_blocks\.(\d+)\.attn\.to_(?P<part>[qkv])\.(weight|bias)$", r"double_blocks.\1.img_attn.qkv.\3",
+     ("q", "k", "v")),
+    (r"^transformer_blocks\.(\d+)\.attn\.add_(?P<part>[qkv])_proj\.(weight|bias)$", r"double_blocks.\1.txt_attn.qkv.\3",
+     ("q", "k", "v")),
+    (r"^single_transformer_blocks\.(\d+)\.attn\.to_(?P<part>[qkv])\.(weight|bias)$", r"single_blocks.\1.linear1.\3",
+     ("q", "k", "v", "proj_mlp")),
+    (r"^single_transformer_blocks\.(\d+)\.(?P<part>proj_mlp)\.(weight|bias)$", r"single_blocks.\1.linear1.\3",
+     ("q", "k", "v", "proj_mlp")),
+]
+_FLUX_RENAMES = [
+    (r"^x_embedder\.", "img_in."),
+    (r"^context_embedder\.", "txt_in."),
+    (r"^time_text_embed\.timestep_embedder\.linear_1\.", "time_in.in_layer."),
+    (r"^time_text_embed\.timestep_embedder\.linear_2\.", "time_in.out_layer."),
+    (r"^time_text_embed\.text_embedder\.linear_1\.", "vector_in.in_layer."),
+    (r"^time_text_embed\.text_embedder\.linear_2\.", "vector_in.out_layer."),
+    (r"^time_text_embed\.guidance_embedder\.linear_1\.", "guidance_in.in_layer."),
+    (r"^time_text_embed\.guidance_embedder\.linear_2\.", "guidance_in.out_layer."),
+    (r"^norm_out\.linear\.", "final_layer.adaLN_modulation.1."),  # and (scale, shift) -> (shift, scale)
+    (r"^proj_out\.", "final_layer.linear."),
+    (r"^transformer_blocks\.(\d+)\.attn\.to_out\.0\.", r"double_blocks.\1.img_attn.proj."),
+    (r"^transformer_blocks\.(\d+)\.attn\.to_add_out\.", r"double_blocks.\1.txt_attn.proj."),
+    (r"^transformer_blocks\.(\d+)\.norm1\.linear\.", r"double_blocks.\1.img_mod.lin."),
+    (r"^transformer_blocks\.(\d+)\.norm1_context\.linear\.", r"double_blocks.\1.txt_mod.lin."),
+    (r"^transformer_blocks\.(\d+)\.ff\.net\.0\.proj\.", r"double_blocks.\1.img_mlp.0."),
+    (r"^transformer_blocks\.(\d+)\.ff\.net\.2\.", r"double_blocks.\1.img_mlp.2."),
+    (r"^transformer_blocks\.(\d+)\.ff_context\.net\.0\.proj\.", r"double_blocks.\1.txt_mlp.0."),
+    (r"^transformer_blocks\.(\d+)\.ff_context\.net\.2\.", r"double_blocks.\1.txt_mlp.2."),
+    (r"^transformer_blocks\.(\d+)\.attn\.norm_q\.weight$", r"double_blocks.\1.img_attn.norm.query_norm.scale"),
+    (r"^transformer_blocks\.(\d+)\.attn\.norm_k\.weight$", r"double_blocks.\1.img_attn.norm.key_norm.scale"),
+    (r"^transformer_blocks\.(\d+)\.attn\.norm_added_q\.weight$", r"double_blocks.\1.txt_attn.norm.query_norm.scale"),
+    (r"^transformer_blocks\.(\d+)\.attn\.norm_added_k\.weight$", r"double_blocks.\1.txt_attn.norm.key_norm.scale"),
+    (r"^single_transformer_blocks\.(\d+)\.norm\.linear\.", r"single_blocks.\1.modulation.lin."),
+    (r"^single_transformer_blocks\.(\d+)\.proj_out\.", r"single_blocks.\1.linear2."),
+    (r"^single_transformer_blocks\.(\d+)\.attn\.norm_q\.weight$", r"single_blocks.\1.norm.query_norm.scale"),
+    (r"^single_transformer_blocks\.(\d+)\.attn\.norm_k\.weight$", r"single_blocks.\1.norm.key_norm.scale"),
+]
+_FLUX_FUSED = [(re.compile(a), b, c) for a, b, c in _FLUX_FUSED]
+_FLUX_RENAMES = [(re.compile(a), b) for a, b in _FLUX_RENAMES]
+
+
 class FluxNative(NativeLayout):
     """FLUX.1-Kontext as ComfyUI's comfy.ldm.flux.model.Flux: 2x2 latent patches as tokens (the pack's order),
-    the canvas right after img_in (`post_input`), Kontext reference tokens after the generated ones. ComfyUI's own
-    converter (model_detection.convert_diffusers_mmdit) renames a diffusers FLUX; the nodes use it."""
+    the canvas right after img_in (`post_input`), Kontext reference tokens after the generated ones. The nodes load a
+    diffusers FLUX with ComfyUI's own converter (model_detection.convert_diffusers_mmdit); convert-comfy writes the
+    same names without ComfyUI (`native_part`: q, k, v (and proj_mlp) fused, norm_out's halves swapped)."""
 
     architecture = "flux"
     title = "FLUX.1-Kontext"
@@ -211,9 +309,19 @@ class FluxNative(NativeLayout):
         keep = int(mask.sum(1).max().item())
         return (text[:, :keep] * mask[:, :keep, None].to(text.dtype)).float().contiguous()
 
+    def native_part(self, key: str) -> tuple[str, int, int, bool] | None:
+        for pattern, repl, parts in _FLUX_FUSED:
+            m = pattern.search(key)
+            if m:
+                return pattern.sub(repl, key), parts.index(m.group("part")), len(parts), False
+        for pattern, repl in _FLUX_RENAMES:
+            if pattern.search(key):
+                return pattern.sub(repl, key), 0, 1, key.startswith("norm_out.linear.")
+        return None
+
     def native_key(self, key: str) -> str | None:
-        raise MetaCanvasError("FLUX's diffusers keys are renamed by ComfyUI's own converter "
-                              "(comfy.model_detection.convert_diffusers_mmdit), inside ComfyUI")
+        where = self.native_part(key)
+        return None if where is None else where[0]
 
     def native_config(self, config: dict) -> dict:
         heads, head_dim = config["num_attention_heads"], config["attention_head_dim"]

@@ -34,6 +34,7 @@ def register(sub) -> None:
                    help="the base backbone these weights were trained on: a diffusers folder or its transformer/")
     p.add_argument("--out", type=Path, required=True, help="the file to write (.safetensors)")
     p.add_argument("--format", choices=FORMATS, default="lora",
-                   help="lora: a peft LoRA part as a LoRA, a full fine-tune as its difference to --base (.diff keys); "
+                   help="lora: a peft LoRA part as a LoRA (block-diagonal where ComfyUI fuses weights, e.g. FLUX "
+                        "q/k/v), a full fine-tune as its difference to --base (.diff keys); "
                         "diffusion_models: the whole fine-tuned DiT in ComfyUI's keys")
     p.set_defaults(func=run)
