@@ -1,7 +1,8 @@
 """Contact sheets of the built-in weights, one PNG per task in docs/sheets/: 8 held-out benchmark scenes, sampled as
 `evaluate` samples them (seed 0: sample i starts from noise seeded i, 20 steps, CFG 3), with the task's input, then
 MetaCanvas and global conditioning side by side; clips as frame strips (every 4th frame). Each row is labelled with
-its prompt. Usage: .venv/bin/python scripts/contact_sheets.py [--tasks t2v edit ...] [--out docs/sheets]
+its prompt; with all six, overview.png holds each one's first row. Usage: .venv/bin/python scripts/contact_sheets.py
+[--tasks t2v edit ...] [--out docs/sheets]
 """
 
 from __future__ import annotations
@@ -76,9 +77,27 @@ def sheet(definition: tasks.TaskDefinition) -> Image.Image:
     return out
 
 
+def overview(folder: Path) -> Image.Image:
+    """The first row of every task's sheet (with its column heads), one under another, titled by task."""
+    rows = []
+    for name, definition in tasks.TASKS.items():
+        full = Image.open(folder / f"{name}.png")
+        first = full.crop((0, 0, full.width, 18 + definition.benchmark.height * ZOOM))
+        titled = Image.new("RGB", (first.width, first.height + 14), "white")
+        ImageDraw.Draw(titled).text((4, 0), definition.title, fill="black")
+        titled.paste(first, (0, 14))
+        rows.append(titled)
+    out = Image.new("RGB", (max(r.width for r in rows), sum(r.height + GAP for r in rows)), "white")
+    y = 0
+    for r in rows:
+        out.paste(r, (0, y))
+        y += r.height + GAP
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tasks", nargs="+", default=list(tasks.TASKS), choices=list(tasks.TASKS))
+    ap.add_argument("--tasks", nargs="*", default=list(tasks.TASKS), choices=list(tasks.TASKS))
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "docs" / "sheets")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -87,6 +106,9 @@ def main() -> None:
         path = args.out / f"{name}.png"
         sheet(tasks.task(name)).save(path)
         print(f"wrote {path}")
+    if all((args.out / f"{name}.png").exists() for name in tasks.TASKS):
+        overview(args.out).save(args.out / "overview.png")
+        print(f"wrote {args.out / 'overview.png'}")
 
 
 if __name__ == "__main__":
