@@ -29,6 +29,7 @@ import json
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,17 +37,22 @@ from ..errors import MetaCanvasError
 from .data import IMAGE_EXTS, BrokenSample
 from .media import VIDEO_EXTS, decode_clip, decode_frame_folder, decode_image, encode_clip
 
-LAYOUTS = {  # task -> (file fields, which of them are clips, the text field)
-    "t2i": (("file_name",), (), "text"),
-    "t2v": (("file_name",), ("file_name",), "text"),
-    "edit": (("source", "target"), (), "instruction"),
-    "video-edit": (("source", "target"), ("source", "target"), "instruction"),
-    "in-context": (("references", "file_name"), ("file_name",), "text"),
-}
+class Layout(NamedTuple):
+    files: tuple[str, ...]  # the file fields
+    clips: tuple[str, ...]  # which of them are clips
+    text: str  # the text field
+    # The fields the task is given rather than asked to make: an all-black one is a failed export, skipped as broken
+    # (sampling refuses it too), while an all-black target can be a true edit ("remove the only object").
+    given: tuple[str, ...] = ()
 
-# The fields a task is given rather than asked to make: an all-black one is a failed export, skipped as broken (sampling
-# refuses it too), while an all-black target can be a true edit ("remove the only object").
-GIVEN_FIELDS = {"edit": ("source",), "video-edit": ("source",), "in-context": ("references",)}
+
+LAYOUTS = {
+    "t2i": Layout(("file_name",), (), "text"),
+    "t2v": Layout(("file_name",), ("file_name",), "text"),
+    "edit": Layout(("source", "target"), (), "instruction", given=("source",)),
+    "video-edit": Layout(("source", "target"), ("source", "target"), "instruction", given=("source",)),
+    "in-context": Layout(("references", "file_name"), ("file_name",), "text", given=("references",)),
+}
 
 
 @dataclass
@@ -195,7 +201,7 @@ class TaskDataset:
         else:
             shards = sorted(data.glob("*.tar")) if data.is_dir() else [data] if data.suffix == ".tar" else []
             if not shards:
-                fields, _, text = LAYOUTS[task]
+                fields, text = LAYOUTS[task].files, LAYOUTS[task].text
                 raise MetaCanvasError(
                     f"--data {str(data)!r} is neither a folder with metadata.jsonl nor .tar shards (a .tar file or a "
                     f"folder of them); a {task} sample has the fields {', '.join(fields)} and {text!r} (see "
@@ -206,11 +212,11 @@ class TaskDataset:
         return len(self.source)
 
     def load(self, i: int) -> Record:
-        fields, clips, text_field = LAYOUTS[self.task]
+        fields, clips, text_field, given = LAYOUTS[self.task]
         row, where = self.source.fields(i)
         text = _text(row.get(text_field, row.get("caption") if text_field == "text" else None), where)
         media = {f: self.source.media(i, row, f, f in clips, self.sizes, where) for f in fields}
-        for f in GIVEN_FIELDS.get(self.task, ()):
+        for f in given:
             if any(not np.any(m) for m in (media[f] if f == "references" else [media[f]])):
                 raise BrokenSample(where, f"{f} is all black (an empty or failed render): the task is given it")
         return Record(media, text)
@@ -226,7 +232,7 @@ def write_dataset(out: Path, task: str, samples: list[tuple[dict, str]], fmt: st
     one tar shard ("tar"). Clips as `video_format` files (mp4, gif) or, for "frames", folders of PNG frames."""
     from PIL import Image
 
-    fields, clips, text_field = LAYOUTS[task]
+    fields, clips, text_field, _ = LAYOUTS[task]
     out.mkdir(parents=True, exist_ok=True)
 
     def png(img: np.ndarray) -> bytes:
