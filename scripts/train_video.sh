@@ -24,22 +24,28 @@ T="$PY -m metacanvas_core train"
 cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 4 / $c}")"; }
 
 # 1. The Wan VAE learns to compress clips: 48 latent channels as Wan 2.2's (16 kept too little: colours drifted),
-#    on 9-frame windows (two chunks after the first frame, so the chunk cache is trained) of 16x16 crops; its latent
-#    statistics are measured on full clips.
+#    on 9-frame windows (two chunks after the first frame, so the chunk cache is trained) of 16x16 crops; then it is
+#    fine-tuned on whole 17-frame windows, so the last two latent frames are trained too (on 9-frame windows they
+#    were the encoder's extrapolation: their scale grew frame by frame, and shape constancy was 58 -> 93 after).
+#    Its latent statistics are measured on full clips.
 export OMP_NUM_THREADS=$THREADS
 A=metacanvas_core/assets/tiny
+VAE_FT_STEPS=${VAE_FT_STEPS:-1500}
 if [ "${FROM:-}" = builtin ]; then  # carry the published base on: its VAE as is, its DiT pretrained further below
-  [ -f "$R/vae_run/vae/config.json" ] || { mkdir -p "$R/vae_run" && cp -r "$A/wan_t2v/vae" "$R/vae_run/vae"; }
+  [ -f "$R/vae_ft_run/vae/config.json" ] || { mkdir -p "$R/vae_ft_run" && cp -r "$A/wan_t2v/vae" "$R/vae_ft_run/vae"; }
   GLOBAL_INIT="--base $A/wan_t2v --base-connector $A/global_base_t2v.safetensors"
 else
   # The published clip VAE is what step 1 makes from seed 0: start from it where it ships.
-  [ -f "$R/vae_run/vae/config.json" ] || [ ! -f "$A/wan_vae/config.json" ] || {
-    mkdir -p "$R/vae_run" && cp -r "$A/wan_vae" "$R/vae_run/vae"; }
-  GLOBAL_INIT="--vae $R/vae_run/vae"
+  [ -f "$R/vae_ft_run/vae/config.json" ] || [ ! -f "$A/wan_vae/config.json" ] || {
+    mkdir -p "$R/vae_ft_run" && cp -r "$A/wan_vae" "$R/vae_ft_run/vae"; }
+  GLOBAL_INIT="--vae $R/vae_ft_run/vae"
 fi
-[ -f "$R/vae_run/vae/config.json" ] || $T vae-wan --out "$R/vae_run" --steps "$VAE_STEPS" --batch "$VAE_BATCH" \
-  --latent-channels 48 --frames 9 --crop 16 --lr 1e-3 --warmup 30 $(cool "$VAE_STEPS") --save-every 100 --seed 0 \
-  --resume > "$R/logs/vae.log" 2>&1
+[ -f "$R/vae_ft_run/vae/config.json" ] || [ -f "$R/vae_run/vae/config.json" ] || $T vae-wan --out "$R/vae_run" \
+  --steps "$VAE_STEPS" --batch "$VAE_BATCH" --latent-channels 48 --frames 9 --crop 16 --lr 1e-3 --warmup 30 \
+  $(cool "$VAE_STEPS") --save-every 100 --seed 0 --resume > "$R/logs/vae.log" 2>&1
+[ -f "$R/vae_ft_run/vae/config.json" ] || $T vae-wan --init "$R/vae_run/vae" --out "$R/vae_ft_run" \
+  --steps "$VAE_FT_STEPS" --batch "$VAE_BATCH" --frames 17 --crop 16 --lr 3e-4 --warmup 30 $(cool "$VAE_FT_STEPS") \
+  --save-every 100 --seed 0 --resume > "$R/logs/vae_ft.log" 2>&1
 
 # Every DiT run draws from the same fixed pools of clips and images, whose VAE latents are computed once and kept in
 # $R/cache (the stage-2 runs find them there); half the samples are still images (one latent frame, as Wan 2.2

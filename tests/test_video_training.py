@@ -7,6 +7,7 @@ import argparse
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from metacanvas_core.__main__ import main as cli
@@ -154,3 +155,21 @@ def test_image_share_trains_still_images_as_one_frame_clips(tmp_path):
     loss = task.loss(batch)
     loss.backward()
     assert torch.isfinite(loss) and task.bb.transformer.patch_embedding.weight.grad.abs().sum() > 0
+
+
+def test_vae_fine_tune_starts_from_the_given_vae(tmp_path, capsys):
+    """--init fine-tunes a trained VAE (its width and channels, its weights) instead of a fresh one; at LR 0 its
+    weights come out unchanged, and a folder that holds no Wan VAE is refused naming the flag."""
+    from safetensors.torch import load_file
+
+    fast = ["--steps", "1", "--batch", "1", "--warmup", "1", "--crop", "16"]
+    assert train("vae-wan", "--out", tmp_path / "v", "--base-dim", "8", "--latent-channels", "16", *fast) == 0
+    assert train("vae-wan", "--init", tmp_path / "v" / "vae", "--out", tmp_path / "ft", "--frames", "17",
+                 "--lr", "0", *fast) == 0
+    before = load_file(tmp_path / "v" / "vae" / "diffusion_pytorch_model.safetensors")
+    after = load_file(tmp_path / "ft" / "vae" / "diffusion_pytorch_model.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert json.loads((tmp_path / "ft" / "vae" / "config.json").read_text())["base_dim"] == 8
+    with pytest.raises(SystemExit) as refused:
+        train("vae-wan", "--init", tmp_path / "nowhere", "--out", tmp_path / "x", *fast)
+    assert refused.value.code == 2 and "--init" in capsys.readouterr().err

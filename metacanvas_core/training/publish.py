@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--video-context-runs", type=Path, help="scripts/train_video_context.sh's runs folder")
     ap.add_argument("--edit-runs", type=Path, help="scripts/train_edit.sh's runs folder")
     ap.add_argument("--video-vae-run", type=Path,
-                    help="scripts/train_video.sh's VAE run alone (its vae_run): shipped as assets/tiny/wan_vae, which "
+                    help="scripts/train_video.sh's VAE run alone (its vae_ft_run): shipped as assets/tiny/wan_vae, which "
                          "the script then starts from, until the video DiTs trained on it ship with it")
     args = ap.parse_args(argv)
     if args.video_vae_run:

@@ -8,10 +8,12 @@ sample clips and writes them into the config: the Wan pipelines (and backbones/w
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from ...world import clips, shapes
 from ...world.tiny_wan import WAN_LATENT_CHANNELS, WAN_VAE_SPATIAL, new_wan_vae
@@ -43,6 +45,9 @@ class WanVaePretraining(Task):
         ap.add_argument("--latent-channels", type=int, default=WAN_LATENT_CHANNELS,
                         help="the VAE's z_dim (Wan 2.1: 16, Wan 2.2: 48)")
         ap.add_argument("--kl-weight", type=float, default=1e-6, help="weight of the posterior's KL term")
+        ap.add_argument("--init", type=Path,
+                        help="a trained Wan VAE folder to fine-tune (e.g. on longer windows) instead of a fresh one; "
+                             "its width and latent channels replace --base-dim and --latent-channels")
 
     @classmethod
     def check_arguments(cls, ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -52,10 +57,22 @@ class WanVaePretraining(Task):
         s = WAN_VAE_SPATIAL
         if args.crop < s or args.crop % s or args.crop > clips.SIZE:
             ap.error(f"--crop must be a multiple of {s} in [{s}, {clips.SIZE}]")
+        if args.init is not None:
+            config = args.init / "config.json"
+            if not config.is_file():
+                ap.error(f"--init {args.init}: no config.json there; give a Wan VAE folder (e.g. "
+                         "metacanvas_core/assets/tiny/wan_vae)")
+            cfg = json.loads(config.read_text())
+            if cfg.get("_class_name") != "AutoencoderKLWan":
+                ap.error(f"--init {args.init}: holds a {cfg.get('_class_name')}, not an AutoencoderKLWan")
+            args.base_dim, args.latent_channels = cfg["base_dim"], cfg["z_dim"]
 
     def __init__(self, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
         self.args, self.device = args, device
-        self.vae = new_wan_vae(args.base_dim, args.latent_channels).to(device)
+        self.vae = new_wan_vae(args.base_dim, args.latent_channels)
+        if getattr(args, "init", None) is not None:  # its measured latent statistics are measured again at export
+            self.vae.load_state_dict(load_file(args.init / "diffusion_pytorch_model.safetensors"))
+        self.vae.to(device)
 
     def trained_modules(self) -> dict[str, torch.nn.Module]:
         return {"vae": self.vae}
@@ -98,6 +115,7 @@ class WanVaePretraining(Task):
     def recipe(self) -> dict:
         return {"task": "vae-wan", "base_dim": self.args.base_dim, "latent_channels": self.args.latent_channels, "kl_weight": self.args.kl_weight,
                 "frames": self.args.frames, "crop": self.args.crop,
+                "init": str(self.args.init) if getattr(self.args, "init", None) else None,
                 "clip": [clips.SIZE, clips.SIZE, clips.FRAMES]}
 
     def export(self, state: dict, out: Path, recipe: dict) -> list[Path]:
