@@ -35,7 +35,7 @@ if [ "${FROM:-}" = builtin ]; then  # carry the published base on: its VAE as is
   [ -f "$R/vae_ft_run/vae/config.json" ] || { mkdir -p "$R/vae_ft_run" && cp -r "$A/wan_t2v/vae" "$R/vae_ft_run/vae"; }
   GLOBAL_INIT="--base $A/wan_t2v --base-connector $A/global_base_t2v.safetensors"
 else
-  # The published clip VAE is what step 1 makes from seed 0: start from it where it ships.
+  # The published clip VAE is what step 1 (both of its runs) makes from seed 0: start from it where it ships.
   [ -f "$R/vae_ft_run/vae/config.json" ] || [ ! -f "$A/wan_vae/config.json" ] || {
     mkdir -p "$R/vae_ft_run" && cp -r "$A/wan_vae" "$R/vae_ft_run/vae"; }
   GLOBAL_INIT="--vae $R/vae_ft_run/vae"

@@ -96,7 +96,7 @@ def test_vae_loss_reads_the_decoder_before_its_clamp():
 
     torch.manual_seed(0)
     task = WanVaePretraining(argparse.Namespace(base_dim=16, latent_channels=16, frames=5, crop=32,
-                                                kl_weight=0.0), torch.device("cpu"),
+                                                kl_weight=0.0, init=None), torch.device("cpu"),
                              torch.float32)
     with torch.no_grad():
         task.vae.decoder.conv_out.bias.fill_(3.0)  # overshoots everywhere

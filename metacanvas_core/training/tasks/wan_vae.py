@@ -70,7 +70,7 @@ class WanVaePretraining(Task):
     def __init__(self, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
         self.args, self.device = args, device
         self.vae = new_wan_vae(args.base_dim, args.latent_channels)
-        if getattr(args, "init", None) is not None:  # its measured latent statistics are measured again at export
+        if args.init is not None:  # its measured latent statistics are measured again at export
             self.vae.load_state_dict(load_file(args.init / "diffusion_pytorch_model.safetensors"))
         self.vae.to(device)
 
@@ -115,7 +115,7 @@ class WanVaePretraining(Task):
     def recipe(self) -> dict:
         return {"task": "vae-wan", "base_dim": self.args.base_dim, "latent_channels": self.args.latent_channels, "kl_weight": self.args.kl_weight,
                 "frames": self.args.frames, "crop": self.args.crop,
-                "init": str(self.args.init) if getattr(self.args, "init", None) else None,
+                "init": str(self.args.init) if self.args.init else None,
                 "clip": [clips.SIZE, clips.SIZE, clips.FRAMES]}
 
     def export(self, state: dict, out: Path, recipe: dict) -> list[Path]:
