@@ -15,7 +15,10 @@ GLOBAL_STEPS=${GLOBAL_STEPS:-16000}
 EXTRA_STEPS=${EXTRA_STEPS:-4000}  # stage 2, each of the three runs
 BATCH=${BATCH:-16}
 VAE_BATCH=${VAE_BATCH:-8}
-THREADS=${THREADS:-1}  # per run (the shipped weights trained beside the editing runs, one core each)
+THREADS=${THREADS:-1}  # per stage-2 run (three run side by side)
+SOLO_THREADS=${SOLO_THREADS:-2}  # steps 1 and 2 run alone
+DIT_HEADS=${DIT_HEADS:-2}  # the fresh DiT's width in heads of 64
+STAGE2_LR=${STAGE2_LR:-3e-4}
 PLANNER=${PLANNER:-metacanvas_core/assets/tiny/planner}
 mkdir -p "$R/logs"
 T="$PY -m metacanvas_core train"
@@ -28,7 +31,7 @@ cool() { local c=$(($1 / 3)); echo "--cooldown $c --ema $(awk "BEGIN {print 1 - 
 #    fine-tuned on whole 17-frame windows, so the last two latent frames are trained too (on 9-frame windows they
 #    were the encoder's extrapolation: their scale grew frame by frame, and shape constancy was 58 -> 93 after).
 #    Its latent statistics are measured on full clips.
-export OMP_NUM_THREADS=$THREADS
+export OMP_NUM_THREADS=$SOLO_THREADS
 A=metacanvas_core/assets/tiny
 VAE_FT_STEPS=${VAE_FT_STEPS:-1500}
 if [ "${FROM:-}" = builtin ]; then  # carry the published base on: its VAE as is, its DiT pretrained further below
@@ -38,7 +41,7 @@ else
   # The published clip VAE is what step 1 (both of its runs) makes from seed 0: start from it where it ships.
   [ -f "$R/vae_ft_run/vae/config.json" ] || [ ! -f "$A/wan_vae/config.json" ] || {
     mkdir -p "$R/vae_ft_run" && cp -r "$A/wan_vae" "$R/vae_ft_run/vae"; }
-  GLOBAL_INIT="--vae $R/vae_ft_run/vae"
+  GLOBAL_INIT="--vae $R/vae_ft_run/vae --dit-heads $DIT_HEADS"
 fi
 [ -f "$R/vae_ft_run/vae/config.json" ] || [ -f "$R/vae_run/vae/config.json" ] || $T vae-wan --out "$R/vae_run" \
   --steps "$VAE_STEPS" --batch "$VAE_BATCH" --latent-channels 48 --frames 9 --crop 16 --lr 1e-3 --warmup 30 \
@@ -62,7 +65,7 @@ DATA="--image-share 0.5 --i2v-share 0.5 --pool 20000 --cache-dir $R/cache"
 #    zero, learn at 4x the LR), with 3 keyframes and with 1; the baseline just trains on.
 export OMP_NUM_THREADS=$THREADS
 BASE="--planner $PLANNER --base $R/global_run/backbone --base-connector $R/global_run/global_base_t2v.safetensors"
-BASE="$BASE --steps $EXTRA_STEPS --batch $BATCH --warmup 20 $(cool "$EXTRA_STEPS") --lr 3e-4 --save-every 50 $DATA"
+BASE="$BASE --steps $EXTRA_STEPS --batch $BATCH --warmup 20 $(cool "$EXTRA_STEPS") --lr $STAGE2_LR --save-every 50 $DATA"
 BASE="$BASE --seed 0 --resume"
 [ -f "$R/metacanvas_run/metacanvas_t2v.safetensors" ] || $T video --stage metacanvas --keyframes 3 $BASE \
   --canvas-lr-scale 4 --out "$R/metacanvas_run" > "$R/logs/metacanvas.log" 2>&1 &

@@ -31,9 +31,13 @@ def test_vae_then_three_stages_export_and_sample(tmp_path):
     vae_cfg = json.loads((tmp_path / "v" / "vae" / "config.json").read_text())
     assert vae_cfg["latents_std"] != [1.0] * 16 and vae_cfg["latents_mean"] != [0.0] * 16  # measured, per channel
     assert train("video", "--stage", "global", "--planner", PLANNER, "--vae", tmp_path / "v" / "vae",
-                 "--out", tmp_path / "g", *fast) == 0
+                 "--dit-heads", "2", "--out", tmp_path / "g", *fast) == 0
+    dit_cfg = json.loads((tmp_path / "g" / "backbone" / "transformer" / "config.json").read_text())
+    assert (dit_cfg["num_attention_heads"], dit_cfg["attention_head_dim"]) == (2, 64)
     base = ["--planner", PLANNER, "--base", tmp_path / "g" / "backbone",
             "--base-connector", tmp_path / "g" / "global_base_t2v.safetensors", *fast]
+    with pytest.raises(SystemExit, match="2"):  # later stages keep the base DiT: widening there is an error
+        train("video", "--stage", "metacanvas", "--dit-heads", "3", *base, "--out", tmp_path / "x")
     assert train("video", "--stage", "metacanvas", "--keyframes", "3", "--i2v-share", "0.5", *base,
                  "--out", tmp_path / "m") == 0
     assert train("video", "--stage", "global-continue", *base, "--out", tmp_path / "c") == 0

@@ -25,7 +25,7 @@ import torch
 from ...backbones.base import BackboneAdapter, Conditioning
 from ...canvas_grid import keyframe_seconds
 from ...world import clips, shapes
-from ...world.tiny_wan import save_wan_pipeline_folder
+from ...world.tiny_wan import WAN_HEADS, save_wan_pipeline_folder
 from ..data import DataStream
 from ..datasets import Sizes, TaskDataset
 from ..world_pool import FrozenMemo, add_pool_arguments, example_rng, module_fingerprint
@@ -60,6 +60,8 @@ class ClipsAndImages(Source):
     @classmethod
     def add_arguments(cls, ap: argparse.ArgumentParser) -> None:
         ap.add_argument("--keyframes", type=int, default=3, help="stage metacanvas: canvas keyframes k")
+        ap.add_argument("--dit-heads", type=int, default=WAN_HEADS,
+                        help="stage global from --vae: the fresh DiT's width in heads of 64")
         ap.add_argument("--i2v-share", type=float, default=0.5,
                         help="share of clip samples whose first latent frame is given clean (image-to-video)")
         ap.add_argument("--image-share", type=float, default=0.0,
@@ -77,6 +79,11 @@ class ClipsAndImages(Source):
             ap.error("--i2v-share and --image-share must lie in [0, 1] and --keyframes be at least 1")
         if args.pool < 0:
             ap.error("--pool must be 0 (fresh draws) or a number of examples")
+        if args.dit_heads != WAN_HEADS and (args.stage != "global" or args.vae is None):
+            ap.error("--dit-heads only applies to --stage global with --vae (a fresh DiT); other runs keep the --base "
+                     "DiT")
+        if args.dit_heads < 1:
+            ap.error("--dit-heads must be at least 1")
         check_sizes(ap, args, args.data is not None)
         if args.image_data is not None and args.data is None:
             ap.error("--image-data goes with --data (the clip world has its own images)")
@@ -101,7 +108,8 @@ class ClipsAndImages(Source):
         from ...world.tiny_wan import new_wan_dit, new_wan_scheduler
 
         vae = AutoencoderKLWan.from_pretrained(self.args.vae)
-        return WanBackbone(new_wan_dit(latent_channels=vae.config.z_dim), vae, new_wan_scheduler(), "tiny-wan")
+        dit = new_wan_dit(heads=self.args.dit_heads, latent_channels=vae.config.z_dim)
+        return WanBackbone(dit, vae, new_wan_scheduler(), "tiny-wan")
 
     def bind(self, bb: BackboneAdapter) -> None:
         self.bb = bb
