@@ -177,3 +177,8 @@ def test_vae_fine_tune_starts_from_the_given_vae(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         train("vae-wan", "--init", tmp_path / "nowhere", "--out", tmp_path / "x", *fast)
     assert refused.value.code == 2 and "--init" in capsys.readouterr().err
+    (tmp_path / "config_only").mkdir()
+    (tmp_path / "config_only" / "config.json").write_text((tmp_path / "v" / "vae" / "config.json").read_text())
+    with pytest.raises(SystemExit) as refused:
+        train("vae-wan", "--init", tmp_path / "config_only", "--out", tmp_path / "x", *fast)
+    assert refused.value.code == 2 and "diffusion_pytorch_model.safetensors" in capsys.readouterr().err

@@ -65,6 +65,9 @@ class WanVaePretraining(Task):
             cfg = json.loads(config.read_text())
             if cfg.get("_class_name") != "AutoencoderKLWan":
                 ap.error(f"--init {args.init}: holds a {cfg.get('_class_name')}, not an AutoencoderKLWan")
+            if not (args.init / "diffusion_pytorch_model.safetensors").is_file():
+                ap.error(f"--init {args.init}: config.json but no diffusion_pytorch_model.safetensors (a single-file "
+                         "save, as `vae-wan` and the shipped wan_vae write it)")
             args.base_dim, args.latent_channels = cfg["base_dim"], cfg["z_dim"]
 
     def __init__(self, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
