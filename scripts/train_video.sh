@@ -17,7 +17,7 @@ BATCH=${BATCH:-16}
 VAE_BATCH=${VAE_BATCH:-8}
 THREADS=${THREADS:-1}  # per stage-2 run (three run side by side)
 SOLO_THREADS=${SOLO_THREADS:-2}  # steps 1 and 2 run alone
-DIT_HEADS=${DIT_HEADS:-2}  # the fresh DiT's width in heads of 64
+DIT_HEADS=${DIT_HEADS:-1}  # the fresh DiT's width in heads of 64 (the shipped one: 1)
 STAGE2_LR=${STAGE2_LR:-3e-4}
 PLANNER=${PLANNER:-metacanvas_core/assets/tiny/planner}
 mkdir -p "$R/logs"
@@ -38,9 +38,11 @@ if [ "${FROM:-}" = builtin ]; then  # carry the published base on: its VAE as is
   [ -f "$R/vae_ft_run/vae/config.json" ] || { mkdir -p "$R/vae_ft_run" && cp -r "$A/wan_t2v/vae" "$R/vae_ft_run/vae"; }
   GLOBAL_INIT="--base $A/wan_t2v --base-connector $A/global_base_t2v.safetensors"
 else
-  # The published clip VAE is what step 1 (both of its runs) makes from seed 0: start from it where it ships.
-  [ -f "$R/vae_ft_run/vae/config.json" ] || [ ! -f "$A/wan_vae/config.json" ] || {
-    mkdir -p "$R/vae_ft_run" && cp -r "$A/wan_vae" "$R/vae_ft_run/vae"; }
+  # The published clip VAE is what step 1 (both of its runs) makes from seed 0: start from it where it ships (on
+  # its own before the video DiTs trained on it are published, then in their Wan folder).
+  SHIPPED_VAE=$A/wan_vae; [ -d "$SHIPPED_VAE" ] || SHIPPED_VAE=$A/wan_t2v/vae
+  [ -f "$R/vae_ft_run/vae/config.json" ] || [ ! -f "$SHIPPED_VAE/config.json" ] || {
+    mkdir -p "$R/vae_ft_run" && cp -r "$SHIPPED_VAE" "$R/vae_ft_run/vae"; }
   GLOBAL_INIT="--vae $R/vae_ft_run/vae --dit-heads $DIT_HEADS"
 fi
 [ -f "$R/vae_ft_run/vae/config.json" ] || [ -f "$R/vae_run/vae/config.json" ] || $T vae-wan --out "$R/vae_run" \
