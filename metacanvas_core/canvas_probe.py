@@ -6,6 +6,10 @@ planner's *text* states (mean over the prompt) tell whether the layout is in the
 training prompts, scored on held-out position prompts; "occupied" accuracy counts only cells that hold an object
 (predicting "none" everywhere scores 0 there, whatever the majority class). Held-out triples leave a few
 (shape, cell) pairs that no training prompt has, so even a perfect plan tops out near 91 % on shape.
+
+`prompt_dependence` asks a cruder question first: do the canvas states change with the prompt at all? Trained
+canvas tokens can make the frozen planner ignore the prompt (on a DiT without absolute positions the canvas becomes
+a learnt position embedding, docs/experiments.md); random tokens of the same norm are the reference.
 """
 
 from __future__ import annotations
@@ -80,6 +84,33 @@ def _features(planner: Planner, loaded: MetaCanvasWeights, scenes: list[Scene], 
     return torch.cat(canvas), torch.cat(text)
 
 
+# Prompt pairs that differ only in where an object is, or which way it moves.
+DEPENDENCE_PAIRS: dict[str, tuple[str, str]] = {
+    "position": ("a red circle at top left", "a red circle at bottom right"),
+    "motion": ("a red circle moves from left to right", "a red circle moves from right to left"),
+}
+
+
+def _relative_change(planner: Planner, tokens: torch.Tensor, grid, lora, pair: tuple[str, str]) -> float:
+    with torch.no_grad():
+        s = planner.encode(list(pair), tokens, grid, lora).canvas_states.float()
+    return float(((s[0] - s[1]).norm(dim=-1) / s[0].norm(dim=-1)).mean())
+
+
+def prompt_dependence(planner: Planner, loaded: MetaCanvasWeights, seed: int = 0) -> dict:
+    """Per pair of `DEPENDENCE_PAIRS`: the canvas states' change between its two prompts (norm of the difference
+    over the norm, mean over canvas tokens), for the trained tokens and for random ones of their mean norm."""
+    loaded.require_canvas("to probe", "pass MetaCanvas weights (--weights)")
+    conn = loaded.connector
+    tokens = conn.canvas_tokens.detach().float()
+    g = torch.Generator().manual_seed(seed)
+    scale = tokens.norm(dim=-1).mean() / tokens.shape[-1] ** 0.5
+    random = torch.randn(tokens.shape, generator=g) * scale
+    return {name: {"trained": _relative_change(planner, tokens, conn.config.grid, conn.canvas_lora, pair),
+                   "random_tokens": _relative_change(planner, random, conn.config.grid, conn.canvas_lora, pair)}
+            for name, pair in DEPENDENCE_PAIRS.items()}
+
+
 def probe_plan(
     planner: Planner, loaded: MetaCanvasWeights, n_train: int = 2000, n_test: int = 500, seed: int = 0
 ) -> dict:
@@ -89,7 +120,8 @@ def probe_plan(
     train = [sample_scene(rng, "position", "train") for _ in range(n_train)]
     test = [sample_scene(rng, "position", "heldout") for _ in range(n_test)]
     (ctr, ttr), (cte, tte) = _features(planner, loaded, train), _features(planner, loaded, test)
-    result = {"weights": loaded.name, "n_train": n_train, "n_test": n_test}
+    result = {"weights": loaded.name, "n_train": n_train, "n_test": n_test,
+              "prompt_dependence": prompt_dependence(planner, loaded, seed)}
     for attribute in PROBED:
         ytr, yte = cell_labels(train, attribute), cell_labels(test, attribute)
         result[attribute] = {"canvas": fit_cell_probe(ctr, ytr, cte, yte, seed=seed),

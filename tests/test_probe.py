@@ -8,7 +8,8 @@ from metacanvas_core.builtin import PLANNER, T2I_MODELS
 from metacanvas_core.checkpoints import load_connector
 from metacanvas_core.errors import MetaCanvasError
 from metacanvas_core.planner import Planner
-from metacanvas_core.canvas_probe import LABELS, SHAPE_LABELS, cell_labels, fit_cell_probe, probe_plan
+from metacanvas_core.canvas_probe import (LABELS, SHAPE_LABELS, cell_labels, fit_cell_probe, probe_plan,
+                                         prompt_dependence)
 from metacanvas_core.world.shapes import sample_scene
 
 
@@ -49,3 +50,17 @@ def test_probe_runs_on_the_shipped_plan_and_refuses_a_global_connector():
         assert 0 <= probes["canvas"]["occupied_accuracy"] <= 1 and probes["text"]["majority"] > 0.5
     with pytest.raises(MetaCanvasError, match="no canvas to probe"):
         probe_plan(planner, load_connector(T2I_MODELS.shipped()["global"][1]))
+
+
+def test_prompt_dependence_tells_a_prompt_blind_canvas():
+    """Canvas tokens far larger than any word drown the prompt: their states barely change between prompts that
+    move the object, while random tokens of the shipped norm (the reference) do; the shipped SANA plan keeps it."""
+    planner = Planner.from_pretrained(PLANNER)
+    loaded = load_connector(T2I_MODELS.shipped()["metacanvas"][1])
+    shipped = prompt_dependence(planner, loaded)
+    assert shipped["position"]["trained"] > 0.3 and shipped["position"]["random_tokens"] > 0.3
+    with torch.no_grad():
+        loaded.connector.canvas_tokens.mul_(1000.0)
+    drowned = prompt_dependence(planner, loaded)
+    assert drowned["position"]["trained"] < 0.5 * shipped["position"]["trained"]
+    assert drowned["position"]["random_tokens"] < 0.5 * shipped["position"]["random_tokens"]  # the reference: same norm
