@@ -45,6 +45,18 @@ def test_vae_then_three_stages_export_and_sample(tmp_path):
     assert w.method == "metacanvas" and w.trained_sizes == [[32, 32, 17]] and w.recipe["task"] == "t2v"
     assert w.connector.config.canvas_grid == [3, 8, 8] and w.connector.config.keyframe_seconds == 1.0
     assert load_connector(tmp_path / "c" / "global_t2v.safetensors").method == "global"
+    # --freeze-canvas-tokens: the tokens stay at their seeded init (the same at any LR) while the rest of the
+    # canvas connector trains; unfrozen, the same seed's tokens move (once the zero-initialised output lets a
+    # gradient through: a few steps).
+    for out, extra in (("f1", ["--freeze-canvas-tokens"]), ("f2", ["--freeze-canvas-tokens", "--lr", "1e-2"]),
+                       ("u", ["--lr", "1e-2"])):
+        assert train("video", "--stage", "metacanvas", *base, "--steps", "4", *extra, "--out", tmp_path / out) == 0
+    f1, f2, u = (load_connector(tmp_path / o / "metacanvas_t2v.safetensors") for o in ("f1", "f2", "u"))
+    assert f1.recipe["freeze_canvas_tokens"] is True and u.recipe["freeze_canvas_tokens"] is False
+    assert torch.equal(f1.connector.canvas_tokens, f2.connector.canvas_tokens)
+    assert not torch.equal(f2.connector.canvas_tokens, u.connector.canvas_tokens)
+    enc1, enc2 = f1.connector.canvas_encoder.state_dict(), f2.connector.canvas_encoder.state_dict()
+    assert any(not torch.equal(enc1[k], enc2[k]) for k in enc1)
     pipe = MetaCanvasPipeline.from_pretrained(PLANNER, tmp_path / "g" / "backbone", tmp_path / "m" /
                                               "metacanvas_t2v.safetensors")
     start = torch.rand(1, 32, 32, 3)

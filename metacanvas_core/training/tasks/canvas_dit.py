@@ -229,6 +229,10 @@ def add_recipe_arguments(ap: argparse.ArgumentParser) -> None:
                     help="stage metacanvas: rank of a canvas-only LoRA on the frozen planner (0 = none)")
     ap.add_argument("--canvas-lr-scale", type=float, default=1.0,
                     help="LR multiplier for the new canvas parts (tokens, connector); they start from zero")
+    ap.add_argument("--freeze-canvas-tokens", action="store_true",
+                    help="stage metacanvas: keep the canvas tokens at their random init, so their planner states keep "
+                         "depending on the prompt (on a DiT without absolute positions trained tokens learn to make "
+                         "the planner ignore it: `probe`'s prompt_dependence)")
     ap.add_argument("--planner-lora-lr-scale", type=float, default=1.0,
                     help="LR multiplier for the canvas-only planner LoRA (its own group: at 4x it drifted)")
     ap.add_argument("--text-only-dropout", type=float, default=TEXT_ONLY_DROPOUT,
@@ -284,6 +288,8 @@ class CanvasDiTTask(Task):
         if not 0.0 <= args.text_only_dropout <= 1.0 - CAPTION_DROPOUT:
             ap.error(f"--text-only-dropout must lie in [0, {1.0 - CAPTION_DROPOUT}] (captions are already dropped "
                      f"for {CAPTION_DROPOUT} of the samples)")
+        if args.freeze_canvas_tokens and args.stage != "metacanvas":
+            ap.error("--freeze-canvas-tokens only applies to --stage metacanvas (the baselines have no canvas)")
         if args.canvas_grid is not None and args.stage != "metacanvas":
             ap.error("--canvas-grid only applies to --stage metacanvas (the baselines have no canvas)")
         if args.memory_cache_gb < 0:
@@ -341,6 +347,8 @@ class CanvasDiTTask(Task):
         if args.gradient_checkpointing:
             bb.transformer.enable_gradient_checkpointing()
         self.conn.requires_grad_(True)
+        if args.freeze_canvas_tokens:
+            self.conn.canvas_tokens.requires_grad_(False)
 
     def trained_modules(self) -> dict[str, torch.nn.Module]:
         return {"dit": self.bb.transformer, "connector": self.conn}
@@ -351,7 +359,8 @@ class CanvasDiTTask(Task):
         conn, a = self.conn, self.args
         base = [p for p in self.bb.transformer.parameters() if p.requires_grad]
         base += list(conn.text_connector.parameters())
-        canvas = [p for n, p in conn.named_parameters() if not n.startswith(("text_connector.", "canvas_lora."))]
+        canvas = [p for n, p in conn.named_parameters()
+                  if p.requires_grad and not n.startswith(("text_connector.", "canvas_lora."))]
         lora = list(conn.canvas_lora.parameters()) if conn.canvas_lora is not None else []
         groups = [{"params": base}]
         groups += [{"params": canvas, "lr_scale": a.canvas_lr_scale}] if canvas else []
@@ -487,6 +496,7 @@ class CanvasDiTTask(Task):
                 "planner_lora_lr_scale": a.planner_lora_lr_scale if self.conn.canvas_lora else None,
                 "dit_lora_rank": a.dit_lora_rank, "base": str(a.base) if a.base else None,
                 "canvas_grid": self.conn.config.canvas_grid if canvas else None,
+                "freeze_canvas_tokens": a.freeze_canvas_tokens if canvas else None,
                 "gradient_checkpointing": a.gradient_checkpointing}
 
     def export(self, state: dict, out: Path, recipe: dict) -> list[Path]:
