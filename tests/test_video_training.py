@@ -175,7 +175,8 @@ def test_image_share_trains_still_images_as_one_frame_clips(tmp_path):
 
 def test_vae_fine_tune_starts_from_the_given_vae(tmp_path, capsys):
     """--init fine-tunes a trained VAE (its width and channels, its weights) instead of a fresh one; at LR 0 its
-    weights come out unchanged, and a folder that holds no Wan VAE is refused naming the flag."""
+    weights come out unchanged, and a folder that holds no Wan VAE is refused naming the flag (--init, and the video
+    DiT's --vae)."""
     from safetensors.torch import load_file
 
     fast = ["--steps", "1", "--batch", "1", "--warmup", "1", "--crop", "16"]
@@ -194,3 +195,8 @@ def test_vae_fine_tune_starts_from_the_given_vae(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         train("vae-wan", "--init", tmp_path / "config_only", "--out", tmp_path / "x", *fast)
     assert refused.value.code == 2 and "diffusion_pytorch_model.safetensors" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # the DiT's --vae is checked the same way
+        train("video", "--stage", "global", "--planner", PLANNER, "--vae", tmp_path / "config_only",
+              "--out", tmp_path / "x", *fast[:-2])
+    err = capsys.readouterr().err
+    assert refused.value.code == 2 and "--vae" in err and "diffusion_pytorch_model.safetensors" in err

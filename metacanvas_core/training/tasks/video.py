@@ -30,7 +30,7 @@ from ..data import DataStream
 from ..datasets import Sizes, TaskDataset
 from ..world_pool import FrozenMemo, add_pool_arguments, example_rng, module_fingerprint
 from .canvas_dit import CanvasDiTTask, Drawn, Source, take
-from .wan_vae import clip_pixels
+from .wan_vae import check_wan_vae_folder, clip_pixels
 
 
 def add_data_arguments(ap: argparse.ArgumentParser, what: str) -> None:
@@ -84,6 +84,8 @@ class ClipsAndImages(Source):
                      "DiT")
         if args.dit_heads < 1:
             ap.error("--dit-heads must be at least 1")
+        if args.vae is not None:
+            check_wan_vae_folder(ap, "--vae", args.vae)
         check_sizes(ap, args, args.data is not None)
         if args.image_data is not None and args.data is None:
             ap.error("--image-data goes with --data (the clip world has its own images)")

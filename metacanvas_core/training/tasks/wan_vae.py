@@ -27,6 +27,21 @@ def clip_pixels(clip: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(shapes.model_pixels(clip)).transpose(0, 1).contiguous()
 
 
+def check_wan_vae_folder(ap: argparse.ArgumentParser, flag: str, folder: Path) -> dict:
+    """The config of the trained Wan VAE folder given to `flag`, or an error naming the flag and the fix."""
+    config = folder / "config.json"
+    if not config.is_file():
+        ap.error(f"{flag} {folder}: no config.json there; give a Wan VAE folder (e.g. "
+                 "metacanvas_core/assets/tiny/wan_vae)")
+    cfg = json.loads(config.read_text())
+    if cfg.get("_class_name") != "AutoencoderKLWan":
+        ap.error(f"{flag} {folder}: holds a {cfg.get('_class_name')}, not an AutoencoderKLWan")
+    if not (folder / "diffusion_pytorch_model.safetensors").is_file():
+        ap.error(f"{flag} {folder}: config.json but no diffusion_pytorch_model.safetensors (a single-file save, as "
+                 "`vae-wan` and the shipped wan_vae write it)")
+    return cfg
+
+
 class WanVaePretraining(Task):
     name = "vae-wan"
 
@@ -58,16 +73,7 @@ class WanVaePretraining(Task):
         if args.crop < s or args.crop % s or args.crop > clips.SIZE:
             ap.error(f"--crop must be a multiple of {s} in [{s}, {clips.SIZE}]")
         if args.init is not None:
-            config = args.init / "config.json"
-            if not config.is_file():
-                ap.error(f"--init {args.init}: no config.json there; give a Wan VAE folder (e.g. "
-                         "metacanvas_core/assets/tiny/wan_vae)")
-            cfg = json.loads(config.read_text())
-            if cfg.get("_class_name") != "AutoencoderKLWan":
-                ap.error(f"--init {args.init}: holds a {cfg.get('_class_name')}, not an AutoencoderKLWan")
-            if not (args.init / "diffusion_pytorch_model.safetensors").is_file():
-                ap.error(f"--init {args.init}: config.json but no diffusion_pytorch_model.safetensors (a single-file "
-                         "save, as `vae-wan` and the shipped wan_vae write it)")
+            cfg = check_wan_vae_folder(ap, "--init", args.init)
             args.base_dim, args.latent_channels = cfg["base_dim"], cfg["z_dim"]
 
     def __init__(self, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> None:
