@@ -11,14 +11,14 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 R=${RUNS:-runs-video}
 VAE_STEPS=${VAE_STEPS:-5000}
-GLOBAL_STEPS=${GLOBAL_STEPS:-16000}
-EXTRA_STEPS=${EXTRA_STEPS:-4000}  # stage 2, each of the three runs
-BATCH=${BATCH:-16}
+GLOBAL_STEPS=${GLOBAL_STEPS:-2000}
+EXTRA_STEPS=${EXTRA_STEPS:-4500}  # stage 2, each of the three runs
+BATCH=${BATCH:-8}
 VAE_BATCH=${VAE_BATCH:-8}
 THREADS=${THREADS:-1}  # per stage-2 run (three run side by side)
 SOLO_THREADS=${SOLO_THREADS:-2}  # steps 1 and 2 run alone
-DIT_HEADS=${DIT_HEADS:-1}  # the fresh DiT's width in heads of 64 (the shipped one: 1)
-STAGE2_LR=${STAGE2_LR:-3e-4}
+DIT_HEADS=${DIT_HEADS:-2}  # the fresh DiT's width in heads of 64 (the shipped one: 2)
+STAGE2_LR=${STAGE2_LR:-1e-3}
 PLANNER=${PLANNER:-metacanvas_core/assets/tiny/planner}
 mkdir -p "$R/logs"
 T="$PY -m metacanvas_core train"
