@@ -79,12 +79,23 @@ def save_image(image: torch.Tensor, path: Path, upscale: int = 1) -> None:
     _pil(image, upscale).save(path)
 
 
+def gif_timing(fps: float) -> dict:
+    """PIL GIF save options for `fps`: a frame delay in whole 1/100 s (the format's unit), so the held-longer frame
+    PIL makes of a run of identical frames is a whole multiple of it, and that delay in the comment, so a clip
+    that is one still frame throughout still reads back as its frame count."""
+    delay = 10 * max(1, round(100 / fps))
+    return {"duration": delay, "comment": f"{_GIF_DELAY}{delay}"}
+
+
+_GIF_DELAY = "metacanvas frame delay ms="
+
+
 def save_clip(frames: torch.Tensor, path: Path, fps: int = 8, upscale: int = 1) -> None:
     """Frames (F, H, W, 3) in [0, 1] as an animated GIF (`*.gif`) or, for any other path, a folder of PNGs."""
     images = [_pil(f, upscale) for f in frames]
     if path.suffix.lower() == ".gif":
         path.parent.mkdir(parents=True, exist_ok=True)
-        images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        images[0].save(path, save_all=True, append_images=images[1:], **gif_timing(fps), loop=0)
         return
     path.mkdir(parents=True, exist_ok=True)
     for i, im in enumerate(images):
@@ -106,13 +117,18 @@ def load_clip(path: Path, where: str = "--video") -> tuple[torch.Tensor, float |
     else:
         try:
             img = Image.open(path)
-            frames = [torch.from_numpy(np.array(f.convert("RGB"))).float().div(255)
-                      for f in ImageSequence.Iterator(img)]
+            timed = [(torch.from_numpy(np.array(f.convert("RGB"))).float().div(255), f.info.get("duration") or 0)
+                     for f in ImageSequence.Iterator(img)]
         except (OSError, UnidentifiedImageError) as e:
             raise MetaCanvasError(f"{where} {str(path)!r} is not a readable clip (an animated GIF or a folder of "
                                   f"frames) ({e})") from e
-        duration = img.info.get("duration") or 0
-        fps = 1000.0 / duration if duration > 0 else None
+        # GIF writers (PIL among them) store a run of identical frames as one frame held longer: hold it for as
+        # many frames as its delay spans, so a still stretch keeps its frame count
+        comment = img.info.get("comment", b"").decode("latin-1")
+        base = (int(comment.removeprefix(_GIF_DELAY)) if comment.startswith(_GIF_DELAY) and
+                comment.removeprefix(_GIF_DELAY).isdigit() else min((d for _, d in timed if d > 0), default=0))
+        frames = [f for f, d in timed for _ in range(max(1, round(d / base)) if base else 1)]
+        fps = 1000.0 / base if base else None
     sizes = sorted({tuple(f.shape[:2]) for f in frames})
     if len(sizes) > 1:
         raise MetaCanvasError(f"{where} {str(path)!r} has frames of different sizes {sizes}: give frames of one size")

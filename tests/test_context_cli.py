@@ -51,6 +51,20 @@ def _run(root, task, *extra, backbone="wide", weights=None):
                  "--upscale", "1", *extra])
 
 
+@pytest.mark.parametrize("still", [1, 7, 17])
+def test_a_gif_with_still_stretches_reads_back_every_frame(tmp_path, still):
+    """PIL stores a run of identical frames as one frame held longer; a generated clip that barely moves must still
+    read back as its 17 frames (video-edit refuses a clip of the wrong length)."""
+    clip = torch.rand(17, 8, 8, 3, generator=torch.Generator().manual_seed(0))
+    clip[:still] = clip[0]
+    save_clip(clip, tmp_path / "c.gif", fps=8)
+    assert Image.open(tmp_path / "c.gif").n_frames == 18 - still  # the writer did merge them
+    back, fps = load_clip(tmp_path / "c.gif")
+    assert back.shape[0] == 17 and fps == pytest.approx(8.33, abs=0.01)
+    assert all(torch.equal(back[i], back[0]) for i in range(still))  # the held frame, where it was
+    assert still == 17 or not torch.equal(back[still], back[0])
+
+
 def test_video_edit_and_in_context_write_clips(files, tmp_path):
     clip, fps = load_clip(files / "src.gif")
     assert clip.shape == (9, 32, 32, 3) and fps == pytest.approx(8.33, abs=0.01)  # GIF durations: 10 ms units

@@ -43,8 +43,8 @@ def test_the_native_config_is_the_tiny_wans_own():
 
     cfg = json.loads((ASSETS / "wan_t2v" / "transformer" / "config.json").read_text())
     unet = WAN.native_config(cfg)
-    assert unet["patch_size"] == (1, 1, 1) and unet["dim"] == 64 and unet["num_heads"] == 2
-    assert unet["text_dim"] == cfg["text_dim"] and unet["in_dim"] == unet["out_dim"] == 16
+    assert unet["patch_size"] == (1, 1, 1) and unet["dim"] == 128 and unet["num_heads"] == 2  # 2 heads of 64
+    assert unet["text_dim"] == cfg["text_dim"] and unet["in_dim"] == unet["out_dim"] == 48  # the clip VAE's z_dim
 
 
 def test_noise_levels_per_frame_say_which_frames_are_given():
@@ -118,12 +118,11 @@ def test_the_native_canvas_adds_what_the_packs_hook_adds(t2v):
     weights, plan = t2v
     bb = load_backbone(ASSETS / "wan_t2v")
     torch.manual_seed(0)
-    x = torch.randn(1, 16, 5, 8, 8)
+    x = torch.randn(1, bb.transformer.config.in_channels, 5, 8, 8)
     grid = (5, 8, 8)
     canvas = weights.connector.canvas_for_grid(plan.canvas, *grid)
     with torch.no_grad():
         plain = bb.patch_embed(x)
-        bb.transformer.config  # noqa: B018
         with canvas_injected(bb, weights.connector.canvas_fuser, canvas, grid, 0.7, clean_frames=1):
             # the hook reads the timestep the transformer was called with; give it one as the Wan adapter does
             from diffusers.hooks import HookRegistry
@@ -149,7 +148,8 @@ def test_convert_comfy_writes_a_peft_dit_lora_in_comfyuis_keys(t2v, tmp_path):
 
     weights, _ = t2v
     lora = tmp_path / "x_dit_lora.safetensors"
-    a, b = torch.randn(4, 64), torch.randn(64, 4)
+    width = 128  # the tiny Wan's: 2 heads of 64
+    a, b = torch.randn(4, width), torch.randn(width, 4)
     save_file({"transformer.blocks.2.attn2.to_out.0.lora_A.weight": a,
                "transformer.blocks.2.attn2.to_out.0.lora_B.weight": b}, str(lora))
     as_lora = dataclasses.replace(weights, dit=DitPart("lora", lora), _placed={})

@@ -12,6 +12,7 @@ from PIL import Image
 
 from metacanvas_core.__main__ import main as cli
 from metacanvas_core.builtin import ASSETS, PLANNER, SANA_T2I
+from metacanvas_core.pixels import load_clip
 from metacanvas_core.training import trainer
 
 WAN = ASSETS / "wan_t2v"
@@ -83,8 +84,8 @@ def test_every_generation_task_validates_by_its_own_sampling(tmp_path):
                  ASSETS / "global_t2v.safetensors", "--out", tmp_path / "v", *FAST, "--steps", "1",
                  "--validation-prompt", "a red circle moves from left to right") == 0
     strip = png(tmp_path / "v" / "validation" / "step_1" / "00.png")
-    gif = Image.open(tmp_path / "v" / "validation" / "step_1" / "00.gif")
-    assert strip.shape == (32, 17 * 32, 3) and gif.n_frames == 17
+    gif = load_clip(tmp_path / "v" / "validation" / "step_1" / "00.gif")[0]
+    assert strip.shape == (32, 17 * 32, 3) and gif.shape == (17, 32, 32, 3)
     assert train("video-context", "--stage", "metacanvas", "--base", WAN,
                  "--base-connector", ASSETS / "global_t2v.safetensors", "--in-context-share", "0",
                  "--out", tmp_path / "c", *FAST, "--steps", "1", *v) == 0

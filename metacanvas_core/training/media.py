@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import MetaCanvasError
+from ..pixels import gif_timing
 from .data import BrokenSample
 
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif")
@@ -120,7 +121,7 @@ def encode_clip(frames: np.ndarray, fps: float, fmt: str) -> bytes:
     buf = io.BytesIO()
     if fmt == "gif":
         images = [Image.fromarray(f) for f in frames]
-        images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=round(1000 / fps),
+        images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], **gif_timing(fps),
                        loop=0, optimize=False, disposal=1)
         return buf.getvalue()
     av = _pyav()

@@ -460,6 +460,8 @@ def write_validation(folder: Path, outputs: list[torch.Tensor]) -> list[np.ndarr
     NN.gif); returns what was written as uint8 (H, W', 3) images."""
     from PIL import Image
 
+    from ..pixels import save_clip
+
     folder.mkdir(parents=True, exist_ok=True)
     images = []
     for i, frames in enumerate(outputs):
@@ -467,8 +469,7 @@ def write_validation(folder: Path, outputs: list[torch.Tensor]) -> list[np.ndarr
         strip = np.concatenate(list(x), axis=1)  # (H, F * W, 3)
         Image.fromarray(strip).save(folder / f"{i:02d}.png")
         if len(x) > 1:
-            pil = [Image.fromarray(f) for f in x]
-            pil[0].save(folder / f"{i:02d}.gif", save_all=True, append_images=pil[1:], duration=125, loop=0)
+            save_clip(frames.float().clamp(0, 1).cpu(), folder / f"{i:02d}.gif")
         images.append(strip)
     return images
 
