@@ -90,6 +90,14 @@ def gif_timing(fps: float) -> dict:
 _GIF_DELAY = "metacanvas frame delay ms="
 
 
+def _gif_frame_delay(comment: bytes, delays: list[int]) -> int:
+    """One frame's delay in ms: the one gif_timing wrote in the comment, else the shortest delay (0: unknown)."""
+    ours = comment.decode("latin-1").removeprefix(_GIF_DELAY)
+    if comment.startswith(_GIF_DELAY.encode()) and ours.isdigit():
+        return int(ours)
+    return min((d for d in delays if d > 0), default=0)
+
+
 def save_clip(frames: torch.Tensor, path: Path, fps: int = 8, upscale: int = 1) -> None:
     """Frames (F, H, W, 3) in [0, 1] as an animated GIF (`*.gif`) or, for any other path, a folder of PNGs."""
     images = [_pil(f, upscale) for f in frames]
@@ -124,9 +132,7 @@ def load_clip(path: Path, where: str = "--video") -> tuple[torch.Tensor, float |
                                   f"frames) ({e})") from e
         # GIF writers (PIL among them) store a run of identical frames as one frame held longer: hold it for as
         # many frames as its delay spans, so a still stretch keeps its frame count
-        comment = img.info.get("comment", b"").decode("latin-1")
-        base = (int(comment.removeprefix(_GIF_DELAY)) if comment.startswith(_GIF_DELAY) and
-                comment.removeprefix(_GIF_DELAY).isdigit() else min((d for _, d in timed if d > 0), default=0))
+        base = _gif_frame_delay(img.info.get("comment", b""), [d for _, d in timed])
         frames = [f for f, d in timed for _ in range(max(1, round(d / base)) if base else 1)]
         fps = 1000.0 / base if base else None
     sizes = sorted({tuple(f.shape[:2]) for f in frames})
