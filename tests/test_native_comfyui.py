@@ -148,7 +148,9 @@ def _lora(model):
 
     torch.manual_seed(5)
     key = "diffusion_model.blocks.0.self_attn.q"
-    lora = {f"{key}.lora_up.weight": torch.randn(64, 4) * 0.5, f"{key}.lora_down.weight": torch.randn(4, 64) * 0.5}
+    out_features, in_features = model.model.diffusion_model.blocks[0].self_attn.q.weight.shape  # the tiny Wan's width
+    lora = {f"{key}.lora_up.weight": torch.randn(out_features, 4) * 0.5,
+            f"{key}.lora_down.weight": torch.randn(4, in_features) * 0.5}
     loaded = comfy.lora.load_lora(lora, comfy.lora.model_lora_keys_unet(model.model, {}))
     out = model.clone()
     assert out.add_patches(loaded, 1.0)
