@@ -18,9 +18,10 @@ BASE_RUNS=${BASE_RUNS:-runs-video}
 EXTRA_STEPS=${EXTRA_STEPS:-3600}
 BATCH=${BATCH:-8}
 THREADS=${THREADS:-1}
-PLANNER=${PLANNER:-metacanvas_core/assets/tiny/planner}
+A=metacanvas_core/assets/tiny
+PLANNER=${PLANNER:-$A/planner}
 if [ "${FROM:-}" = builtin ]; then
-  BASE_DIR=metacanvas_core/assets/tiny/wan_t2v BASE_CONNECTOR=metacanvas_core/assets/tiny/global_base_t2v.safetensors
+  BASE_DIR=$A/wan_t2v BASE_CONNECTOR=$A/global_base_t2v.safetensors
 else
   BASE_DIR=$BASE_RUNS/global_run/backbone BASE_CONNECTOR=$BASE_RUNS/global_run/global_base_t2v.safetensors
 fi

@@ -412,7 +412,9 @@ def test_kontext_a_lora_before_or_after_the_patch_is_kept(comfy, edit):
     def lora(model):
         torch.manual_seed(6)
         key = "diffusion_model.double_blocks.0.img_attn.qkv"
-        sd = {f"{key}.lora_up.weight": torch.randn(192, 4) * 0.5, f"{key}.lora_down.weight": torch.randn(4, 64) * 0.5}
+        out_features, in_features = model.model.diffusion_model.double_blocks[0].img_attn.qkv.weight.shape
+        sd = {f"{key}.lora_up.weight": torch.randn(out_features, 4) * 0.5,
+              f"{key}.lora_down.weight": torch.randn(4, in_features) * 0.5}
         out = model.clone()
         assert out.add_patches(comfy.lora.load_lora(sd, comfy.lora.model_lora_keys_unet(model.model, {})), 1.0)
         return out
